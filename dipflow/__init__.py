@@ -1,0 +1,39 @@
+"""dipflow: the theory of overparametrized Deep Inverse Prior networks, executable."""
+
+import importlib.metadata
+
+from ._activations import (
+    Activation as Activation,
+    ActivationConstants as ActivationConstants,
+    activation_constants as activation_constants,
+    available_activations as available_activations,
+    get_activation as get_activation,
+    register_activation as register_activation,
+)
+from ._flows import (
+    CONVERGED as CONVERGED,
+    DIVERGED as DIVERGED,
+    MAX_STEPS as MAX_STEPS,
+    STATUS_NAMES as STATUS_NAMES,
+    FlowResult as FlowResult,
+    GDResult as GDResult,
+    Trajectory as Trajectory,
+    gradient_descent as gradient_descent,
+    gradient_flow as gradient_flow,
+    loss as loss,
+    status_name as status_name,
+)
+from ._jacobians import (
+    gram as gram,
+    jacobian as jacobian,
+    lipschitz_bound as lipschitz_bound,
+    measurement_kernel as measurement_kernel,
+    measurement_rate as measurement_rate,
+    sigma_min_gram as sigma_min_gram,
+    sigma_min_jacobian as sigma_min_jacobian,
+)
+from ._networks import MLPDIP as MLPDIP, TwoLayerDIP as TwoLayerDIP
+from ._problems import InverseProblem as InverseProblem, Spectrum as Spectrum
+from ._theory import Certificate as Certificate, theorem1 as theorem1
+
+__version__ = importlib.metadata.version("dipflow")

@@ -1,0 +1,82 @@
+"""Argument validation shared by the public constructors and solvers.
+
+Every check runs eagerly, before any tracing or compilation, and raises an error
+that names the argument and what was expected. Values that are tracers (inside
+`jax.jit` or `jax.vmap`) are checked for shape only.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def is_concrete(x) -> bool:
+    return not isinstance(x, jax.core.Tracer)
+
+
+def as_float_array(name: str, x, ndim: int | None = None):
+    """`x` as an inexact JAX array of rank `ndim`, with finite entries."""
+    if x is None:
+        raise TypeError(f"`{name}` must be an array, got None.")
+    if not hasattr(x, "shape"):
+        try:
+            x = np.asarray(x)
+        except Exception as e:
+            raise TypeError(f"`{name}` must be an array, got {type(x).__name__}.") from e
+    if not (jnp.issubdtype(x.dtype, jnp.floating) or jnp.issubdtype(x.dtype, jnp.integer)):
+        raise TypeError(f"`{name}` must hold real numbers, got dtype {x.dtype}.")
+    if ndim is not None and x.ndim != ndim:
+        raise ValueError(f"`{name}` must be {ndim}-D, got shape {tuple(x.shape)}.")
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        x = x.astype(jnp.result_type(float))
+    check_finite(name, x)
+    return x
+
+
+def check_finite(name: str, x) -> None:
+    if is_concrete(x) and not bool(jnp.all(jnp.isfinite(x))):
+        raise ValueError(f"`{name}` must have finite entries (found NaN or Inf).")
+
+
+def check_shape(name: str, x, expected: tuple, meaning: str) -> None:
+    if tuple(x.shape) != tuple(expected):
+        raise ValueError(
+            f"`{name}` must have shape {tuple(expected)} ({meaning}), got {tuple(x.shape)}."
+        )
+
+
+def positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"`{name}` must be an integer, got {value!r}.")
+    if value < 1:
+        raise ValueError(f"`{name}` must be >= 1, got {value}.")
+    return int(value)
+
+
+def nonnegative_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"`{name}` must be an integer, got {value!r}.")
+    if value < 0:
+        raise ValueError(f"`{name}` must be >= 0, got {value}.")
+    return int(value)
+
+
+def nonnegative_scalar(name: str, value, *, strict: bool = False):
+    """A real scalar that is >= 0 (> 0 if `strict`); tracers pass unchecked."""
+    if isinstance(value, bool):
+        raise TypeError(f"`{name}` must be a real number, got {value!r}.")
+    if not is_concrete(value):
+        return value
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"`{name}` must be a real number, got {value!r}.") from None
+    if not np.isfinite(v) or v < 0 or (strict and v == 0):
+        bound = "> 0" if strict else ">= 0"
+        raise ValueError(f"`{name}` must be finite and {bound}, got {value!r}.")
+    return value

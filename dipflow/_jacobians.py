@@ -1,0 +1,144 @@
+"""Jacobians of generators w.r.t. their trained parameters, and the kernels built
+from them: `J Jᵀ` (closed form for the two-layer net), `K_A = A J Jᵀ Aᵀ`, σ_min,
+and the Lemma 3 bound on Lip(J)."""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
+from jaxtyping import Array, Float
+
+from ._activations import get_activation
+from ._networks import TwoLayerDIP, default_trainable_filter
+from ._problems import InverseProblem
+
+
+def partition(net, trainable=None):
+    """Split `net` into `(params, static)` by the filter `trainable` (default: the
+    net's own `trainable_filter()`); `eqx.combine(params, static)` rebuilds it."""
+    spec = default_trainable_filter(net) if trainable is None else trainable
+    return eqx.partition(net, spec)
+
+
+def flat_generator(net, trainable=None):
+    """`(θ0, g)` with θ0 the flattened trained parameters and `g(θ)` the signal."""
+    params, static = partition(net, trainable)
+    theta0, unravel = ravel_pytree(params)
+    if theta0.size == 0:
+        raise ValueError("the network has no trainable parameters; check `trainable`.")
+
+    def g(theta):
+        return eqx.combine(unravel(theta), static)()
+
+    return theta0, g
+
+
+def jacobian(net, trainable=None) -> Float[Array, "n p"]:
+    """The exact Jacobian `J(θ) = ∂g/∂θ` by `jax.jacfwd`, shape `(n, p)`.
+
+    `p` counts the trained parameters, flattened in pytree order (row-major `W`
+    for [`dipflow.TwoLayerDIP`][], so `p = k·d` in the paper's setting).
+    Works for any generator.
+    """
+    theta, g = flat_generator(net, trainable)
+    return jax.jacfwd(g)(theta)
+
+
+def _sigma_min_from_singular_values(s, n):
+    # σ_min(J) in the paper's sense: J is onto R^n only if rank n is possible.
+    return s[n - 1] if s.shape[0] >= n else jnp.zeros((), s.dtype)
+
+
+def sigma_min_jacobian(net, trainable=None) -> Float[Array, ""]:
+    """σ_min(J(θ)) = sqrt(λ_min(J Jᵀ)) from the jacfwd Jacobian (any generator).
+
+    It is 0 when there are fewer parameters than outputs (p < n)."""
+    J = jacobian(net, trainable)
+    s = jnp.linalg.svd(J, compute_uv=False)
+    return _sigma_min_from_singular_values(s, J.shape[0])
+
+
+def _require_two_layer(net, what: str) -> TwoLayerDIP:
+    if not isinstance(net, TwoLayerDIP):
+        raise TypeError(f"{what} has a closed form only for TwoLayerDIP, got {type(net).__name__}.")
+    return net
+
+
+def gram(net: TwoLayerDIP) -> Float[Array, "n n"]:
+    """Closed-form `J Jᵀ` of the two-layer network (DESIGN §1):
+
+    `||u||² V diag(φ'(z)²) Vᵀ / k`, `z = W u`, plus `||φ(z)||² / k · I_n` when `V`
+    is trained too.
+    """
+    net = _require_two_layer(net, "gram")
+    act = get_activation(net.activation)
+    z = net.hidden()
+    k = net.k
+    G = jnp.zeros((net.n, net.n), net.V.dtype)
+    if "W" in net.train:
+        G = G + jnp.dot(net.u, net.u) * (net.V * act.derivative(z) ** 2) @ net.V.T / k
+    if "V" in net.train:
+        G = G + jnp.sum(act(z) ** 2) / k * jnp.eye(net.n, dtype=net.V.dtype)
+    return G
+
+
+def sigma_min_gram(net: TwoLayerDIP) -> Float[Array, ""]:
+    """σ_min(J) from the closed-form Gram (two-layer net): `sqrt(λ_min(J Jᵀ))`,
+    or 0 when `J` cannot have rank `n`."""
+    net = _require_two_layer(net, "sigma_min_gram")
+    p = net.W.size * ("W" in net.train) + net.V.size * ("V" in net.train)
+    if p < net.n:
+        return jnp.zeros((), net.V.dtype)
+    lam = jnp.linalg.eigvalsh(gram(net))[0]
+    return jnp.sqrt(jnp.maximum(lam, 0.0))
+
+
+def measurement_kernel(net, problem: InverseProblem, trainable=None) -> Float[Array, "m m"]:
+    """The measurement-space kernel `K_A = A J Jᵀ Aᵀ` (m×m), which governs the
+    residual: `d/dt ½||r||² = −rᵀ K_A r / m`.
+
+    Uses the closed form `M diag(φ'(z)²) Mᵀ ||u||²` (`M = A V/√k`) for a two-layer
+    net trained in `W` only, and `(A J)(A J)ᵀ` with the jacfwd `J` otherwise.
+    """
+    if isinstance(net, TwoLayerDIP) and net.train == ("W",) and trainable is None:
+        act = get_activation(net.activation)
+        M = jax.vmap(problem.forward, in_axes=1, out_axes=1)(net.V) / jnp.sqrt(net.k).astype(net.V.dtype)
+        return jnp.dot(net.u, net.u) * (M * act.derivative(net.hidden()) ** 2) @ M.T
+    J = jacobian(net, trainable)
+    AJ = jax.vmap(problem.forward, in_axes=1, out_axes=1)(J)
+    return AJ @ AJ.T
+
+
+def measurement_rate(net, problem: InverseProblem, trainable=None) -> Float[Array, ""]:
+    """`λ_min(K_A)` on Im(A), divided by m: the instantaneous exponential rate of
+    `||y(t) − y||` at θ (DESIGN §1, "A sharper certificate").
+
+    It is ≥ σ_A² σ_min(J)² / m and stays positive for n > k as long as k ≥ m.
+    A matrix-free `A` is materialised to find Im(A).
+    """
+    K = measurement_kernel(net, problem, trainable)
+    U, s, _ = jnp.linalg.svd(problem.as_matrix(), full_matrices=True)
+    s = jnp.concatenate([s, jnp.zeros(U.shape[0] - s.shape[0], s.dtype)])
+    in_range = s > s[0] * max(problem.m, problem.n) * jnp.finfo(s.dtype).eps
+    # K_A maps into Im(A), so in the basis U it is block diagonal; directions of
+    # ker(Aᵀ) get an eigenvalue above all others and drop out of the minimum.
+    K_u = U.T @ K @ U
+    lift = jnp.trace(K) + 1.0
+    K_u = K_u + jnp.diag(jnp.where(in_range, 0.0, lift))
+    return jnp.linalg.eigvalsh(K_u)[0] / problem.m
+
+
+def lipschitz_bound(net) -> Float[Array, ""]:
+    """Lemma 3: `Lip(J) ≤ B D sqrt(n/k) ||u||²` (the paper has ||u|| = 1).
+
+    `D` is the largest |V_ij| of this very `V`, which makes the bound hold
+    deterministically. Defined for [`dipflow.TwoLayerDIP`][] trained in `W` only;
+    NaN for any other network or training choice, where Lemma 3 says nothing.
+    """
+    if not (isinstance(net, TwoLayerDIP) and net.train == ("W",)):
+        return jnp.asarray(jnp.nan)
+    B = get_activation(net.activation).bound
+    u2 = jnp.dot(net.u, net.u)
+    return B * net.entry_bound * jnp.sqrt(net.n / net.k) * u2
