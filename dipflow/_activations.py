@@ -123,7 +123,7 @@ def available_activations() -> list[str]:
     return sorted(_REGISTRY)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def activation_constants(activation: str) -> ActivationConstants:
     """`C_φ`, `C_φ'` and `B` of a registered activation.
 
@@ -155,8 +155,15 @@ def _relu_derivative(x):
 # B bounds both |φ'| and |φ''|: sigmoid max|φ'| = 1/4 > max|φ''| = 1/(6√3);
 # tanh max|φ'| = 1 > max|φ''| = 4/(3√3); softplus φ' = sigmoid ≤ 1, φ'' ≤ 1/4.
 register_activation(
-    "sigmoid", jax.nn.sigmoid, bound=0.25, derivative=lambda x: jax.nn.sigmoid(x) * jax.nn.sigmoid(-x)
+    "sigmoid",
+    jax.nn.sigmoid,
+    bound=0.25,
+    derivative=lambda x: jax.nn.sigmoid(x) * jax.nn.sigmoid(-x),
 )
-register_activation("tanh", jnp.tanh, bound=1.0, derivative=lambda x: 1.0 - jnp.tanh(x) ** 2)
+register_activation(
+    "tanh", jnp.tanh, bound=1.0, derivative=lambda x: 1.0 - jnp.tanh(x) ** 2
+)
 register_activation("softplus", jax.nn.softplus, bound=1.0, derivative=jax.nn.sigmoid)
-register_activation("relu", jax.nn.relu, bound=1.0, derivative=_relu_derivative, smooth=False)
+register_activation(
+    "relu", jax.nn.relu, bound=1.0, derivative=_relu_derivative, smooth=False
+)

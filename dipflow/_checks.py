@@ -26,8 +26,12 @@ def as_float_array(name: str, x, ndim: int | None = None):
         try:
             x = np.asarray(x)
         except Exception as e:
-            raise TypeError(f"`{name}` must be an array, got {type(x).__name__}.") from e
-    if not (jnp.issubdtype(x.dtype, jnp.floating) or jnp.issubdtype(x.dtype, jnp.integer)):
+            raise TypeError(
+                f"`{name}` must be an array, got {type(x).__name__}."
+            ) from e
+    if not (
+        jnp.issubdtype(x.dtype, jnp.floating) or jnp.issubdtype(x.dtype, jnp.integer)
+    ):
         raise TypeError(f"`{name}` must hold real numbers, got dtype {x.dtype}.")
     if ndim is not None and x.ndim != ndim:
         raise ValueError(f"`{name}` must be {ndim}-D, got shape {tuple(x.shape)}.")

@@ -72,14 +72,18 @@ def _diagnostics(params, static, problem, theta0, with_sigma_min, with_signal):
         "distance": jnp.linalg.norm(theta - theta0),
     }
     if with_sigma_min:
-        out["sigma_min"] = sigma_min_jacobian(eqx.combine(params, static), _spec_of(params))
+        out["sigma_min"] = sigma_min_jacobian(
+            eqx.combine(params, static), _spec_of(params)
+        )
     if with_signal:
         out["signal_error"] = jnp.linalg.norm(g - problem.x_true)
     return out
 
 
 def _spec_of(params):
-    return jax.tree_util.tree_map(lambda x: x is not None, params, is_leaf=lambda x: x is None)
+    return jax.tree_util.tree_map(
+        lambda x: x is not None, params, is_leaf=lambda x: x is None
+    )
 
 
 def _trajectory(ts, diag) -> Trajectory:
@@ -98,9 +102,13 @@ def _trajectory(ts, diag) -> Trajectory:
 
 def _check_pair(net, problem):
     if not isinstance(problem, InverseProblem):
-        raise TypeError(f"`problem` must be a dipflow.InverseProblem, got {type(problem).__name__}.")
+        raise TypeError(
+            f"`problem` must be a dipflow.InverseProblem, got {type(problem).__name__}."
+        )
     if not isinstance(net, eqx.Module) or not callable(net):
-        raise TypeError(f"`net` must be an Equinox module with a no-argument __call__, got {type(net).__name__}.")
+        raise TypeError(
+            f"`net` must be an Equinox module with a no-argument __call__, got {type(net).__name__}."
+        )
     out = eqx.filter_eval_shape(net)
     if not hasattr(out, "shape") or tuple(out.shape) != (problem.n,):
         shape = getattr(out, "shape", out)
@@ -214,7 +222,17 @@ def gradient_descent(
 
 
 @eqx.filter_jit
-def _gradient_descent(params, static, problem, step_size, tol, max_steps, save_every, with_sigma_min, with_signal):
+def _gradient_descent(
+    params,
+    static,
+    problem,
+    step_size,
+    tol,
+    max_steps,
+    save_every,
+    with_sigma_min,
+    with_signal,
+):
     theta0, _ = ravel_pytree(params)
     value_and_grad = jax.value_and_grad(_loss_of_params)
     num_saved = max_steps // save_every + 1
@@ -236,21 +254,29 @@ def _gradient_descent(params, static, problem, step_size, tol, max_steps, save_e
         # Inner loop to the next save point, so that diagnostics are computed once
         # per save interval even when vmap turns the save condition into a select.
         stop_at = (state[0] // save_every + 1) * save_every
-        state = jax.lax.while_loop(lambda s: running(s) & (s[0] < stop_at), one_step, state)
+        state = jax.lax.while_loop(
+            lambda s: running(s) & (s[0] < stop_at), one_step, state
+        )
         step, p, L, grad, saved = state
         on_grid = step % save_every == 0
         diag = diagnostics(p)
         idx = jnp.where(on_grid, step // save_every, num_saved)  # out of range: dropped
-        saved = jax.tree_util.tree_map(lambda buf, v: buf.at[idx].set(v, mode="drop"), saved, diag)
+        saved = jax.tree_util.tree_map(
+            lambda buf, v: buf.at[idx].set(v, mode="drop"), saved, diag
+        )
         return step, p, L, grad, saved
 
     L0, grad0 = value_and_grad(params, static, problem)
     diag0 = diagnostics(params)
-    saved = jax.tree_util.tree_map(lambda v: jnp.full((num_saved,), jnp.nan, v.dtype).at[0].set(v), diag0)
+    saved = jax.tree_util.tree_map(
+        lambda v: jnp.full((num_saved,), jnp.nan, v.dtype).at[0].set(v), diag0
+    )
     state = (jnp.asarray(0), params, L0, grad0, saved)
     step, p, L, _, saved = jax.lax.while_loop(running, until_next_save, state)
 
-    status = jnp.where(L < tol, CONVERGED, jnp.where(jnp.isfinite(L), MAX_STEPS, DIVERGED))
+    status = jnp.where(
+        L < tol, CONVERGED, jnp.where(jnp.isfinite(L), MAX_STEPS, DIVERGED)
+    )
     steps = jnp.arange(num_saved) * save_every
     return GDResult(
         net=eqx.combine(p, static),
@@ -303,7 +329,14 @@ class FlowResult(eqx.Module):
 
     @property
     def trajectory(self) -> Trajectory:
-        return Trajectory(self.ts, self.loss, self.residual, self.distance, self.sigma_min, self.signal_error)
+        return Trajectory(
+            self.ts,
+            self.loss,
+            self.residual,
+            self.distance,
+            self.sigma_min,
+            self.signal_error,
+        )
 
 
 def gradient_flow(
@@ -361,7 +394,9 @@ def gradient_flow(
     if solver is None:
         solver = diffrax.Tsit5()
     if not isinstance(solver, diffrax.AbstractSolver):
-        raise TypeError(f"`solver` must be a diffrax solver, got {type(solver).__name__}.")
+        raise TypeError(
+            f"`solver` must be a diffrax solver, got {type(solver).__name__}."
+        )
     if stepsize_controller is None:
         stepsize_controller = diffrax.PIDController(rtol=rtol, atol=atol)
     if isinstance(stepsize_controller, diffrax.ConstantStepSize) and dt0 is None:
@@ -375,7 +410,9 @@ def gradient_flow(
         save_ts = np.linspace(0.0, float(t1), 101)
     save_ts = jnp.asarray(save_ts, dtype)
     if save_ts.ndim != 1 or save_ts.shape[0] == 0:
-        raise ValueError(f"`save_ts` must be a non-empty 1-D array of times, got shape {save_ts.shape}.")
+        raise ValueError(
+            f"`save_ts` must be a non-empty 1-D array of times, got shape {save_ts.shape}."
+        )
     if is_concrete(save_ts) and is_concrete(t1):
         ts = np.asarray(save_ts)
         if ts[0] < 0 or ts[-1] > float(t1) or np.any(np.diff(ts) < 0):
@@ -397,7 +434,20 @@ def gradient_flow(
 
 
 @eqx.filter_jit
-def _gradient_flow(params, static, problem, t1, tol, save_ts, solver, controller, dt0, max_steps, with_sigma_min, with_signal):
+def _gradient_flow(
+    params,
+    static,
+    problem,
+    t1,
+    tol,
+    save_ts,
+    solver,
+    controller,
+    dt0,
+    max_steps,
+    with_sigma_min,
+    with_signal,
+):
     theta0, _ = ravel_pytree(params)
 
     def rhs(t, p, args):
@@ -409,7 +459,9 @@ def _gradient_flow(params, static, problem, t1, tol, save_ts, solver, controller
     def below_tol(t, p, args, **kwargs):
         return _loss_of_params(p, static, problem) < tol
 
-    saveat = diffrax.SaveAt(subs=[diffrax.SubSaveAt(ts=save_ts, fn=save_fn), diffrax.SubSaveAt(t1=True)])
+    saveat = diffrax.SaveAt(
+        subs=[diffrax.SubSaveAt(ts=save_ts, fn=save_fn), diffrax.SubSaveAt(t1=True)]
+    )
     sol = diffrax.diffeqsolve(
         diffrax.ODETerm(rhs),
         solver,
@@ -433,7 +485,9 @@ def _gradient_flow(params, static, problem, t1, tol, save_ts, solver, controller
     loss0 = _loss_of_params(params, static, problem)
     at_start = loss0 < tol
     t_final = jnp.where(at_start, 0.0, t_final).astype(t1.dtype)
-    p_final = jax.tree_util.tree_map(lambda a, b: jnp.where(at_start, a, b), params, p_final)
+    p_final = jax.tree_util.tree_map(
+        lambda a, b: jnp.where(at_start, a, b), params, p_final
+    )
     final_loss = jnp.where(at_start, loss0, final_loss)
 
     reached = save_ts <= t_final
@@ -444,7 +498,11 @@ def _gradient_flow(params, static, problem, t1, tol, save_ts, solver, controller
         at_start | ((result == diffrax.RESULTS.event_occurred) & finite),
         CONVERGED,
         jnp.where(
-            finite & ((result == diffrax.RESULTS.successful) | (result == diffrax.RESULTS.max_steps_reached)),
+            finite
+            & (
+                (result == diffrax.RESULTS.successful)
+                | (result == diffrax.RESULTS.max_steps_reached)
+            ),
             MAX_STEPS,
             DIVERGED,
         ),

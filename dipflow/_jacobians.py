@@ -62,7 +62,9 @@ def sigma_min_jacobian(net, trainable=None) -> Float[Array, ""]:
 
 def _require_two_layer(net, what: str) -> TwoLayerDIP:
     if not isinstance(net, TwoLayerDIP):
-        raise TypeError(f"{what} has a closed form only for TwoLayerDIP, got {type(net).__name__}.")
+        raise TypeError(
+            f"{what} has a closed form only for TwoLayerDIP, got {type(net).__name__}."
+        )
     return net
 
 
@@ -95,7 +97,9 @@ def sigma_min_gram(net: TwoLayerDIP) -> Float[Array, ""]:
     return jnp.sqrt(jnp.maximum(lam, 0.0))
 
 
-def measurement_kernel(net, problem: InverseProblem, trainable=None) -> Float[Array, "m m"]:
+def measurement_kernel(
+    net, problem: InverseProblem, trainable=None
+) -> Float[Array, "m m"]:
     """The measurement-space kernel `K_A = A J Jᵀ Aᵀ` (m×m), which governs the
     residual: `d/dt ½||r||² = −rᵀ K_A r / m`.
 
@@ -104,7 +108,9 @@ def measurement_kernel(net, problem: InverseProblem, trainable=None) -> Float[Ar
     """
     if isinstance(net, TwoLayerDIP) and net.train == ("W",) and trainable is None:
         act = get_activation(net.activation)
-        M = jax.vmap(problem.forward, in_axes=1, out_axes=1)(net.V) / jnp.sqrt(net.k).astype(net.V.dtype)
+        M = jax.vmap(problem.forward, in_axes=1, out_axes=1)(net.V) / jnp.sqrt(
+            net.k
+        ).astype(net.V.dtype)
         return jnp.dot(net.u, net.u) * (M * act.derivative(net.hidden()) ** 2) @ M.T
     J = jacobian(net, trainable)
     AJ = jax.vmap(problem.forward, in_axes=1, out_axes=1)(J)

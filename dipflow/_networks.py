@@ -33,7 +33,9 @@ def sample_v(key: PRNGKeyArray, shape: tuple[int, ...], v_dist: str, dtype) -> A
         return jax.random.uniform(key, shape, dtype, -math.sqrt(3.0), math.sqrt(3.0))
     if v_dist == "gaussian":
         return jax.random.normal(key, shape, dtype)
-    raise ValueError(f"`v_dist` must be one of {sorted(V_DISTRIBUTIONS)}, got {v_dist!r}.")
+    raise ValueError(
+        f"`v_dist` must be one of {sorted(V_DISTRIBUTIONS)}, got {v_dist!r}."
+    )
 
 
 def sample_sphere(key: PRNGKeyArray, d: int, dtype) -> Array:
@@ -47,7 +49,9 @@ def _check_train(train, allowed: tuple[str, ...]) -> tuple[str, ...]:
         train = (train,)
     train = tuple(train)
     if not train or any(t not in allowed for t in train):
-        raise ValueError(f"`train` must be a non-empty subset of {allowed}, got {train!r}.")
+        raise ValueError(
+            f"`train` must be a non-empty subset of {allowed}, got {train!r}."
+        )
     return train
 
 
@@ -102,14 +106,18 @@ class TwoLayerDIP(eqx.Module):
         V = as_float_array("V", V, ndim=2)
         W = as_float_array("W", W, ndim=2)
         u = _check_u(u)
-        check_shape("W", W, (V.shape[1], u.shape[0]), "(k, d) with k = columns of V, d = len(u)")
+        check_shape(
+            "W", W, (V.shape[1], u.shape[0]), "(k, d) with k = columns of V, d = len(u)"
+        )
         get_activation(activation)
         dtype = jnp.result_type(V, W, u)
         self.V, self.W, self.u = V.astype(dtype), W.astype(dtype), u.astype(dtype)
         self.activation = activation
         self.train = _check_train(train, ("W", "V"))
         if v_dist not in (*V_DISTRIBUTIONS, "custom"):
-            raise ValueError(f"`v_dist` must be one of {[*V_DISTRIBUTIONS, 'custom']}, got {v_dist!r}.")
+            raise ValueError(
+                f"`v_dist` must be one of {[*V_DISTRIBUTIONS, 'custom']}, got {v_dist!r}."
+            )
         self.v_dist, self.w_dist = v_dist, w_dist
 
     @classmethod
@@ -130,7 +138,9 @@ class TwoLayerDIP(eqx.Module):
         n, k, d = positive_int("n", n), positive_int("k", k), positive_int("d", d)
         get_activation(activation)
         if v_dist not in V_DISTRIBUTIONS:
-            raise ValueError(f"`v_dist` must be one of {sorted(V_DISTRIBUTIONS)}, got {v_dist!r}.")
+            raise ValueError(
+                f"`v_dist` must be one of {sorted(V_DISTRIBUTIONS)}, got {v_dist!r}."
+            )
         dtype = jnp.result_type(float) if dtype is None else dtype
         k_v, k_w, k_u = jax.random.split(key, 3)
         return cls(
@@ -217,7 +227,9 @@ class MLPDIP(eqx.Module):
             fan_in = w.shape[0]
         V = as_float_array("V", V, ndim=2)
         if V.shape[1] != fan_in:
-            raise ValueError(f"`V` must have {fan_in} columns (the last width), got shape {tuple(V.shape)}.")
+            raise ValueError(
+                f"`V` must have {fan_in} columns (the last width), got shape {tuple(V.shape)}."
+            )
         get_activation(activation)
         self.weights, self.V, self.u = tuple(ws), V, u
         self.activation = activation
@@ -237,12 +249,16 @@ class MLPDIP(eqx.Module):
     ) -> MLPDIP:
         """Draw every hidden weight iid N(0, 1), `V` from `v_dist`, `u` on the sphere."""
         n, d = positive_int("n", n), positive_int("d", d)
-        widths = tuple(positive_int(f"widths[{i}]", w) for i, w in enumerate(np.atleast_1d(widths).tolist()))
+        widths = tuple(
+            positive_int(f"widths[{i}]", w)
+            for i, w in enumerate(np.atleast_1d(widths).tolist())
+        )
         dtype = jnp.result_type(float) if dtype is None else dtype
         keys = jax.random.split(key, len(widths) + 2)
         fan_ins = (d, *widths[:-1])
         weights = tuple(
-            jax.random.normal(kk, (w, f), dtype) for kk, w, f in zip(keys[2:], widths, fan_ins)
+            jax.random.normal(kk, (w, f), dtype)
+            for kk, w, f in zip(keys[2:], widths, fan_ins)
         )
         return cls(
             weights=weights,
@@ -262,7 +278,9 @@ class MLPDIP(eqx.Module):
     def trainable_filter(self) -> MLPDIP:
         spec = jtu.tree_map(lambda _: False, self)
         if "weights" in self.train:
-            spec = eqx.tree_at(lambda net: net.weights, spec, replace=(True,) * len(self.weights))
+            spec = eqx.tree_at(
+                lambda net: net.weights, spec, replace=(True,) * len(self.weights)
+            )
         if "V" in self.train:
             spec = eqx.tree_at(lambda net: net.V, spec, replace=True)
         return spec

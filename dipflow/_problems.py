@@ -71,7 +71,9 @@ class InverseProblem(eqx.Module):
             check_shape("noise", noise, (m,), "m = number of rows of A")
         if y is None:
             if x_true is None:
-                raise ValueError("give `y`, or `x_true` (and optionally `noise`) to compute y = A x_true + noise.")
+                raise ValueError(
+                    "give `y`, or `x_true` (and optionally `noise`) to compute y = A x_true + noise."
+                )
             y = _apply(A, x_true)
             if noise is not None:
                 y = y + noise
@@ -137,7 +139,9 @@ class InverseProblem(eqx.Module):
         cutoff = s[0] * max(self.A.shape) * eps
         nonzero = s > cutoff
         sigma_A = jnp.min(jnp.where(nonzero, s, jnp.inf))
-        return Spectrum(norm=s[0], sigma_A=sigma_A, kappa=s[0] / sigma_A, rank=jnp.sum(nonzero))
+        return Spectrum(
+            norm=s[0], sigma_A=sigma_A, kappa=s[0] / sigma_A, rank=jnp.sum(nonzero)
+        )
 
     # -- generators -------------------------------------------------------------
 
@@ -209,7 +213,9 @@ class InverseProblem(eqx.Module):
     def with_noise(self, key: PRNGKeyArray, noise: float) -> InverseProblem:
         """The same `A` and `x̄` with fresh noise ε ~ N(0, noise² I_m)."""
         if self.x_true is None:
-            raise ValueError("with_noise needs `x_true` to recompute y = A x_true + noise.")
+            raise ValueError(
+                "with_noise needs `x_true` to recompute y = A x_true + noise."
+            )
         nonnegative_scalar("noise", noise)
         eps = noise * jax.random.normal(key, (self.m,), self.y.dtype)
         return InverseProblem(A=self.A, x_true=self.x_true, noise=eps)
@@ -224,7 +230,9 @@ def _apply(A, x):
 def _operator_shape(op: lx.AbstractLinearOperator) -> tuple[int, int]:
     in_struct, out_struct = op.in_structure(), op.out_structure()
     if not (hasattr(in_struct, "shape") and hasattr(out_struct, "shape")):
-        raise TypeError("`A` must map 1-D arrays to 1-D arrays (a vector-to-vector operator).")
+        raise TypeError(
+            "`A` must map 1-D arrays to 1-D arrays (a vector-to-vector operator)."
+        )
     if len(in_struct.shape) != 1 or len(out_struct.shape) != 1:
         raise ValueError(
             "`A` must map 1-D arrays to 1-D arrays, got input shape "
@@ -253,7 +261,9 @@ def _iterative_spectrum(op: lx.AbstractLinearOperator) -> Spectrum:
         top = spla.eigsh(lin, k=1, which="LA", tol=tol, return_eigenvectors=False)
         # The smallest few: zero eigenvalues (rank deficiency) are skipped below.
         n_small = min(q - 1, 6)
-        bottom = spla.eigsh(lin, k=n_small, which="SA", tol=tol, return_eigenvectors=False)
+        bottom = spla.eigsh(
+            lin, k=n_small, which="SA", tol=tol, return_eigenvectors=False
+        )
         eig = np.sort(np.concatenate([bottom, top]))
     lam_max = max(float(eig[-1]), 0.0)
     sigma_max = np.sqrt(lam_max)

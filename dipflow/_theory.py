@@ -9,7 +9,12 @@ from jaxtyping import Array, Bool, Float
 
 from ._activations import activation_constants, get_activation
 from ._checks import is_concrete
-from ._jacobians import lipschitz_bound, measurement_rate, sigma_min_gram, sigma_min_jacobian
+from ._jacobians import (
+    lipschitz_bound,
+    measurement_rate,
+    sigma_min_gram,
+    sigma_min_jacobian,
+)
 from ._networks import V_DISTRIBUTIONS, TwoLayerDIP
 from ._problems import InverseProblem
 
@@ -94,7 +99,11 @@ class Certificate(eqx.Module):
             ("||A||", "operator norm of A", self.norm_A),
             ("σ_A", "smallest non-zero singular value of A", self.sigma_A),
             ("κ(A)", "condition number of A", self.kappa_A),
-            ("C_φ, C_φ', B", "activation constants", f"{self.C_phi:.6g}, {self.C_phi_prime:.6g}, {self.B:.6g}"),
+            (
+                "C_φ, C_φ', B",
+                "activation constants",
+                f"{self.C_phi:.6g}, {self.C_phi_prime:.6g}, {self.B:.6g}",
+            ),
             ("D", "max |V_ij|", self.D),
             ("σ_min(J0)", "smallest singular value of J(θ0)", self.sigma_min_J0),
             ("Lip(J) ≤", "Lemma 3: B D sqrt(n/k)", self.lip_J_bound),
@@ -108,7 +117,11 @@ class Certificate(eqx.Module):
             ("R", "Lemma 1: σ_min(J0) / (2 Lip(J))", self.R),
             ("R'", "Lemma 1: 2||y(0) − y|| / (σ_A σ_min(J0))", self.R_prime),
             ("λ_min(K_A)/m", "measurement-space rate at t = 0", self.measurement_rate),
-            ("k ≥ C1 ×", "Theorem 1(ii): κ² n (√n(√log d + 1) + √m)²", self.k_bound_factor),
+            (
+                "k ≥ C1 ×",
+                "Theorem 1(ii): κ² n (√n(√log d + 1) + √m)²",
+                self.k_bound_factor,
+            ),
             ("A-1", "u on the unit sphere", self.a1_unit_input),
             ("A-2", "W(0) iid N(0, 1)", self.a2_gaussian_init),
             ("A-3", "V iid, identity covariance, bounded", self.a3_bounded_v),
@@ -145,7 +158,9 @@ def theorem1(net, problem: InverseProblem) -> Certificate:
     Lemma 3 (hence (5), R) is not available for them (NaN).
     """
     if not isinstance(problem, InverseProblem):
-        raise TypeError(f"`problem` must be a dipflow.InverseProblem, got {type(problem).__name__}.")
+        raise TypeError(
+            f"`problem` must be a dipflow.InverseProblem, got {type(problem).__name__}."
+        )
     spec = problem.spectrum()
     g0 = net()
     if g0.shape != (problem.n,):
@@ -159,23 +174,41 @@ def theorem1(net, problem: InverseProblem) -> Certificate:
         act = get_activation(net.activation)
         consts = activation_constants(act.name)
         D = net.entry_bound
-        a1 = bool(abs(float(jnp.linalg.norm(net.u)) - 1.0) < _UNIT_TOL) if is_concrete(net.u) else None
+        a1 = (
+            bool(abs(float(jnp.linalg.norm(net.u)) - 1.0) < _UNIT_TOL)
+            if is_concrete(net.u)
+            else None
+        )
         a2 = True if net.w_dist == "normal" else None
-        a3 = None if net.v_dist == "custom" else bool(np.isfinite(V_DISTRIBUTIONS[net.v_dist]))
+        a3 = (
+            None
+            if net.v_dist == "custom"
+            else bool(np.isfinite(V_DISTRIBUTIONS[net.v_dist]))
+        )
         a4 = act.smooth
         log_d = np.log(d)
-        k_factor = spec.kappa**2 * n * (np.sqrt(n) * (np.sqrt(log_d) + 1) + np.sqrt(m)) ** 2
+        k_factor = (
+            spec.kappa**2 * n * (np.sqrt(n) * (np.sqrt(log_d) + 1) + np.sqrt(m)) ** 2
+        )
     else:
         sigma_J = sigma_min_jacobian(net)
         k = d = 0
         act_name = getattr(net, "activation", None)
-        consts = activation_constants(act_name) if isinstance(act_name, str) else (np.nan,) * 3
+        consts = (
+            activation_constants(act_name)
+            if isinstance(act_name, str)
+            else (np.nan,) * 3
+        )
         D = jnp.asarray(jnp.nan, dtype)
         a1 = a2 = a3 = None
         a4 = get_activation(act_name).smooth if isinstance(act_name, str) else None
         k_factor = jnp.asarray(jnp.nan, dtype)
     lip = lipschitz_bound(net)
-    noise_norm = jnp.linalg.norm(problem.noise) if problem.noise is not None else jnp.asarray(jnp.nan, dtype)
+    noise_norm = (
+        jnp.linalg.norm(problem.noise)
+        if problem.noise is not None
+        else jnp.asarray(jnp.nan, dtype)
+    )
     lhs = r0 / spec.sigma_A
     rhs = sigma_J**2 / (4 * lip)
     rate = sigma_J**2 * spec.sigma_A**2 / (4 * m)
