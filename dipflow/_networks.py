@@ -258,7 +258,7 @@ class MLPDIP(eqx.Module):
         fan_ins = (d, *widths[:-1])
         weights = tuple(
             jax.random.normal(kk, (w, f), dtype)
-            for kk, w, f in zip(keys[2:], widths, fan_ins)
+            for kk, w, f in zip(keys[2:], widths, fan_ins, strict=True)
         )
         return cls(
             weights=weights,
