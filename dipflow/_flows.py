@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
-from jaxtyping import Array, Bool, Float, Int
+from jaxtyping import Array, ArrayLike, Bool, Float, Int
 
 from ._checks import is_concrete, nonnegative_int, nonnegative_scalar, positive_int
 from ._jacobians import partition, sigma_min_jacobian
@@ -163,9 +163,9 @@ class GDResult(eqx.Module):
 def gradient_descent(
     net,
     problem: InverseProblem,
-    step_size: float = 1.0,
+    step_size: float | ArrayLike = 1.0,
     max_steps: int = 25_000,
-    tol: float = 1e-7,
+    tol: float | ArrayLike = 1e-7,
     *,
     save_every: int | None = None,
     save_sigma_min: bool = False,
@@ -190,7 +190,7 @@ def gradient_descent(
     - `tol`: the loss tolerance, ≥ 0.
     - `save_every`: save diagnostics every this many iterates (default: about
       1000 saved points over `max_steps`).
-    - `save_sigma_min`: also save σ_min(J(θ)) (jacfwd; costly for big nets).
+    - `save_sigma_min`: also save σ_min(J(θ)) (autodiff Jacobian, see `jacobian`; costly for big nets).
     - `save_signal_error`: save `||g − x̄||` (default: when `x_true` is known).
     - `trainable`: an Equinox filter spec overriding `net.trainable_filter()`.
 
@@ -342,8 +342,8 @@ class FlowResult(eqx.Module):
 def gradient_flow(
     net,
     problem: InverseProblem,
-    t1: float,
-    tol: float = 1e-7,
+    t1: float | ArrayLike,
+    tol: float | ArrayLike = 1e-7,
     save_ts=None,
     *,
     solver: diffrax.AbstractSolver | None = None,
@@ -378,7 +378,7 @@ def gradient_flow(
       `solver=diffrax.Euler()`, `dt0=η` and `ConstantStepSize()` gives gradient
       descent with step η.
     - `max_steps`: the solver's step budget.
-    - `save_sigma_min`: also save σ_min(J(θ(t))) (exact, jacfwd).
+    - `save_sigma_min`: also save σ_min(J(θ(t))) (exact autodiff Jacobian).
     - `save_signal_error`: save `||g(t) − x̄||` (default: when `x_true` is known).
 
     **Returns:** a [`dipflow.FlowResult`][]. Works under `jax.jit` and `jax.vmap`.

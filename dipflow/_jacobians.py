@@ -35,15 +35,28 @@ def flat_generator(net, trainable=None):
     return theta0, g
 
 
-def jacobian(net, trainable=None) -> Float[Array, "n p"]:
-    """The exact Jacobian `J(θ) = ∂g/∂θ` by `jax.jacfwd`, shape `(n, p)`.
+def jacobian(net, trainable=None, mode: str = "auto") -> Float[Array, "n p"]:
+    """The exact Jacobian `J(θ) = ∂g/∂θ` by automatic differentiation, shape `(n, p)`.
 
     `p` counts the trained parameters, flattened in pytree order (row-major `W`
     for [`dipflow.TwoLayerDIP`][], so `p = k·d` in the paper's setting).
     Works for any generator.
+
+    **Arguments:**
+
+    - `net`, `trainable`: the generator and, optionally, a filter spec of what trains.
+    - `mode`: `"fwd"` (`jax.jacfwd`, p forward passes), `"rev"` (`jax.jacrev`,
+      n backward passes) or `"auto"`: `jacfwd` when `p ≤ n`, else `jacrev`. Both
+      are exact; `jacfwd` pushes a `p × p` identity through the network, which
+      for a wide net (`p = k·d` of 10⁵) does not fit in memory.
     """
+    if mode not in ("auto", "fwd", "rev"):
+        raise ValueError(f"`mode` must be 'auto', 'fwd' or 'rev', got {mode!r}.")
     theta, g = flat_generator(net, trainable)
-    return jax.jacfwd(g)(theta)
+    if mode == "auto":
+        n = jax.eval_shape(g, theta).shape[0]
+        mode = "fwd" if theta.size <= n else "rev"
+    return (jax.jacfwd if mode == "fwd" else jax.jacrev)(g)(theta)
 
 
 def _sigma_min_from_singular_values(s, n):
@@ -51,11 +64,12 @@ def _sigma_min_from_singular_values(s, n):
     return s[n - 1] if s.shape[0] >= n else jnp.zeros((), s.dtype)
 
 
-def sigma_min_jacobian(net, trainable=None) -> Float[Array, ""]:
-    """σ_min(J(θ)) = sqrt(λ_min(J Jᵀ)) from the jacfwd Jacobian (any generator).
+def sigma_min_jacobian(net, trainable=None, mode: str = "auto") -> Float[Array, ""]:
+    """σ_min(J(θ)) = sqrt(λ_min(J Jᵀ)) from the autodiff Jacobian (any generator;
+    `mode` as in [`dipflow.jacobian`][]).
 
     It is 0 when there are fewer parameters than outputs (p < n)."""
-    J = jacobian(net, trainable)
+    J = jacobian(net, trainable, mode)
     s = jnp.linalg.svd(J, compute_uv=False)
     return _sigma_min_from_singular_values(s, J.shape[0])
 
@@ -80,7 +94,13 @@ def gram(net: TwoLayerDIP) -> Float[Array, "n n"]:
     k = net.k
     G = jnp.zeros((net.n, net.n), net.V.dtype)
     if "W" in net.train:
-        G = G + jnp.dot(net.u, net.u) * (net.V * act.derivative(z) ** 2) @ net.V.T / k
+        G = (
+            G
+            + jnp.dot(net.u, net.u)
+            * (net.V * act.derivative(z)[None, :] ** 2)
+            @ net.V.T
+            / k
+        )
     if "V" in net.train:
         G = G + jnp.sum(act(z) ** 2) / k * jnp.eye(net.n, dtype=net.V.dtype)
     return G
@@ -104,14 +124,18 @@ def measurement_kernel(
     residual: `d/dt ½||r||² = −rᵀ K_A r / m`.
 
     Uses the closed form `M diag(φ'(z)²) Mᵀ ||u||²` (`M = A V/√k`) for a two-layer
-    net trained in `W` only, and `(A J)(A J)ᵀ` with the jacfwd `J` otherwise.
+    net trained in `W` only, and `(A J)(A J)ᵀ` with the autodiff `J` otherwise.
     """
     if isinstance(net, TwoLayerDIP) and net.train == ("W",) and trainable is None:
         act = get_activation(net.activation)
         M = jax.vmap(problem.forward, in_axes=1, out_axes=1)(net.V) / jnp.sqrt(
             net.k
         ).astype(net.V.dtype)
-        return jnp.dot(net.u, net.u) * (M * act.derivative(net.hidden()) ** 2) @ M.T
+        return (
+            jnp.dot(net.u, net.u)
+            * (M * act.derivative(net.hidden())[None, :] ** 2)
+            @ M.T
+        )
     J = jacobian(net, trainable)
     AJ = jax.vmap(problem.forward, in_axes=1, out_axes=1)(J)
     return AJ @ AJ.T

@@ -3,7 +3,7 @@
 A generator is an Equinox module whose `__call__()` (no arguments: the random
 input `u` is one of its fields) returns the signal `x ∈ R^n`, and whose
 `trainable_filter()` says which of its arrays the flow trains. Any Equinox
-module with a no-argument `__call__` works with the generic path (`jacfwd`,
+module with a no-argument `__call__` works with the generic path (autodiff Jacobians,
 diffrax); without `trainable_filter`, all its floating-point arrays train.
 """
 
@@ -192,7 +192,7 @@ class MLPDIP(eqx.Module):
 
     `h_1 = φ(W_1 u)`, `h_{l+1} = φ(W_{l+1} h_l / √k_l)`, `g = V h_L / √k_L`.
 
-    It exists to show, and test, that the generic path (jacfwd Jacobians,
+    It exists to show, and test, that the generic path (autodiff Jacobians,
     diffrax flows) accepts any generator.
 
     **Fields:**

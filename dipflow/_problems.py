@@ -205,7 +205,7 @@ class InverseProblem(eqx.Module):
         U, _ = jnp.linalg.qr(jax.random.normal(k_u, (m, r), dtype))
         V, _ = jnp.linalg.qr(jax.random.normal(k_v, (n, r), dtype))
         s = sigma_max * jnp.power(kappa, -jnp.linspace(0.0, 1.0, r, dtype=dtype))
-        A = (U * s) @ V.T
+        A = (U * s[None, :]) @ V.T
         x = jax.random.normal(k_x, (n,), dtype)
         eps = noise * jax.random.normal(k_e, (m,), dtype)
         return cls(A=A, x_true=x, noise=eps)

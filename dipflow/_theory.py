@@ -154,7 +154,7 @@ def theorem1(net, problem: InverseProblem) -> Certificate:
     parameters θ0 on `problem`.
 
     For [`dipflow.TwoLayerDIP`][], σ_min(J0) uses the closed-form Gram (equal to
-    the jacfwd path, as the tests check); other generators use `jax.jacfwd`, and
+    the autodiff path, as the tests check); other generators use `dipflow.jacobian`, and
     Lemma 3 (hence (5), R) is not available for them (NaN).
     """
     if not isinstance(problem, InverseProblem):

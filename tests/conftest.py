@@ -1,0 +1,17 @@
+import jax
+import pytest
+
+import dipflow as dip
+
+# Numerical tests run in float64 with strict rank promotion (see STYLE.md).
+jax.config.update("jax_enable_x64", True)
+jax.config.update("jax_numpy_rank_promotion", "raise")
+
+
+@pytest.fixture
+def linear_activation():
+    # Unbounded and non-saturating: too large a step blows up geometrically.
+    dip.register_activation("_linear", lambda x: x, bound=1.0, overwrite=True)
+    yield "_linear"
+    del dip._activations._REGISTRY["_linear"]
+    dip.activation_constants.cache_clear()
