@@ -10,17 +10,23 @@ from ._activations import (
     get_activation as get_activation,
     register_activation as register_activation,
 )
+from ._dynamics import (
+    AbstractDynamics as AbstractDynamics,
+    FullDynamics as FullDynamics,
+)
 from ._flows import (
     CONVERGED as CONVERGED,
     DIVERGED as DIVERGED,
     MAX_STEPS as MAX_STEPS,
     STATUS_NAMES as STATUS_NAMES,
+    UNSTABLE as UNSTABLE,
     FlowResult as FlowResult,
     GDResult as GDResult,
     Trajectory as Trajectory,
     gradient_descent as gradient_descent,
     gradient_flow as gradient_flow,
     loss as loss,
+    make_dynamics as make_dynamics,
     status_name as status_name,
 )
 from ._jacobians import (
@@ -34,6 +40,11 @@ from ._jacobians import (
 )
 from ._networks import MLPDIP as MLPDIP, TwoLayerDIP as TwoLayerDIP
 from ._problems import InverseProblem as InverseProblem, Spectrum as Spectrum
+from ._reduced import (
+    ReducedDynamics as ReducedDynamics,
+    is_reducible as is_reducible,
+    reduced_operator as reduced_operator,
+)
 from ._theory import Certificate as Certificate, theorem1 as theorem1
 
 __version__ = importlib.metadata.version("dipflow")

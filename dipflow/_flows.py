@@ -9,26 +9,34 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, ArrayLike, Bool, Float, Int
 
 from ._checks import is_concrete, nonnegative_int, nonnegative_scalar, positive_int
-from ._jacobians import partition, sigma_min_jacobian
+from ._dynamics import AbstractDynamics, FullDynamics
+from ._jacobians import partition
+from ._networks import TwoLayerDIP
 from ._problems import InverseProblem
+from ._reduced import ReducedDynamics, is_reducible
 
-# Status codes, per run (and per item under vmap).
-CONVERGED, MAX_STEPS, DIVERGED = 0, 1, 2
-STATUS_NAMES = ("converged", "max_steps", "diverged")
+# Status codes, per run (and per item under vmap). `max_steps` means stalled:
+# the budget ran out while the loss kept decreasing; `unstable` (gradient descent
+# only) that it ran out with a loss sequence that went up at some step, the mark
+# of a step size beyond the stability limit 2/λ_max.
+CONVERGED, MAX_STEPS, DIVERGED, UNSTABLE = 0, 1, 2, 3
+STATUS_NAMES = ("converged", "max_steps", "diverged", "unstable")
+
+# A loss increase breaks monotonicity when it exceeds this many ulps of the
+# previous loss plus one ulp of the initial loss: the slack absorbs round-off,
+# including the noise floor of a loss that has converged to ~0.
+_MONOTONE_SLACK = 64
 
 
 def status_name(status) -> str | np.ndarray:
-    """The status code(s) as names: `"converged"`, `"max_steps"` or `"diverged"`."""
+    """The status code(s) as names: `"converged"`, `"max_steps"`, `"diverged"`
+    or `"unstable"`."""
     codes = np.asarray(status)
     names = np.asarray(STATUS_NAMES)[codes]
     return str(names) if names.ndim == 0 else names
-
-
-# -- the objective and its vector field ---------------------------------------------
 
 
 def loss(net, problem: InverseProblem) -> Float[Array, ""]:
@@ -37,53 +45,19 @@ def loss(net, problem: InverseProblem) -> Float[Array, ""]:
     return jnp.dot(r, r) / (2 * problem.m)
 
 
-def _loss_of_params(params, static, problem):
-    return loss(eqx.combine(params, static), problem)
-
-
-def vector_field(params, static, problem):
-    """`−∇_θ L`, the right-hand side of (3), for the trained leaves `params`."""
-    grads = jax.grad(_loss_of_params)(params, static, problem)
-    return jax.tree_util.tree_map(jnp.negative, grads)
-
-
 class Trajectory(eqx.Module):
     """Quantities saved along a run, one entry per saved time (NaN after the run
-    stopped). `sigma_min` and `signal_error` are `None` when not requested or
-    not available."""
+    stopped): the loss, the residual `||y(t) − y||`, the distance
+    `||θ(t) − θ0||`, and, when requested, σ_min(J(θ(t))), the measurement-space
+    rate `λ_min(K_A)/m` and the signal error `||g(t) − x̄||` (else `None`)."""
 
     ts: Float[Array, " s"]
     loss: Float[Array, " s"]
     residual: Float[Array, " s"]
     distance: Float[Array, " s"]
     sigma_min: Float[Array, " s"] | None
+    kernel_rate: Float[Array, " s"] | None
     signal_error: Float[Array, " s"] | None
-
-
-def _diagnostics(params, static, problem, theta0, with_sigma_min, with_signal):
-    """loss, ||y(θ) − y||, ||θ − θ0|| and optionally σ_min(J(θ)) and ||g − x̄||."""
-    net = eqx.combine(params, static)
-    g = net()
-    r = problem.forward(g) - problem.y
-    theta, _ = ravel_pytree(params)
-    out = {
-        "loss": jnp.dot(r, r) / (2 * problem.m),
-        "residual": jnp.linalg.norm(r),
-        "distance": jnp.linalg.norm(theta - theta0),
-    }
-    if with_sigma_min:
-        out["sigma_min"] = sigma_min_jacobian(
-            eqx.combine(params, static), _spec_of(params)
-        )
-    if with_signal:
-        out["signal_error"] = jnp.linalg.norm(g - problem.x_true)
-    return out
-
-
-def _spec_of(params):
-    return jax.tree_util.tree_map(
-        lambda x: x is not None, params, is_leaf=lambda x: x is None
-    )
 
 
 def _trajectory(ts, diag) -> Trajectory:
@@ -93,6 +67,7 @@ def _trajectory(ts, diag) -> Trajectory:
         residual=diag["residual"],
         distance=diag["distance"],
         sigma_min=diag.get("sigma_min"),
+        kernel_rate=diag.get("kernel_rate"),
         signal_error=diag.get("signal_error"),
     )
 
@@ -125,6 +100,42 @@ def _resolve_signal(save_signal_error, problem):
     return bool(save_signal_error)
 
 
+def make_dynamics(
+    net,
+    problem: InverseProblem,
+    *,
+    trainable=None,
+    reduced: bool | None = None,
+    save_sigma_min: bool = False,
+    save_kernel_rate: bool = False,
+    save_signal_error: bool | None = None,
+) -> AbstractDynamics:
+    """The state space a run integrates in: the exact reduced dynamics in
+    `z = W u` for a [`dipflow.TwoLayerDIP`][] trained in `W` only (unless
+    `reduced=False`), the full parameters θ otherwise."""
+    flags = dict(
+        with_sigma_min=bool(save_sigma_min),
+        with_signal=_resolve_signal(save_signal_error, problem),
+        with_kernel=bool(save_kernel_rate),
+    )
+    reducible = is_reducible(net, trainable)
+    if reduced and not reducible:
+        raise ValueError(
+            "`reduced=True` needs a TwoLayerDIP trained in W only (train=('W',)) and no "
+            f"`trainable` override; got {type(net).__name__}"
+            + (f" with train={net.train}" if isinstance(net, TwoLayerDIP) else "")
+            + "."
+        )
+    if reducible and reduced is not False:
+        return ReducedDynamics(net, problem, **flags)
+    params, static = partition(net, trainable)
+    return FullDynamics(params0=params, static=static, problem=problem, **flags)
+
+
+def _state_dtype(dynamics):
+    return jax.tree_util.tree_leaves(dynamics.initial_state())[0].dtype
+
+
 # -- gradient descent -----------------------------------------------------------------
 
 
@@ -137,10 +148,14 @@ class GDResult(eqx.Module):
     - `num_steps`: updates done until the first iterate with loss < `tol` (0 if
       the initial loss is already below it), or until `max_steps`/divergence.
     - `loss`: the loss of the last iterate.
-    - `status`: `0` converged, `1` max_steps, `2` diverged (see `status_name`).
+    - `status`: `0` converged, `1` max_steps (stalled: the loss decreased at
+      every step), `2` diverged (non-finite), `3` unstable (the budget ran out
+      and the loss went up at some step); see `status_name`.
+    - `monotone`: whether the loss never went up.
+    - `stability_ratio`: `η · λ_max` of the Gauss–Newton curvature
+      `A J Jᵀ Aᵀ / m` at θ0. Near a minimum, GD is stable only below 2.
     - `trajectory`: a [`dipflow.Trajectory`][] at iterates `0, save_every, …`
-      (`trajectory.ts` holds the flow times `step · step_size`; `steps` the
-      iterate numbers).
+      (`trajectory.ts` holds the flow times `step · step_size`).
     - `steps`: the saved iterate numbers.
     """
 
@@ -148,6 +163,8 @@ class GDResult(eqx.Module):
     num_steps: Int[Array, ""]
     loss: Float[Array, ""]
     status: Int[Array, ""]
+    monotone: Bool[Array, ""]
+    stability_ratio: Float[Array, ""]
     trajectory: Trajectory
     steps: Int[Array, " s"]
 
@@ -169,8 +186,10 @@ def gradient_descent(
     *,
     save_every: int | None = None,
     save_sigma_min: bool = False,
+    save_kernel_rate: bool = False,
     save_signal_error: bool | None = None,
     trainable=None,
+    reduced: bool | None = None,
 ) -> GDResult:
     """Gradient descent `θ ← θ − η ∇L(θ)` on the loss (2): the explicit-Euler
     discretisation of the flow (3) with `dt = η`, so step `s` is flow time `s·η`.
@@ -190,9 +209,13 @@ def gradient_descent(
     - `tol`: the loss tolerance, ≥ 0.
     - `save_every`: save diagnostics every this many iterates (default: about
       1000 saved points over `max_steps`).
-    - `save_sigma_min`: also save σ_min(J(θ)) (autodiff Jacobian, see `jacobian`; costly for big nets).
+    - `save_sigma_min`: also save σ_min(J(θ)) (closed-form Gram on the reduced
+      path, autodiff Jacobian otherwise; costly for big generic nets).
+    - `save_kernel_rate`: also save `λ_min(A J Jᵀ Aᵀ)/m` on Im(A).
     - `save_signal_error`: save `||g − x̄||` (default: when `x_true` is known).
     - `trainable`: an Equinox filter spec overriding `net.trainable_filter()`.
+    - `reduced`: integrate in `z = W u` (exact, O(mk) per step). Default: yes
+      for a `TwoLayerDIP` trained in `W` only; `False` forces the full path.
 
     **Returns:** a [`dipflow.GDResult`][].
 
@@ -205,50 +228,42 @@ def gradient_descent(
     if save_every is None:
         save_every = max(1, max_steps // 1000)
     save_every = positive_int("save_every", save_every)
-    with_signal = _resolve_signal(save_signal_error, problem)
-    params, static = partition(net, trainable)
-    dtype = ravel_pytree(params)[0].dtype
-    return _gradient_descent(
-        params,
-        static,
+    dynamics = make_dynamics(
+        net,
         problem,
+        trainable=trainable,
+        reduced=reduced,
+        save_sigma_min=save_sigma_min,
+        save_kernel_rate=save_kernel_rate,
+        save_signal_error=save_signal_error,
+    )
+    dtype = _state_dtype(dynamics)
+    return _gradient_descent(
+        dynamics,
         jnp.asarray(step_size, dtype),
         jnp.asarray(tol, dtype),
         max_steps,
         save_every,
-        bool(save_sigma_min),
-        with_signal,
     )
 
 
 @eqx.filter_jit
-def _gradient_descent(
-    params,
-    static,
-    problem,
-    step_size,
-    tol,
-    max_steps,
-    save_every,
-    with_sigma_min,
-    with_signal,
-):
-    theta0, _ = ravel_pytree(params)
-    value_and_grad = jax.value_and_grad(_loss_of_params)
+def _gradient_descent(dynamics, step_size, tol, max_steps, save_every):
     num_saved = max_steps // save_every + 1
-
-    def diagnostics(p):
-        return _diagnostics(p, static, problem, theta0, with_sigma_min, with_signal)
+    eps = jnp.finfo(step_size.dtype).eps
+    x0 = dynamics.initial_state()
+    L0, descent0 = dynamics.loss_and_descent(x0)
 
     def running(state):
-        step, _, L, _, _ = state
+        step, _, L, _, _, _ = state
         return (step < max_steps) & (L >= tol) & jnp.isfinite(L)
 
     def one_step(state):
-        step, p, _, grad, saved = state
-        p = jax.tree_util.tree_map(lambda x, g: x - step_size * g, p, grad)
-        L, grad = value_and_grad(p, static, problem)
-        return step + 1, p, L, grad, saved
+        step, x, L_prev, descent, monotone, saved = state
+        x = jax.tree_util.tree_map(lambda a, d: a + step_size * d, x, descent)
+        L, descent = dynamics.loss_and_descent(x)
+        monotone = monotone & ~(L > L_prev * (1 + _MONOTONE_SLACK * eps) + eps * L0)
+        return step + 1, x, L, descent, monotone, saved
 
     def until_next_save(state):
         # Inner loop to the next save point, so that diagnostics are computed once
@@ -257,32 +272,36 @@ def _gradient_descent(
         state = jax.lax.while_loop(
             lambda s: running(s) & (s[0] < stop_at), one_step, state
         )
-        step, p, L, grad, saved = state
+        step, x, L, descent, monotone, saved = state
         on_grid = step % save_every == 0
-        diag = diagnostics(p)
+        diag = dynamics.diagnostics(x)
         idx = jnp.where(on_grid, step // save_every, num_saved)  # out of range: dropped
         saved = jax.tree_util.tree_map(
             lambda buf, v: buf.at[idx].set(v, mode="drop"), saved, diag
         )
-        return step, p, L, grad, saved
+        return step, x, L, descent, monotone, saved
 
-    L0, grad0 = value_and_grad(params, static, problem)
-    diag0 = diagnostics(params)
     saved = jax.tree_util.tree_map(
-        lambda v: jnp.full((num_saved,), jnp.nan, v.dtype).at[0].set(v), diag0
+        lambda v: jnp.full((num_saved,), jnp.nan, v.dtype).at[0].set(v),
+        dynamics.diagnostics(x0),
     )
-    state = (jnp.asarray(0), params, L0, grad0, saved)
-    step, p, L, _, saved = jax.lax.while_loop(running, until_next_save, state)
+    state = (jnp.asarray(0), x0, L0, descent0, jnp.asarray(True), saved)
+    step, x, L, _, monotone, saved = jax.lax.while_loop(running, until_next_save, state)
 
+    finite = jnp.isfinite(L)
     status = jnp.where(
-        L < tol, CONVERGED, jnp.where(jnp.isfinite(L), MAX_STEPS, DIVERGED)
+        L < tol,
+        CONVERGED,
+        jnp.where(finite, jnp.where(monotone, MAX_STEPS, UNSTABLE), DIVERGED),
     )
     steps = jnp.arange(num_saved) * save_every
     return GDResult(
-        net=eqx.combine(p, static),
+        net=dynamics.net(x),
         num_steps=step,
         loss=L,
         status=status,
+        monotone=monotone & finite,
+        stability_ratio=step_size * dynamics.curvature(),
         trajectory=_trajectory(steps * step_size, saved),
         steps=steps,
     )
@@ -297,8 +316,8 @@ class FlowResult(eqx.Module):
     **Fields:**
 
     - `ts`, `loss`, `residual` (`||y(t) − y||`), `distance` (`||θ(t) − θ0||`),
-      `sigma_min`, `signal_error` (`||g(t) − x̄||`): values at the requested save
-      times; NaN at times after the flow stopped at the tolerance.
+      `sigma_min`, `kernel_rate`, `signal_error` (`||g(t) − x̄||`): values at the
+      requested save times; NaN at times after the flow stopped at the tolerance.
     - `t_final`: the time the solve ended (the tolerance time, or `t1`).
     - `final_loss`: the loss at `t_final`.
     - `net`: the network at `t_final`.
@@ -312,6 +331,7 @@ class FlowResult(eqx.Module):
     residual: Float[Array, " s"]
     distance: Float[Array, " s"]
     sigma_min: Float[Array, " s"] | None
+    kernel_rate: Float[Array, " s"] | None
     signal_error: Float[Array, " s"] | None
     t_final: Float[Array, ""]
     final_loss: Float[Array, ""]
@@ -335,6 +355,7 @@ class FlowResult(eqx.Module):
             self.residual,
             self.distance,
             self.sigma_min,
+            self.kernel_rate,
             self.signal_error,
         )
 
@@ -353,8 +374,10 @@ def gradient_flow(
     stepsize_controller: diffrax.AbstractStepSizeController | None = None,
     max_steps: int = 1_000_000,
     save_sigma_min: bool = False,
+    save_kernel_rate: bool = False,
     save_signal_error: bool | None = None,
     trainable=None,
+    reduced: bool | None = None,
 ) -> FlowResult:
     """Integrate the gradient flow (3), `θ'(t) = −∇L(θ(t))`, with diffrax.
 
@@ -369,7 +392,9 @@ def gradient_flow(
 
     **Arguments:**
 
-    - `net`, `problem`, `trainable`: as in [`dipflow.gradient_descent`][].
+    - `net`, `problem`, `trainable`, `reduced`: as in
+      [`dipflow.gradient_descent`][]. On the reduced path the solver integrates
+      `z = W u` (so `rtol`/`atol` apply to z).
     - `t1`: the time horizon, > 0.
     - `tol`: the loss tolerance, ≥ 0.
     - `save_ts`: times in `[0, t1]` at which to save (default: 101 equispaced).
@@ -378,8 +403,8 @@ def gradient_flow(
       `solver=diffrax.Euler()`, `dt0=η` and `ConstantStepSize()` gives gradient
       descent with step η.
     - `max_steps`: the solver's step budget.
-    - `save_sigma_min`: also save σ_min(J(θ(t))) (exact autodiff Jacobian).
-    - `save_signal_error`: save `||g(t) − x̄||` (default: when `x_true` is known).
+    - `save_sigma_min`, `save_kernel_rate`, `save_signal_error`: as in
+      [`dipflow.gradient_descent`][].
 
     **Returns:** a [`dipflow.FlowResult`][]. Works under `jax.jit` and `jax.vmap`.
     """
@@ -401,9 +426,16 @@ def gradient_flow(
         stepsize_controller = diffrax.PIDController(rtol=rtol, atol=atol)
     if isinstance(stepsize_controller, diffrax.ConstantStepSize) and dt0 is None:
         raise ValueError("a constant step size needs `dt0`.")
-    with_signal = _resolve_signal(save_signal_error, problem)
-    params, static = partition(net, trainable)
-    dtype = ravel_pytree(params)[0].dtype
+    dynamics = make_dynamics(
+        net,
+        problem,
+        trainable=trainable,
+        reduced=reduced,
+        save_sigma_min=save_sigma_min,
+        save_kernel_rate=save_kernel_rate,
+        save_signal_error=save_signal_error,
+    )
+    dtype = _state_dtype(dynamics)
     if save_ts is None:
         if not is_concrete(t1):
             raise ValueError("pass `save_ts` explicitly when `t1` is traced.")
@@ -418,9 +450,7 @@ def gradient_flow(
         if ts[0] < 0 or ts[-1] > float(t1) or np.any(np.diff(ts) < 0):
             raise ValueError(f"`save_ts` must be non-decreasing times in [0, t1={t1}].")
     return _gradient_flow(
-        params,
-        static,
-        problem,
+        dynamics,
         jnp.asarray(t1, dtype),
         jnp.asarray(tol, dtype),
         save_ts,
@@ -428,37 +458,21 @@ def gradient_flow(
         stepsize_controller,
         None if dt0 is None else jnp.asarray(dt0, dtype),
         max_steps,
-        bool(save_sigma_min),
-        with_signal,
     )
 
 
 @eqx.filter_jit
-def _gradient_flow(
-    params,
-    static,
-    problem,
-    t1,
-    tol,
-    save_ts,
-    solver,
-    controller,
-    dt0,
-    max_steps,
-    with_sigma_min,
-    with_signal,
-):
-    theta0, _ = ravel_pytree(params)
+def _gradient_flow(dynamics, t1, tol, save_ts, solver, controller, dt0, max_steps):
+    def rhs(t, x, args):
+        return dynamics.descent(x)
 
-    def rhs(t, p, args):
-        return vector_field(p, static, problem)
+    def save_fn(t, x, args):
+        return dynamics.diagnostics(x)
 
-    def save_fn(t, p, args):
-        return _diagnostics(p, static, problem, theta0, with_sigma_min, with_signal)
+    def below_tol(t, x, args, **kwargs):
+        return dynamics.loss(x) < tol
 
-    def below_tol(t, p, args, **kwargs):
-        return _loss_of_params(p, static, problem) < tol
-
+    x0 = dynamics.initial_state()
     saveat = diffrax.SaveAt(
         subs=[diffrax.SubSaveAt(ts=save_ts, fn=save_fn), diffrax.SubSaveAt(t1=True)]
     )
@@ -468,25 +482,25 @@ def _gradient_flow(
         t0=jnp.zeros_like(t1),
         t1=t1,
         dt0=dt0,
-        y0=params,
+        y0=x0,
         saveat=saveat,
         stepsize_controller=controller,
         event=diffrax.Event(below_tol),
         max_steps=max_steps,
         throw=False,
     )
-    saved, final_params = sol.ys
+    saved, x_final = sol.ys
     t_final = sol.ts[1][0]
-    p_final = jax.tree_util.tree_map(lambda y: y[0], final_params)
-    final_loss = _loss_of_params(p_final, static, problem)
+    x_final = jax.tree_util.tree_map(lambda y: y[0], x_final)
+    final_loss = dynamics.loss(x_final)
 
     # The event is checked after each step; an initial loss already below tol
     # means the flow is at its goal at t = 0.
-    loss0 = _loss_of_params(params, static, problem)
+    loss0 = dynamics.loss(x0)
     at_start = loss0 < tol
     t_final = jnp.where(at_start, 0.0, t_final).astype(t1.dtype)
-    p_final = jax.tree_util.tree_map(
-        lambda a, b: jnp.where(at_start, a, b), params, p_final
+    x_final = jax.tree_util.tree_map(
+        lambda a, b: jnp.where(at_start, a, b), x0, x_final
     )
     final_loss = jnp.where(at_start, loss0, final_loss)
 
@@ -494,18 +508,13 @@ def _gradient_flow(
     saved = jax.tree_util.tree_map(lambda v: jnp.where(reached, v, jnp.nan), saved)
     result = sol.result
     finite = jnp.isfinite(final_loss)
+    ran_out = (result == diffrax.RESULTS.successful) | (
+        result == diffrax.RESULTS.max_steps_reached
+    )
     status = jnp.where(
         at_start | ((result == diffrax.RESULTS.event_occurred) & finite),
         CONVERGED,
-        jnp.where(
-            finite
-            & (
-                (result == diffrax.RESULTS.successful)
-                | (result == diffrax.RESULTS.max_steps_reached)
-            ),
-            MAX_STEPS,
-            DIVERGED,
-        ),
+        jnp.where(finite & ran_out, MAX_STEPS, DIVERGED),
     )
     traj = _trajectory(save_ts, saved)
     return FlowResult(
@@ -514,10 +523,11 @@ def _gradient_flow(
         residual=traj.residual,
         distance=traj.distance,
         sigma_min=traj.sigma_min,
+        kernel_rate=traj.kernel_rate,
         signal_error=traj.signal_error,
         t_final=t_final,
         final_loss=final_loss,
-        net=eqx.combine(p_final, static),
+        net=dynamics.net(x_final),
         status=status,
         num_steps=sol.stats["num_accepted_steps"],
     )

@@ -82,15 +82,18 @@ def _require_two_layer(net, what: str) -> TwoLayerDIP:
     return net
 
 
-def gram(net: TwoLayerDIP) -> Float[Array, "n n"]:
+def gram(
+    net: TwoLayerDIP, hidden: Float[Array, " k"] | None = None
+) -> Float[Array, "n n"]:
     """Closed-form `J Jᵀ` of the two-layer network (DESIGN §1):
 
     `||u||² V diag(φ'(z)²) Vᵀ / k`, `z = W u`, plus `||φ(z)||² / k · I_n` when `V`
-    is trained too.
+    is trained too. `hidden` replaces `z = W u` (the reduced dynamics knows z
+    without W).
     """
     net = _require_two_layer(net, "gram")
     act = get_activation(net.activation)
-    z = net.hidden()
+    z = net.hidden() if hidden is None else hidden
     k = net.k
     G = jnp.zeros((net.n, net.n), net.V.dtype)
     if "W" in net.train:
@@ -106,14 +109,16 @@ def gram(net: TwoLayerDIP) -> Float[Array, "n n"]:
     return G
 
 
-def sigma_min_gram(net: TwoLayerDIP) -> Float[Array, ""]:
+def sigma_min_gram(
+    net: TwoLayerDIP, hidden: Float[Array, " k"] | None = None
+) -> Float[Array, ""]:
     """σ_min(J) from the closed-form Gram (two-layer net): `sqrt(λ_min(J Jᵀ))`,
-    or 0 when `J` cannot have rank `n`."""
+    or exactly 0 when `J` cannot have rank `n` (W-only training with `n > k`:
+    `J Jᵀ` then has rank ≤ k)."""
     net = _require_two_layer(net, "sigma_min_gram")
-    p = net.W.size * ("W" in net.train) + net.V.size * ("V" in net.train)
-    if p < net.n:
+    if net.train == ("W",) and net.n > net.k:
         return jnp.zeros((), net.V.dtype)
-    lam = jnp.linalg.eigvalsh(gram(net))[0]
+    lam = jnp.linalg.eigvalsh(gram(net, hidden))[0]
     return jnp.sqrt(jnp.maximum(lam, 0.0))
 
 
@@ -148,7 +153,16 @@ def measurement_rate(net, problem: InverseProblem, trainable=None) -> Float[Arra
     It is ≥ σ_A² σ_min(J)² / m and stays positive for n > k as long as k ≥ m.
     A matrix-free `A` is materialised to find Im(A).
     """
-    K = measurement_kernel(net, problem, trainable)
+    return (
+        min_eigenvalue_on_range(measurement_kernel(net, problem, trainable), problem)
+        / problem.m
+    )
+
+
+def min_eigenvalue_on_range(
+    K: Float[Array, "m m"], problem: InverseProblem
+) -> Float[Array, ""]:
+    """λ_min of a symmetric `K` whose range lies in Im(A), restricted to Im(A)."""
     U, s, _ = jnp.linalg.svd(problem.as_matrix(), full_matrices=True)
     s = jnp.concatenate([s, jnp.zeros(U.shape[0] - s.shape[0], s.dtype)])
     in_range = s > s[0] * max(problem.m, problem.n) * jnp.finfo(s.dtype).eps
@@ -157,7 +171,7 @@ def measurement_rate(net, problem: InverseProblem, trainable=None) -> Float[Arra
     K_u = U.T @ K @ U
     lift = jnp.trace(K) + 1.0
     K_u = K_u + jnp.diag(jnp.where(in_range, 0.0, lift))
-    return jnp.linalg.eigvalsh(K_u)[0] / problem.m
+    return jnp.linalg.eigvalsh(K_u)[0]
 
 
 def lipschitz_bound(net) -> Float[Array, ""]:

@@ -1,0 +1,158 @@
+"""The state spaces the flow (3) can be integrated in.
+
+A dynamics object holds everything fixed during a run (the problem, the frozen
+parts of the network) and maps a state to the loss, the vector field `−∇L`, the
+saved diagnostics and back to a network. Gradient descent and the diffrax flow
+(`_flows.py`) are written once against this interface; `FullDynamics` (the
+trained parameters θ, any generator) and `ReducedDynamics` (`z = W u ∈ R^k`,
+the paper's two-layer net trained in W, `_reduced.py`) implement it.
+"""
+
+from __future__ import annotations
+
+import abc
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
+from jaxtyping import Array, Float, PyTree
+
+from ._jacobians import measurement_kernel, measurement_rate, sigma_min_jacobian
+from ._networks import TwoLayerDIP
+from ._problems import InverseProblem
+
+# Power iterations for λ_max of the Gauss–Newton curvature of a generic network.
+_POWER_ITERATIONS = 50
+
+
+class AbstractDynamics(eqx.Module):
+    """What gradient descent and the flow need from a state space."""
+
+    problem: eqx.AbstractVar[InverseProblem]
+    with_sigma_min: eqx.AbstractVar[bool]
+    with_signal: eqx.AbstractVar[bool]
+    with_kernel: eqx.AbstractVar[bool]
+
+    @abc.abstractmethod
+    def initial_state(self) -> PyTree:
+        """The state at t = 0."""
+
+    @abc.abstractmethod
+    def loss_and_descent(self, state) -> tuple[Float[Array, ""], PyTree]:
+        """The loss (2) and the vector field `−∇L` of (3) at `state`."""
+
+    @abc.abstractmethod
+    def net(self, state):
+        """The network at `state`."""
+
+    @abc.abstractmethod
+    def distance(self, state) -> Float[Array, ""]:
+        """`||θ − θ0||` (Frobenius)."""
+
+    @abc.abstractmethod
+    def sigma_min(self, state) -> Float[Array, ""]:
+        """σ_min(J(θ)) at `state`."""
+
+    @abc.abstractmethod
+    def kernel_rate(self, state) -> Float[Array, ""]:
+        """`λ_min(K_A)/m` on Im(A) at `state`."""
+
+    @abc.abstractmethod
+    def curvature(self) -> Float[Array, ""]:
+        """λ_max of the Gauss–Newton curvature at t = 0, `λ_max(K_A(θ0)) / m`:
+        gradient descent is stable near a minimum only for `η · curvature < 2`."""
+
+    def loss(self, state) -> Float[Array, ""]:
+        return self.loss_and_descent(state)[0]
+
+    def descent(self, state) -> PyTree:
+        return self.loss_and_descent(state)[1]
+
+    def diagnostics(self, state) -> dict[str, Array]:
+        """The quantities saved along a run."""
+        g = self.net(state)()
+        r = self.problem.forward(g) - self.problem.y
+        out = {
+            "loss": jnp.dot(r, r) / (2 * self.problem.m),
+            "residual": jnp.linalg.norm(r),
+            "distance": self.distance(state),
+        }
+        if self.with_sigma_min:
+            out["sigma_min"] = self.sigma_min(state)
+        if self.with_kernel:
+            out["kernel_rate"] = self.kernel_rate(state)
+        if self.with_signal:
+            out["signal_error"] = jnp.linalg.norm(g - self.problem.x_true)
+        return out
+
+
+def _loss(params, static, problem):
+    r = problem.forward(eqx.combine(params, static)()) - problem.y
+    return jnp.dot(r, r) / (2 * problem.m)
+
+
+class FullDynamics(AbstractDynamics):
+    """The flow in the trained parameters θ of any generator (the reference path)."""
+
+    params0: PyTree
+    static: PyTree
+    problem: InverseProblem
+    with_sigma_min: bool = eqx.field(static=True)
+    with_signal: bool = eqx.field(static=True)
+    with_kernel: bool = eqx.field(static=True)
+
+    def initial_state(self):
+        return self.params0
+
+    def loss_and_descent(self, state):
+        L, grads = jax.value_and_grad(_loss)(state, self.static, self.problem)
+        return L, jax.tree_util.tree_map(jnp.negative, grads)
+
+    def net(self, state):
+        return eqx.combine(state, self.static)
+
+    def _spec(self, state):
+        return jax.tree_util.tree_map(
+            lambda x: x is not None, state, is_leaf=lambda x: x is None
+        )
+
+    def distance(self, state):
+        theta, _ = ravel_pytree(state)
+        theta0, _ = ravel_pytree(self.params0)
+        return jnp.linalg.norm(theta - theta0)
+
+    def sigma_min(self, state):
+        return sigma_min_jacobian(self.net(state), self._spec(state))
+
+    def kernel_rate(self, state):
+        return measurement_rate(self.net(state), self.problem, self._spec(state))
+
+    def curvature(self):
+        net = self.net(self.params0)
+        if isinstance(net, TwoLayerDIP) and net.train == ("W",):
+            K = measurement_kernel(net, self.problem)
+            return jnp.linalg.eigvalsh(K)[-1] / self.problem.m
+        return self._power_iteration()
+
+    def _power_iteration(self):
+        # λ_max(J_Aᵀ J_A)/m with J_A = A J, through jvp/vjp only (no Jacobian):
+        # an estimate from below that is accurate once the iteration has converged.
+        theta0, unravel = ravel_pytree(self.params0)
+
+        def y_of(theta):
+            return self.problem.forward(eqx.combine(unravel(theta), self.static)())
+
+        _, vjp = jax.vjp(y_of, theta0)
+
+        def gn(v):
+            return vjp(jax.jvp(y_of, (theta0,), (v,))[1])[0]
+
+        v = jnp.ones_like(theta0) / jnp.sqrt(theta0.size)
+
+        def body(_, v):
+            w = gn(v)
+            return w / jnp.linalg.norm(w)
+
+        v = jax.lax.fori_loop(0, _POWER_ITERATIONS, body, v)
+        return jnp.dot(v, gn(v)) / self.problem.m
