@@ -17,12 +17,20 @@ from .helpers import (
 )
 
 
-@pytest.mark.parametrize("train", [("W",), ("W", "V")])
-def test_gd_matches_numpy_loop_step_for_step(train):
+@pytest.mark.parametrize(
+    "train, reduced", [(("W",), None), (("W",), False), (("W", "V"), None)]
+)
+def test_gd_matches_numpy_loop_step_for_step(train, reduced):
     net, problem = instance(train=train)
     steps = 30
     res = dip.gradient_descent(
-        net, problem, step_size=0.5, max_steps=steps, tol=0.0, save_every=1
+        net,
+        problem,
+        step_size=0.5,
+        max_steps=steps,
+        tol=0.0,
+        save_every=1,
+        reduced=reduced,
     )
     losses, W, V = numpy_gd(net, problem, 0.5, steps, train=train)
     np.testing.assert_allclose(res.trajectory.loss, losses, rtol=1e-12, atol=0)
