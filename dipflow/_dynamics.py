@@ -27,12 +27,11 @@ _POWER_ITERATIONS = 50
 
 
 class AbstractDynamics(eqx.Module):
-    """What gradient descent and the flow need from a state space."""
+    """What gradient descent and the flow need from a state space.
 
-    problem: eqx.AbstractVar[InverseProblem]
-    with_sigma_min: eqx.AbstractVar[bool]
-    with_signal: eqx.AbstractVar[bool]
-    with_kernel: eqx.AbstractVar[bool]
+    Subclasses have the fields `problem` and the static flags `with_sigma_min`,
+    `with_signal`, `with_kernel` (which diagnostics to save).
+    """
 
     @abc.abstractmethod
     def initial_state(self) -> PyTree:

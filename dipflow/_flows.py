@@ -127,7 +127,7 @@ def make_dynamics(
             + "."
         )
     if reducible and reduced is not False:
-        return ReducedDynamics(net, problem, **flags)
+        return ReducedDynamics.from_network(net, problem, **flags)
     params, static = partition(net, trainable)
     return FullDynamics(params0=params, static=static, problem=problem, **flags)
 

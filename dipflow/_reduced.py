@@ -36,76 +36,118 @@ def reduced_operator(net: TwoLayerDIP, problem: InverseProblem) -> Float[Array, 
 
 
 class ReducedDynamics(AbstractDynamics):
-    """The flow in `z = W u` (state: a `(k,)` array)."""
+    """The flow in `z = W u` (state: a `(k,)` array).
 
-    net0: TwoLayerDIP
+    Build it with [`dipflow.ReducedDynamics.from_network`][]. The fields are the
+    reduced problem itself, so studies can also build it from arrays: zero
+    columns of `M` (padding k) and zero rows of `M` and `y` (padding m) change
+    nothing, since the loss is scaled by the true `m`, kept as a field.
+
+    **Fields:**
+
+    - `M`: `A V / √k`, shape `(m, k)`.
+    - `z0`: `W(0) u`.
+    - `y`: the observation.
+    - `u_norm2`: `||u||²`.
+    - `m`: the number of measurements the loss is divided by.
+    - `activation`: a registered activation name.
+    - `net0`, `problem`: the network and problem the reduction came from (or
+      `None`); needed to rebuild `W`, and for σ_min, `K_A` on Im(A) and the
+      signal error.
+    """
+
     M: Float[Array, "m k"]
     z0: Float[Array, " k"]
-    problem: InverseProblem
-    with_sigma_min: bool = eqx.field(static=True)
-    with_signal: bool = eqx.field(static=True)
-    with_kernel: bool = eqx.field(static=True)
+    y: Float[Array, " m"]
+    u_norm2: Float[Array, ""]
+    m: Float[Array, ""]
+    activation: str = eqx.field(static=True)
+    net0: TwoLayerDIP | None = None
+    problem: InverseProblem | None = None
+    with_sigma_min: bool = eqx.field(static=True, default=False)
+    with_signal: bool = eqx.field(static=True, default=False)
+    with_kernel: bool = eqx.field(static=True, default=False)
 
-    def __init__(
-        self, net, problem, with_sigma_min=False, with_signal=False, with_kernel=False
-    ):
+    @classmethod
+    def from_network(
+        cls,
+        net: TwoLayerDIP,
+        problem: InverseProblem,
+        with_sigma_min=False,
+        with_signal=False,
+        with_kernel=False,
+    ) -> ReducedDynamics:
+        """The exact reduction of `net` (a `TwoLayerDIP` trained in `W`) on `problem`."""
         if not is_reducible(net):
             raise ValueError(
                 "the reduced dynamics needs a TwoLayerDIP trained in W only (train=('W',))."
             )
-        self.net0 = net
-        self.M = reduced_operator(net, problem)
-        self.z0 = net.hidden()
-        self.problem = problem
-        self.with_sigma_min = with_sigma_min
-        self.with_signal = with_signal
-        self.with_kernel = with_kernel
-
-    @property
-    def _u2(self):
-        return jnp.dot(self.net0.u, self.net0.u)
+        return cls(
+            M=reduced_operator(net, problem),
+            z0=net.hidden(),
+            y=problem.y,
+            u_norm2=jnp.dot(net.u, net.u),
+            m=jnp.asarray(problem.m, problem.y.dtype),
+            activation=net.activation,
+            net0=net,
+            problem=problem,
+            with_sigma_min=with_sigma_min,
+            with_signal=with_signal,
+            with_kernel=with_kernel,
+        )
 
     def initial_state(self):
         return self.z0
 
+    def _residual(self, z):
+        return self.M @ get_activation(self.activation)(z) - self.y
+
     def loss_and_descent(self, z):
-        act = get_activation(self.net0.activation)
-        m = self.problem.m
-        r = self.M @ act(z) - self.problem.y
-        loss = jnp.dot(r, r) / (2 * m)
-        descent = -(self._u2 / m) * act.derivative(z) * (self.M.T @ r)
+        act = get_activation(self.activation)
+        r = self.M @ act(z) - self.y
+        loss = jnp.dot(r, r) / (2 * self.m)
+        descent = -(self.u_norm2 / self.m) * act.derivative(z) * (self.M.T @ r)
         return loss, descent
 
+    def _require(self, what):
+        if self.net0 is None or self.problem is None:
+            raise ValueError(
+                f"{what} needs the network and problem: build with ReducedDynamics.from_network."
+            )
+
     def net(self, z):
-        a = (z - self.z0) / self._u2
+        if self.net0 is None:
+            return None  # built from arrays: there is no W to rebuild
+        a = (z - self.z0) / self.u_norm2
         return eqx.tree_at(
             lambda n: n.W, self.net0, self.net0.W + jnp.outer(a, self.net0.u)
         )
 
     def distance(self, z):
         # ||W − W0||_F = ||a|| ||u|| with a = (z − z0)/||u||².
-        return jnp.linalg.norm(z - self.z0) / jnp.sqrt(self._u2)
+        return jnp.linalg.norm(z - self.z0) / jnp.sqrt(self.u_norm2)
 
     def sigma_min(self, z):
+        self._require("σ_min(J)")
         return sigma_min_gram(self.net0, hidden=z)
 
     def kernel(self, z) -> Float[Array, "m m"]:
         """`K_A = ||u||² M diag(φ'(z)²) Mᵀ`."""
-        act = get_activation(self.net0.activation)
-        return self._u2 * (self.M * act.derivative(z)[None, :] ** 2) @ self.M.T
+        act = get_activation(self.activation)
+        return self.u_norm2 * (self.M * act.derivative(z)[None, :] ** 2) @ self.M.T
 
     def kernel_rate(self, z):
-        return min_eigenvalue_on_range(self.kernel(z), self.problem) / self.problem.m
+        self._require("λ_min(K_A) on Im(A)")
+        return min_eigenvalue_on_range(self.kernel(z), self.problem) / self.m
 
     def curvature(self):
-        return jnp.linalg.eigvalsh(self.kernel(self.z0))[-1] / self.problem.m
+        return jnp.linalg.eigvalsh(self.kernel(self.z0))[-1] / self.m
 
     def diagnostics(self, z):
-        # Read everything off z: no n×k·d work per saved point.
-        act = get_activation(self.net0.activation)
-        r = self.M @ act(z) - self.problem.y
+        # Read everything off z: no k×d work per saved point.
+        r = self._residual(z)
         out = {
-            "loss": jnp.dot(r, r) / (2 * self.problem.m),
+            "loss": jnp.dot(r, r) / (2 * self.m),
             "residual": jnp.linalg.norm(r),
             "distance": self.distance(z),
         }
@@ -114,6 +156,8 @@ class ReducedDynamics(AbstractDynamics):
         if self.with_kernel:
             out["kernel_rate"] = self.kernel_rate(z)
         if self.with_signal:
+            self._require("the signal error")
+            act = get_activation(self.activation)
             g = self.net0.V @ act(z) / jnp.sqrt(self.net0.k).astype(z.dtype)
             out["signal_error"] = jnp.linalg.norm(g - self.problem.x_true)
         return out
