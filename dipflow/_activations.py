@@ -95,8 +95,13 @@ def register_activation(
         bound=float(bound),
         smooth=smooth,
     )
+    replacing = name in _REGISTRY
     _REGISTRY[name] = act
     activation_constants.cache_clear()
+    if replacing:
+        # Compiled solvers key on the activation's name: drop them, or they would
+        # keep running the old φ.
+        jax.clear_caches()
     return act
 
 

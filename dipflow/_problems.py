@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import equinox as eqx
@@ -27,7 +28,8 @@ _DENSE_GRAM_LIMIT = 32
 
 class Spectrum(NamedTuple):
     """Singular-value summary of `A`: `||A||`, `σ_A` (smallest non-zero singular
-    value), `κ(A) = ||A|| / σ_A`, and the numerical rank."""
+    value), `κ(A) = ||A|| / σ_A`, and the numerical rank (−1 when Lanczos
+    computed only part of a large matrix-free spectrum)."""
 
     norm: Array
     sigma_A: Array
@@ -241,10 +243,17 @@ def _operator_shape(op: lx.AbstractLinearOperator) -> tuple[int, int]:
     return out_struct.shape[0], in_struct.shape[0]
 
 
+@eqx.filter_jit
+def _mv(op, x):
+    return op.mv(x)
+
+
 def _iterative_spectrum(op: lx.AbstractLinearOperator) -> Spectrum:
     m, n = _operator_shape(op)
-    mv = jax.jit(op.mv)
-    rmv = jax.jit(op.transpose().mv)
+    # The operator is an argument of one compiled function, not a hashed static
+    # (an Equinox module holding arrays is unhashable).
+    mv = functools.partial(_mv, op)
+    rmv = functools.partial(_mv, op.transpose())
     dtype = np.dtype(op.out_structure().dtype)
     # Gram on the smaller side: its non-zero eigenvalues are the σ_i².
     if m <= n:
@@ -252,28 +261,46 @@ def _iterative_spectrum(op: lx.AbstractLinearOperator) -> Spectrum:
     else:
         q, gram = n, lambda x: np.asarray(rmv(mv(jnp.asarray(x, dtype))), np.float64)
     eps = np.finfo(dtype).eps
+
+    def zero_cutoff(lam_max):
+        # σ² below (σ_max · max(m, n) · eps)² is zero, up to the Gram's round-off.
+        return max(lam_max * (max(m, n) * eps) ** 2, lam_max * q * eps)
+
     if q <= _DENSE_GRAM_LIMIT:
         G = np.stack([gram(e) for e in np.eye(q)], axis=1)
         eig = np.linalg.eigvalsh(0.5 * (G + G.T))
+        lam_max = max(float(eig[-1]), 0.0)
+        rank = int(np.sum(eig > zero_cutoff(lam_max)))
     else:
         lin = spla.LinearOperator((q, q), matvec=gram, dtype=np.float64)
         tol = 1e-12 if dtype == np.float64 else 1e-6
-        top = spla.eigsh(lin, k=1, which="LA", tol=tol, return_eigenvectors=False)
-        # The smallest few: zero eigenvalues (rank deficiency) are skipped below.
-        n_small = min(q - 1, 6)
-        bottom = spla.eigsh(
-            lin, k=n_small, which="SA", tol=tol, return_eigenvectors=False
+        lam_max = max(
+            float(
+                spla.eigsh(lin, k=1, which="LA", tol=tol, return_eigenvectors=False)[0]
+            ),
+            0.0,
         )
-        eig = np.sort(np.concatenate([bottom, top]))
-    lam_max = max(float(eig[-1]), 0.0)
-    sigma_max = np.sqrt(lam_max)
-    # σ² below (σ_max · max(m, n) · eps)² is zero, up to the Gram's own round-off.
-    cutoff = max(lam_max * (max(m, n) * eps) ** 2, lam_max * q * eps)
-    nonzero = eig[eig > cutoff]
+        # The small end of the spectrum is the large end of λ_max·I − G (Lanczos
+        # finds extreme eigenvalues fast); ask for more until one is non-zero, as
+        # a null space at least as large as the number asked for hides σ_A.
+        shifted = spla.LinearOperator(
+            (q, q), matvec=lambda v: lam_max * v - gram(v), dtype=np.float64
+        )
+        count = min(q - 1, 6)
+        while True:
+            top = spla.eigsh(
+                shifted, k=count, which="LA", tol=tol, return_eigenvectors=False
+            )
+            eig = np.sort(np.append(lam_max - top, lam_max))
+            if np.any(eig[:-1] > zero_cutoff(lam_max)) or count >= q - 1:
+                break
+            count = min(q - 1, 2 * count)
+        rank = -1  # not resolved by a few Lanczos eigenvalues
+    nonzero = eig[eig > zero_cutoff(lam_max)]
     if nonzero.size == 0:
         raise ValueError("`A` is numerically zero: it has no non-zero singular value.")
+    sigma_max = np.sqrt(lam_max)
     sigma_A = float(np.sqrt(nonzero.min()))
-    rank = int(np.sum(eig > cutoff)) if q <= _DENSE_GRAM_LIMIT else -1
     return Spectrum(
         norm=jnp.asarray(sigma_max),
         sigma_A=jnp.asarray(sigma_A),

@@ -124,9 +124,7 @@ def _quote(name: str) -> str:
 
 
 def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(
-        timespec="milliseconds"
-    )
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
 
 
 # -- the folder: database, lock, provenance -------------------------------------------

@@ -1,0 +1,576 @@
+"""Batched studies: a grid of cells × seeds, run through the exact reduced dynamics.
+
+A cell is one configuration of the paper's experiment (sizes, activation, method,
+step size, tolerance, noise). Each run of a cell draws its own instance from a
+seed derived from (study seed, cell, run index) only, so results do not depend on
+chunking, padding, devices or the executor. Within a cell, all runs go through
+one `jax.vmap` of the reduced gradient descent or flow; cells whose padded shapes
+agree share one compilation.
+
+The instance of run `r` is drawn with NumPy's `SeedSequence([seed, cell, r])`:
+`V` (Rademacher or as `v_dist`), `z0 = W(0) u ~ N(0, I_k)`, then `A`, `x̄`, `ε`.
+Drawing `z0` instead of `W(0)` is exact: for `u` on the sphere and `W(0)` iid
+N(0, 1), `W(0) u` is N(0, I_k) and independent of `W(0)(I − u uᵀ)`, which
+[`dipflow.study_instance`][] draws from a separate stream when it rebuilds the
+full network of a run.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import functools
+import hashlib
+import itertools
+import json
+import math
+import os
+import time
+from collections.abc import Iterator, Sequence
+
+import diffrax
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._activations import get_activation
+from ._checks import nonnegative_int, nonnegative_scalar, positive_int
+from ._flows import _gradient_descent, _gradient_flow
+from ._networks import V_DISTRIBUTIONS, TwoLayerDIP
+from ._problems import InverseProblem
+from ._reduced import ReducedDynamics
+
+METHODS = ("gd", "flow")
+# m is padded to a multiple of this, so that cells with nearby m share a
+# compilation (zero rows of M and y change nothing: the loss keeps the true m).
+M_PAD = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """One configuration of a study.
+
+    **Fields:**
+
+    - `m`, `n`, `k`, `d`: sizes of `A` (m × n), the hidden width and the input.
+    - `activation`, `v_dist`: as in [`dipflow.TwoLayerDIP.init`][].
+    - `method`: `"gd"` (gradient descent) or `"flow"` (the exact gradient flow).
+    - `step_size`: the GD step η (for the flow it only sets the horizon and the
+      reported stability ratio).
+    - `max_steps`: GD's step budget.
+    - `tol`: success is a loss below `tol`.
+    - `noise`: standard deviation of the Gaussian noise ε.
+    - `t1`: the flow's horizon (default `max_steps · step_size`, the time GD's
+      budget reaches).
+    - `rtol`, `atol`: the flow's tolerances on z.
+    - `panel`: a free label (e.g. `"a"`, `"b"` of Figure 1).
+    """
+
+    m: int
+    n: int
+    k: int
+    d: int
+    activation: str = "sigmoid"
+    v_dist: str = "rademacher"
+    method: str = "gd"
+    step_size: float = 1.0
+    max_steps: int = 25_000
+    tol: float = 1e-7
+    noise: float = 0.0
+    t1: float | None = None
+    rtol: float = 1e-5
+    atol: float = 1e-8
+    panel: str = ""
+
+    def __post_init__(self):
+        for name in ("m", "n", "k", "d"):
+            positive_int(name, getattr(self, name))
+        nonnegative_int("max_steps", self.max_steps)
+        nonnegative_scalar("step_size", self.step_size, strict=True)
+        nonnegative_scalar("tol", self.tol)
+        nonnegative_scalar("noise", self.noise)
+        nonnegative_scalar("rtol", self.rtol, strict=True)
+        nonnegative_scalar("atol", self.atol, strict=True)
+        if self.t1 is not None:
+            nonnegative_scalar("t1", self.t1, strict=True)
+        get_activation(self.activation)
+        if self.v_dist not in V_DISTRIBUTIONS:
+            raise ValueError(
+                f"`v_dist` must be one of {sorted(V_DISTRIBUTIONS)}, got {self.v_dist!r}."
+            )
+        if self.method not in METHODS:
+            raise ValueError(f"`method` must be one of {METHODS}, got {self.method!r}.")
+        if not isinstance(self.panel, str):
+            raise TypeError(f"`panel` must be a string, got {self.panel!r}.")
+
+    @property
+    def horizon(self) -> float:
+        return (
+            float(self.t1)
+            if self.t1 is not None
+            else self.max_steps * float(self.step_size)
+        )
+
+    def params(self) -> dict:
+        """The cell as a JSON-serialisable dict (the store's cell parameters)."""
+        return dataclasses.asdict(self)
+
+    @functools.cached_property
+    def cell_id(self) -> str:
+        """A stable id: a hash of the canonical JSON of the parameters."""
+        text = json.dumps(self.params(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    @property
+    def seed_word(self) -> int:
+        return int(self.cell_id[:8], 16)
+
+
+@dataclasses.dataclass(frozen=True)
+class Study:
+    """A grid of [`dipflow.Cell`][]s × `runs` seeds.
+
+    **Fields:**
+
+    - `cells`: the configurations.
+    - `runs`: seeds per cell.
+    - `seed`: the study seed; run `r` of a cell uses `SeedSequence([seed, cell, r])`.
+    - `dtype`: `"float32"` (fast, the default for sweeps) or `"float64"`.
+    - `name`: a label stored with the results.
+    """
+
+    cells: tuple[Cell, ...]
+    runs: int
+    seed: int = 0
+    dtype: str = "float32"
+    name: str = "study"
+
+    def __post_init__(self):
+        object.__setattr__(self, "cells", tuple(self.cells))
+        if not self.cells:
+            raise ValueError("a study needs at least one cell.")
+        for i, c in enumerate(self.cells):
+            if not isinstance(c, Cell):
+                raise TypeError(
+                    f"`cells[{i}]` must be a dipflow.Cell, got {type(c).__name__}."
+                )
+        positive_int("runs", self.runs)
+        nonnegative_int("seed", self.seed)
+        if self.dtype not in ("float32", "float64"):
+            raise ValueError(
+                f"`dtype` must be 'float32' or 'float64', got {self.dtype!r}."
+            )
+        ids = [c.cell_id for c in self.cells]
+        if len(set(ids)) != len(ids):
+            raise ValueError("the study lists the same cell twice.")
+
+    def config(self) -> dict:
+        """Everything that determines the results (what the store checks on resume)."""
+        return {
+            "name": self.name,
+            "runs": self.runs,
+            "seed": self.seed,
+            "dtype": self.dtype,
+            "cells": [c.params() for c in self.cells],
+        }
+
+
+# -- instances --------------------------------------------------------------------
+
+
+def _rng(seed: int, cell: Cell, run: int, stream: int = 0) -> np.random.Generator:
+    return np.random.default_rng(
+        np.random.SeedSequence([seed, cell.seed_word, run, stream])
+    )
+
+
+def _draw_v(rng, shape, v_dist):
+    if v_dist == "rademacher":
+        return rng.integers(0, 2, size=shape, dtype=np.int8).astype(np.float64) * 2 - 1
+    if v_dist == "uniform":
+        return rng.uniform(-math.sqrt(3.0), math.sqrt(3.0), size=shape)
+    return rng.standard_normal(shape)
+
+
+def instance_arrays(cell: Cell, seed: int, run: int) -> dict[str, np.ndarray]:
+    """The float64 arrays of run `run` of `cell`: `V`, `z0 = W(0) u`, `A`, `x`, `eps`."""
+    rng = _rng(seed, cell, run)
+    V = _draw_v(rng, (cell.n, cell.k), cell.v_dist)
+    z0 = rng.standard_normal(cell.k)
+    A = rng.standard_normal((cell.m, cell.n))
+    x = rng.standard_normal(cell.n)
+    eps = cell.noise * rng.standard_normal(cell.m)
+    return dict(V=V, z0=z0, A=A, x=x, eps=eps)
+
+
+def study_instance(
+    cell: Cell, seed: int, run: int, dtype=None
+) -> tuple[TwoLayerDIP, InverseProblem]:
+    """The network and problem of one run of a study, to rerun it alone with
+    [`dipflow.gradient_descent`][], [`dipflow.gradient_flow`][] or
+    [`dipflow.theorem1`][].
+
+    `u` and the part of `W(0)` orthogonal to `u` come from a separate stream;
+    `W(0) u` equals the run's `z0`, so the network's trajectory is the study's.
+    """
+    arr = instance_arrays(cell, seed, run)
+    rng = _rng(seed, cell, run, stream=1)
+    u = rng.standard_normal(cell.d)
+    u /= np.linalg.norm(u)
+    G = rng.standard_normal((cell.k, cell.d))
+    W = np.outer(arr["z0"], u) + G - np.outer(G @ u, u)
+    dtype = jnp.result_type(float) if dtype is None else dtype
+    net = TwoLayerDIP(
+        V=jnp.asarray(arr["V"], dtype),
+        W=jnp.asarray(W, dtype),
+        u=jnp.asarray(u, dtype),
+        activation=cell.activation,
+        v_dist=cell.v_dist,
+        w_dist="normal",
+    )
+    problem = InverseProblem(
+        A=jnp.asarray(arr["A"], dtype),
+        x_true=jnp.asarray(arr["x"], dtype),
+        noise=jnp.asarray(arr["eps"], dtype),
+    )
+    return net, problem
+
+
+def _certificate(cell: Cell, arr: dict, M: np.ndarray, y: np.ndarray) -> dict:
+    """The per-run quantities of Theorem 1 in float64 NumPy (the same as
+    `dipflow.theorem1` on `study_instance`, which the tests check), at a cost
+    that suits thousands of runs."""
+    act = get_activation(cell.activation)
+    A, V, z0 = arr["A"], arr["V"], arr["z0"]
+    U, s, _ = np.linalg.svd(A, full_matrices=False)
+    rank_tol = s[0] * max(A.shape) * np.finfo(np.float64).eps
+    rank = int(np.sum(s > rank_tol))
+    sigma_A = s[rank - 1]
+    with jax.default_device(jax.devices("cpu")[0]):
+        phi = np.asarray(act(jnp.asarray(z0)), np.float64)
+        dphi = np.asarray(act.derivative(jnp.asarray(z0)), np.float64)
+    if cell.n > cell.k:
+        sigma_J = 0.0
+    else:
+        G = (V * dphi[None, :] ** 2) @ V.T / cell.k
+        sigma_J = float(np.sqrt(max(np.linalg.eigvalsh(G)[0], 0.0)))
+    r0 = float(np.linalg.norm(M @ phi - y))
+    lip = act.bound * float(np.max(np.abs(V))) * math.sqrt(cell.n / cell.k)
+    K = (M * dphi[None, :] ** 2) @ M.T
+    if rank < cell.m:
+        Ur = U[:, :rank]
+        K = Ur.T @ K @ Ur
+    lhs = r0 / sigma_A
+    rhs = sigma_J**2 / (4 * lip)
+    return {
+        "sigma_A": float(sigma_A),
+        "kappa_A": float(s[0] / sigma_A),
+        "sigma_min_J0": sigma_J,
+        "initial_residual": r0,
+        "condition5": bool(lhs < rhs),
+        "measurement_rate": float(np.linalg.eigvalsh(K)[0] / cell.m),
+    }
+
+
+# -- the batched solve --------------------------------------------------------------
+
+
+# On a CPU, a seed's M (m × k) should stay in cache over its many steps: seeds run
+# one small group at a time, each group until its own stop, rather than all
+# together through memory (and all held back by the slowest). This many entries
+# of M per group (float32: 128 KiB) is where vectorising stops paying.
+_CACHE_ENTRIES = 2**15
+
+
+def seeds_per_group(m_pad: int, k: int, batch: int, platform: str) -> int:
+    """How many seeds advance together in one vectorised loop: all of them on an
+    accelerator (launch overhead dominates), a cache-sized group on a CPU."""
+    if platform != "cpu":
+        return batch
+    return max(1, min(batch, _CACHE_ENTRIES // (m_pad * k)))
+
+
+def _solve_one(
+    M,
+    z0,
+    y,
+    m,
+    step_size,
+    tol,
+    t1,
+    rtol,
+    atol,
+    activation,
+    method,
+    max_steps,
+    solver_steps,
+):
+    dyn = ReducedDynamics(
+        M=M, z0=z0, y=y, u_norm2=jnp.ones((), M.dtype), m=m, activation=activation
+    )
+    if method == "gd":
+        res = _gradient_descent(dyn, step_size, tol, max_steps, max(max_steps, 1))
+        return {
+            "status": res.status,
+            "num_steps": res.num_steps,
+            "t_final": res.num_steps * step_size,
+            "final_loss": res.loss,
+            "monotone": res.monotone,
+            "stability_ratio": res.stability_ratio,
+        }
+    controller = diffrax.PIDController(rtol=rtol, atol=atol)
+    res = _gradient_flow(
+        dyn,
+        t1,
+        tol,
+        jnp.zeros((1,), M.dtype),
+        diffrax.Tsit5(),
+        controller,
+        None,
+        solver_steps,
+    )
+    return {
+        "status": res.status,
+        "num_steps": res.num_steps,
+        "t_final": res.t_final,
+        "final_loss": res.final_loss,
+        "monotone": jnp.asarray(True),
+        "stability_ratio": step_size * dyn.curvature(),
+    }
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=(
+        "activation",
+        "method",
+        "max_steps",
+        "solver_steps",
+        "group",
+        "mesh",
+    ),
+)
+def _solve_batch(
+    M,
+    z0,
+    y,
+    m,
+    step_size,
+    tol,
+    t1,
+    rtol,
+    atol,
+    *,
+    activation,
+    method,
+    max_steps,
+    solver_steps,
+    group,
+    mesh,
+):
+    def solve_local(M, z0, y, m):
+        def one(args):
+            return _solve_one(
+                *args,
+                step_size,
+                tol,
+                t1,
+                rtol,
+                atol,
+                activation,
+                method,
+                max_steps,
+                solver_steps,
+            )
+
+        return jax.lax.map(one, (M, z0, y, m), batch_size=group)
+
+    if mesh is None:
+        return solve_local(M, z0, y, m)
+    # Each device runs its own share of the seeds.
+    spec = jax.sharding.PartitionSpec("seeds")
+    return jax.shard_map(
+        solve_local, mesh=mesh, in_specs=spec, out_specs=spec, check_vma=False
+    )(M, z0, y, m)
+
+
+def _padded(values: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    out = np.zeros(shape, values.dtype)
+    out[tuple(slice(0, s) for s in values.shape)] = values
+    return out
+
+
+def run_cell(
+    cell: Cell,
+    study: Study,
+    *,
+    chunk_size: int | None = None,
+    devices: Sequence | None = None,
+) -> list[dict]:
+    """All runs of one cell, as rows for the store (one dict per run).
+
+    **Arguments:**
+
+    - `cell`, `study`: what to run (the study gives the seed, runs and dtype).
+    - `chunk_size`: the most runs per compiled batch (bounds memory); default all.
+    - `devices`: devices to share the seed axis over (default: all local devices
+      of the default backend); the results do not depend on them.
+    """
+    from ._flows import STATUS_NAMES
+
+    chunk = study.runs if chunk_size is None else positive_int("chunk_size", chunk_size)
+    chunk = min(chunk, study.runs)
+    devices = list(jax.devices()) if devices is None else list(devices)
+    # Every chunk has the same (padded) batch size: one compilation per cell shape.
+    batch = -(-chunk // len(devices)) * len(devices)
+    mesh = (
+        jax.sharding.Mesh(np.asarray(devices), ("seeds",)) if len(devices) > 1 else None
+    )
+    m_pad = -(-cell.m // M_PAD) * M_PAD
+    dtype = np.dtype(study.dtype)
+
+    rows: list[dict] = []
+    for start in range(0, study.runs, chunk):
+        runs = list(range(start, min(start + chunk, study.runs)))
+        Ms, z0s, ys, certs = [], [], [], []
+        for r in runs:
+            arr = instance_arrays(cell, study.seed, r)
+            M = arr["A"] @ arr["V"] / math.sqrt(cell.k)
+            y = arr["A"] @ arr["x"] + arr["eps"]
+            certs.append(_certificate(cell, arr, M, y))
+            Ms.append(_padded(M, (m_pad, cell.k)))
+            z0s.append(arr["z0"])
+            ys.append(_padded(y, (m_pad,)))
+        fill = batch - len(runs)  # pad the batch by repeating the last run
+        stack = [np.stack(a + a[-1:] * fill).astype(dtype) for a in (Ms, z0s, ys)]
+        arrays = stack + [np.full((batch,), cell.m, dtype)]
+        out = _solve_batch(
+            *arrays,
+            dtype.type(cell.step_size),
+            dtype.type(cell.tol),
+            dtype.type(cell.horizon),
+            dtype.type(cell.rtol),
+            dtype.type(cell.atol),
+            activation=cell.activation,
+            method=cell.method,
+            max_steps=cell.max_steps,
+            solver_steps=max(10 * cell.max_steps, 1000),
+            group=seeds_per_group(
+                m_pad, cell.k, batch // len(devices), devices[0].platform
+            ),
+            mesh=mesh,
+        )
+        out = {key: np.asarray(v)[: len(runs)] for key, v in out.items()}
+        for i, r in enumerate(runs):
+            status = int(out["status"][i])
+            rows.append(
+                {
+                    **cell.params(),
+                    "run": r,
+                    "seed": study.seed,
+                    "converged": status == 0,
+                    "status": STATUS_NAMES[status],
+                    "num_steps": int(out["num_steps"][i]),
+                    "t_final": float(out["t_final"][i]),
+                    "final_loss": float(out["final_loss"][i]),
+                    "monotone": bool(out["monotone"][i]),
+                    "stability_ratio": float(out["stability_ratio"][i]),
+                    **certs[i],
+                }
+            )
+    return rows
+
+
+# -- executors ------------------------------------------------------------------------
+
+
+def _order_for_compilation(cells: Sequence[Cell]) -> list[Cell]:
+    # Cells sharing a compiled shape run back to back.
+    return sorted(
+        cells,
+        key=lambda c: (
+            c.method,
+            c.activation,
+            -(-c.m // M_PAD),
+            c.k,
+            c.max_steps,
+            c.n,
+            c.m,
+        ),
+    )
+
+
+def _timed_cell(cell, study, chunk_size):
+    start = time.perf_counter()
+    rows = run_cell(cell, study, chunk_size=chunk_size)
+    return cell, rows, time.perf_counter() - start
+
+
+def local_executor(
+    cells: Sequence[Cell], study: Study, chunk_size=None, workers: int | None = None
+) -> Iterator[tuple[Cell, list[dict], float]]:
+    """Run cells in this process; on a CPU, `workers` threads (default: one per
+    core) run cells side by side, since one small cell's loop keeps one core busy."""
+    if workers is None:
+        workers = (os.cpu_count() or 1) if jax.default_backend() == "cpu" else 1
+    ordered = _order_for_compilation(cells)
+    if workers <= 1:
+        for cell in ordered:
+            yield _timed_cell(cell, study, chunk_size)
+        return
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers)
+    try:
+        pending = set()
+        queue = iter(ordered)
+        for cell in itertools.islice(queue, workers):
+            pending.add(pool.submit(_timed_cell, cell, study, chunk_size))
+        while pending:
+            done, pending = concurrent.futures.wait(
+                pending, return_when="FIRST_COMPLETED"
+            )
+            for future in done:
+                nxt = next(queue, None)
+                if nxt is not None:
+                    pending.add(pool.submit(_timed_cell, nxt, study, chunk_size))
+                yield future.result()
+    finally:
+        # On an interruption, cells not started are dropped; running ones finish.
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def dask_executor(
+    cells: Sequence[Cell],
+    study: Study,
+    chunk_size=None,
+    scheduler: str | None = None,
+    n_workers: int = 2,
+) -> Iterator[tuple[Cell, list[dict], float]]:
+    """Run cells as tasks on a Dask distributed cluster (a `LocalCluster` when
+    `scheduler` is None); results come back to this process, which writes them."""
+    try:
+        from dask.distributed import Client, LocalCluster, as_completed
+    except ImportError as e:
+        raise RuntimeError(
+            "the dask executor needs dask.distributed: pip install 'dipflow[distributed]'."
+        ) from e
+    cluster = None
+    if scheduler is None:
+        cluster = LocalCluster(
+            n_workers=n_workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+        )
+        client = Client(cluster)
+    else:
+        client = Client(scheduler)
+    try:
+        futures = [
+            client.submit(_timed_cell, c, study, chunk_size, pure=False) for c in cells
+        ]
+        for future in as_completed(futures):
+            yield future.result()
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
