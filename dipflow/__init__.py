@@ -14,6 +14,7 @@ from ._dynamics import (
     AbstractDynamics as AbstractDynamics,
     FullDynamics as FullDynamics,
 )
+from ._figure1 import figure1_study as figure1_study
 from ._flows import (
     CONVERGED as CONVERGED,
     DIVERGED as DIVERGED,
@@ -39,12 +40,28 @@ from ._jacobians import (
     sigma_min_jacobian as sigma_min_jacobian,
 )
 from ._networks import MLPDIP as MLPDIP, TwoLayerDIP as TwoLayerDIP
+from ._plots import (
+    bootstrap_power_law as bootstrap_power_law,
+    fit_power_law as fit_power_law,
+    phase_diagram as phase_diagram,
+    plot_figure1 as plot_figure1,
+    transition_curve as transition_curve,
+)
 from ._problems import InverseProblem as InverseProblem, Spectrum as Spectrum
 from ._reduced import (
     ReducedDynamics as ReducedDynamics,
     is_reducible as is_reducible,
     reduced_operator as reduced_operator,
 )
+from ._runner import run_study as run_study
+from ._store import StudyStore as StudyStore, load as load, summary as summary
+from ._studies import (
+    Cell as Cell,
+    Study as Study,
+    run_cell as run_cell,
+    study_instance as study_instance,
+)
+from ._sweep_config import load_study as load_study, study_from_dict as study_from_dict
 from ._theory import Certificate as Certificate, theorem1 as theorem1
 
 __version__ = importlib.metadata.version("dipflow")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 
 def _demo(args) -> int:
@@ -65,12 +66,175 @@ def _demo(args) -> int:
     return 0
 
 
+def _add_run_options(p):
+    p.add_argument(
+        "--executor",
+        choices=("local", "dask"),
+        default="local",
+        help="where cells run (default local)",
+    )
+    p.add_argument(
+        "--scheduler",
+        default=None,
+        help="Dask scheduler address (default: a LocalCluster)",
+    )
+    p.add_argument(
+        "--chunk-size",
+        type=int,
+        default=None,
+        help="most runs per compiled batch (bounds memory)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _run_and_report(study, out, args) -> int:
+    from ._plots import plot_figure1
+    from ._runner import run_study
+    from ._store import load, summary
+
+    print(
+        f"{study.name}: {len(study.cells)} cells × {study.runs} runs -> {out}",
+        file=sys.stderr,
+    )
+    info = run_study(
+        study,
+        out,
+        executor=args.executor,
+        scheduler=args.scheduler,
+        chunk_size=args.chunk_size,
+        progress=not args.no_progress,
+    )
+    print(
+        f"{info['cells_run']} cells computed, {info['cells_skipped']} already stored, "
+        f"{info['wall_time']:.1f} s",
+        file=sys.stderr,
+    )
+    if info["interrupted"]:
+        return 130
+    table = summary(out)
+    table.to_csv(f"{out}/summary.csv", index=False)
+    print(f"summary: {out}/summary.csv")
+    if "panel" in table and set(table["panel"]) & {"a", "b"}:
+        paths = plot_figure1(table, load(out), f"{out}/figure1")
+        print("figures: " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def _reproduce(args) -> int:
+    from ._figure1 import figure1_study
+
+    study = figure1_study(
+        panel=args.panel,
+        runs=args.runs,
+        method=args.method,
+        quick=args.quick,
+        seed=args.seed,
+        max_steps=args.max_steps,
+        dtype="float64" if args.x64 else "float32",
+    )
+    if args.x64:
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
+    out = args.out or ("figure1-quick" if args.quick else "figure1")
+    return _run_and_report(study, out, args)
+
+
+def _sweep(args) -> int:
+    from ._sweep_config import load_study
+
+    study = load_study(args.config)
+    if study.dtype == "float64":
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
+    out = args.out or str(Path(args.config).with_suffix(""))
+    return _run_and_report(study, out, args)
+
+
+def _plot(args) -> int:
+    import pandas as pd
+
+    from ._plots import plot_figure1
+    from ._store import load, summary
+
+    table = pd.concat([summary(d) for d in args.dirs], ignore_index=True)
+    runs = pd.concat([load(d) for d in args.dirs], ignore_index=True)
+    paths = plot_figure1(table, runs, args.out or f"{args.dirs[0]}/figure1")
+    print("figures: " + ", ".join(str(p) for p in paths))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="dipflow",
         description="Executable theory of overparametrized Deep Inverse Prior networks.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
+
+    rep = sub.add_parser(
+        "reproduce",
+        help="reproduce a figure of the paper (fig1: probability of zero loss over sizes)",
+        description="Reproduce Figure 1 with the paper's protocol: sigmoid, A and x̄ iid N(0, 1), "
+        "Rademacher V, GD with step 1, at most 25 000 steps, success = loss < 1e-7, d = 500. "
+        "Resumable: run the same command again on the same --out to continue.",
+    )
+    rep.add_argument("figure", choices=("fig1",), help="the figure to reproduce")
+    rep.add_argument(
+        "--out",
+        default=None,
+        help="study folder (default ./figure1 or ./figure1-quick)",
+    )
+    rep.add_argument("--runs", type=int, default=50, help="runs per cell (default 50)")
+    rep.add_argument(
+        "--panel",
+        choices=("a", "b", "both"),
+        default="both",
+        help="which panel (default both)",
+    )
+    rep.add_argument(
+        "--method",
+        choices=("gd", "flow", "both"),
+        default="gd",
+        help="gd (the paper), flow (the exact gradient flow to t = 25 000) or both",
+    )
+    rep.add_argument(
+        "--quick", action="store_true", help="a 3 × 3 grid per panel, for smoke tests"
+    )
+    rep.add_argument(
+        "--max-steps", type=int, default=None, help="override the 25 000-step budget"
+    )
+    rep.add_argument("--seed", type=int, default=0, help="study seed (default 0)")
+    rep.add_argument("--x64", action="store_true", help="float64 instead of float32")
+    _add_run_options(rep)
+    rep.set_defaults(func=_reproduce)
+
+    sw = sub.add_parser(
+        "sweep",
+        help="run the study described in a TOML file",
+        description="Run any study described in a TOML file (schema: see the docs, 'Studies').",
+    )
+    sw.add_argument("config", help="the TOML study description")
+    sw.add_argument(
+        "--out",
+        default=None,
+        help="study folder (default: the config's path without .toml)",
+    )
+    _add_run_options(sw)
+    sw.set_defaults(func=_sweep)
+
+    pl = sub.add_parser(
+        "plot",
+        help="redraw the Figure 1 phase diagrams of stored studies",
+        description="Redraw the phase diagrams from one or more study folders (e.g. a GD and a "
+        "flow study, drawn side by side).",
+    )
+    pl.add_argument("dirs", nargs="+", help="study folders")
+    pl.add_argument(
+        "--out", default=None, help="output path stem (default DIR/figure1)"
+    )
+    pl.set_defaults(func=_plot)
+
     demo = sub.add_parser(
         "demo",
         help="train one network by gradient descent and by the exact flow, and print its Theorem 1 certificate",
@@ -109,9 +273,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, RuntimeError) as e:
         print(f"dipflow {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"dipflow {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
