@@ -159,7 +159,7 @@ class GDResult(eqx.Module):
     - `steps`: the saved iterate numbers.
     """
 
-    net: eqx.Module
+    net: eqx.Module | None
     num_steps: Int[Array, ""]
     loss: Float[Array, ""]
     status: Int[Array, ""]
@@ -335,7 +335,7 @@ class FlowResult(eqx.Module):
     signal_error: Float[Array, " s"] | None
     t_final: Float[Array, ""]
     final_loss: Float[Array, ""]
-    net: eqx.Module
+    net: eqx.Module | None
     status: Int[Array, ""]
     num_steps: Int[Array, ""]
 

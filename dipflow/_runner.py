@@ -6,6 +6,8 @@ import os
 import sys
 import time
 
+import jax
+
 from ._store import StudyStore
 from ._studies import Study, dask_executor, local_executor
 
@@ -46,6 +48,11 @@ def run_study(
         raise ValueError(f"`executor` must be one of {EXECUTORS}, got {executor!r}.")
     if scheduler is not None and executor != "dask":
         raise ValueError("`scheduler` is only used with executor='dask'.")
+    if study.dtype == "float64" and not jax.config.jax_enable_x64:
+        raise ValueError(
+            "the study's dtype is float64 but JAX runs in float32: call "
+            "jax.config.update('jax_enable_x64', True) first."
+        )
     start = time.perf_counter()
     with StudyStore.open(
         directory, study.config(), provenance={"executor": executor}

@@ -506,6 +506,13 @@ def _timed_cell(cell, study, chunk_size):
     return cell, rows, time.perf_counter() - start
 
 
+def _remote_cell(cell, study, chunk_size):
+    # A worker process has its own JAX configuration.
+    if study.dtype == "float64":
+        jax.config.update("jax_enable_x64", True)
+    return _timed_cell(cell, study, chunk_size)
+
+
 def local_executor(
     cells: Sequence[Cell], study: Study, chunk_size=None, workers: int | None = None
 ) -> Iterator[tuple[Cell, list[dict], float]]:
@@ -566,7 +573,7 @@ def dask_executor(
         client = Client(scheduler)
     try:
         futures = [
-            client.submit(_timed_cell, c, study, chunk_size, pure=False) for c in cells
+            client.submit(_remote_cell, c, study, chunk_size, pure=False) for c in cells
         ]
         for future in as_completed(futures):
             yield future.result()
