@@ -24,7 +24,9 @@ import hashlib
 import itertools
 import json
 import math
+import multiprocessing
 import os
+import signal
 import time
 from collections.abc import Iterator, Sequence
 
@@ -513,19 +515,56 @@ def _remote_cell(cell, study, chunk_size):
     return _timed_cell(cell, study, chunk_size)
 
 
+def _compilation_cache_dir() -> str:
+    default = os.path.join(os.path.expanduser("~"), ".cache", "dipflow", "xla")
+    return os.environ.get("DIPFLOW_CACHE_DIR", default)
+
+
+def _init_worker(x64: bool, cache_dir: str | None):
+    # Ctrl-C is the parent's to handle: it stops the pool.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if x64:
+        jax.config.update("jax_enable_x64", True)
+    if cache_dir:
+        # Workers share compiled shapes through the on-disk cache.
+        jax.config.update("jax_compilation_cache_dir", cache_dir)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+
+def default_workers(num_cells: int) -> int:
+    """Worker processes for the local executor: one per core on a CPU (a cell's
+    loop keeps one core busy), one process (all devices) on an accelerator."""
+    if jax.default_backend() != "cpu":
+        return 1
+    return max(1, min(os.cpu_count() or 1, num_cells))
+
+
 def local_executor(
     cells: Sequence[Cell], study: Study, chunk_size=None, workers: int | None = None
 ) -> Iterator[tuple[Cell, list[dict], float]]:
-    """Run cells in this process; on a CPU, `workers` threads (default: one per
-    core) run cells side by side, since one small cell's loop keeps one core busy."""
-    if workers is None:
-        workers = (os.cpu_count() or 1) if jax.default_backend() == "cpu" else 1
+    """Run cells on this machine: in this process when `workers == 1`, else in
+    `workers` processes side by side (default: [`default_workers`][dipflow._studies.default_workers]).
+
+    Processes rather than threads: concurrent executions in one XLA CPU client
+    can stall each other.
+    """
     ordered = _order_for_compilation(cells)
+    workers = (
+        default_workers(len(ordered))
+        if workers is None
+        else positive_int("workers", workers)
+    )
     if workers <= 1:
         for cell in ordered:
             yield _timed_cell(cell, study, chunk_size)
         return
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers)
+    pool = concurrent.futures.ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_init_worker,
+        initargs=(study.dtype == "float64", _compilation_cache_dir()),
+    )
+    finished = False
     try:
         pending = set()
         queue = iter(ordered)
@@ -540,9 +579,13 @@ def local_executor(
                 if nxt is not None:
                     pending.add(pool.submit(_timed_cell, nxt, study, chunk_size))
                 yield future.result()
+        finished = True
     finally:
-        # On an interruption, cells not started are dropped; running ones finish.
-        pool.shutdown(wait=True, cancel_futures=True)
+        if not finished:
+            # Interrupted: cells in flight are lost, by design; stop them now.
+            for proc in list(getattr(pool, "_processes", {}).values()):
+                proc.terminate()
+        pool.shutdown(wait=finished, cancel_futures=True)
 
 
 def dask_executor(
