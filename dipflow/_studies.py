@@ -27,6 +27,7 @@ import math
 import multiprocessing
 import os
 import signal
+import sys
 import time
 from collections.abc import Iterator, Sequence
 
@@ -520,7 +521,17 @@ def _compilation_cache_dir() -> str:
     return os.environ.get("DIPFLOW_CACHE_DIR", default)
 
 
+def _exit_with_parent():
+    # A worker must not outlive a parent that was killed (SIGKILL runs no cleanup).
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 def _init_worker(x64: bool, cache_dir: str | None):
+    _exit_with_parent()
     # Ctrl-C is the parent's to handle: it stops the pool.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if x64:

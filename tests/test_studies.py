@@ -5,6 +5,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import uuid
 
 import numpy as np
 import pytest
@@ -117,6 +118,25 @@ def _rows_by_key(df):
     }
 
 
+def _processes_with(token: str) -> list[int]:
+    """Live processes whose environment carries `token` (a study's workers
+    inherit it; orphans are re-parented, so parentage cannot tell)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                env = f.read()
+        except OSError:
+            continue
+        if fields[0] != "Z" and token.encode() in env:
+            found.append(int(entry))
+    return found
+
+
 def _stored_rows(folder) -> int:
     try:
         return len(dip.load(folder))
@@ -143,7 +163,10 @@ def test_sigkill_loses_only_cells_in_flight(tmp_path):
         )
     )
     out = tmp_path / "study"
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    token = f"DIPFLOW_TEST_TOKEN={uuid.uuid4()}"
+    env = dict(
+        os.environ, JAX_PLATFORMS="cpu", DIPFLOW_TEST_TOKEN=token.split("=", 1)[1]
+    )
     cmd = [
         sys.executable,
         "-m",
@@ -168,6 +191,11 @@ def test_sigkill_loses_only_cells_in_flight(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+    # The killed study's worker processes die with it.
+    deadline = time.time() + 10
+    while _processes_with(token) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not _processes_with(token)
     partial = dip.load(out)
     assert 3 <= len(partial) < 16 * 3, "the kill should land mid-study"
     assert not partial.duplicated(["cell_id", "run"]).any()
