@@ -157,13 +157,20 @@ def _relu_derivative(x):
     return jnp.where(x > 0, 1.0, 0.0).astype(jnp.result_type(x))
 
 
+def _sigmoid_derivative(x):
+    # φ(1 − φ) reuses the φ(z) the flow computes anyway (XLA merges the two
+    # sigmoids), which saves an exp per neuron and step; φ(−x) would not.
+    s = jax.nn.sigmoid(x)
+    return s * (1 - s)
+
+
 # B bounds both |φ'| and |φ''|: sigmoid max|φ'| = 1/4 > max|φ''| = 1/(6√3);
 # tanh max|φ'| = 1 > max|φ''| = 4/(3√3); softplus φ' = sigmoid ≤ 1, φ'' ≤ 1/4.
 register_activation(
     "sigmoid",
     jax.nn.sigmoid,
     bound=0.25,
-    derivative=lambda x: jax.nn.sigmoid(x) * jax.nn.sigmoid(-x),
+    derivative=_sigmoid_derivative,
 )
 register_activation(
     "tanh", jnp.tanh, bound=1.0, derivative=lambda x: 1.0 - jnp.tanh(x) ** 2
