@@ -84,6 +84,12 @@ def _add_run_options(p):
         default=None,
         help="most runs per compiled batch (bounds memory)",
     )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="local worker processes (default: one per CPU core)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -102,6 +108,7 @@ def _run_and_report(study, out, args) -> int:
         executor=args.executor,
         scheduler=args.scheduler,
         chunk_size=args.chunk_size,
+        workers=args.workers,
         progress=not args.no_progress,
     )
     print(

@@ -21,6 +21,7 @@ def run_study(
     executor: str = "local",
     scheduler: str | None = None,
     chunk_size: int | None = None,
+    workers: int | None = None,
     progress: bool = True,
 ) -> dict:
     """Run every cell of `study` not yet stored in `directory`, committing each
@@ -38,6 +39,10 @@ def run_study(
     - `executor`: `"local"` (this process, all its devices) or `"dask"`.
     - `scheduler`: a Dask scheduler address (default: a `LocalCluster`).
     - `chunk_size`: the most runs per compiled batch.
+    - `workers`: processes of the local executor (default: one per core on a
+      CPU, one on an accelerator; `1` runs in this process). Worker processes
+      are started with `spawn`, so a script that runs a study with several
+      workers keeps it under `if __name__ == "__main__":`.
     - `progress`: show a progress bar (cells, runs/s, ETA) on stderr.
 
     **Returns:** `{"cells_run", "cells_skipped", "wall_time", "interrupted"}`.
@@ -46,6 +51,8 @@ def run_study(
         raise TypeError(f"`study` must be a dipflow.Study, got {type(study).__name__}.")
     if executor not in EXECUTORS:
         raise ValueError(f"`executor` must be one of {EXECUTORS}, got {executor!r}.")
+    if workers is not None and executor != "local":
+        raise ValueError("`workers` is only used with executor='local'.")
     if scheduler is not None and executor != "dask":
         raise ValueError("`scheduler` is only used with executor='dask'.")
     if study.dtype == "float64" and not jax.config.jax_enable_x64:
@@ -60,7 +67,9 @@ def run_study(
         done = store.done_cells()
         todo = [c for c in study.cells if c.cell_id not in done]
         if executor == "local":
-            results = local_executor(todo, study, chunk_size=chunk_size)
+            results = local_executor(
+                todo, study, chunk_size=chunk_size, workers=workers
+            )
         else:
             results = dask_executor(
                 todo, study, chunk_size=chunk_size, scheduler=scheduler

@@ -38,7 +38,7 @@ import numpy as np
 
 from ._activations import get_activation
 from ._checks import nonnegative_int, nonnegative_scalar, positive_int
-from ._flows import _gradient_descent, _gradient_flow
+from ._flows import STATUS_NAMES, _gradient_descent, _gradient_flow
 from ._networks import V_DISTRIBUTIONS, TwoLayerDIP
 from ._problems import InverseProblem
 from ._reduced import ReducedDynamics
@@ -419,8 +419,6 @@ def run_cell(
     - `devices`: devices to share the seed axis over (default: all local devices
       of the default backend); the results do not depend on them.
     """
-    from ._flows import STATUS_NAMES
-
     chunk = study.runs if chunk_size is None else positive_int("chunk_size", chunk_size)
     chunk = min(chunk, study.runs)
     devices = list(jax.devices()) if devices is None else list(devices)

@@ -25,7 +25,6 @@ panel = "a"
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import os
 import tomllib
@@ -126,7 +125,3 @@ def load_study(path: str | os.PathLike) -> Study:
     except tomllib.TOMLDecodeError as e:
         raise ValueError(f"{path}: not valid TOML: {e}") from None
     return study_from_dict(config, source=str(path))
-
-
-def cell_fields() -> list[str]:
-    return [f.name for f in dataclasses.fields(Cell)]
