@@ -514,6 +514,9 @@ def _remote_cell(cell, study, chunk_size):
     return _timed_cell(cell, study, chunk_size)
 
 
+_BLAS_THREADS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
 def _compilation_cache_dir() -> str:
     default = os.path.join(os.path.expanduser("~"), ".cache", "dipflow", "xla")
     return os.environ.get("DIPFLOW_CACHE_DIR", default)
@@ -567,6 +570,10 @@ def local_executor(
         for cell in ordered:
             yield _timed_cell(cell, study, chunk_size)
         return
+    # One BLAS thread per worker: the workers already fill the cores, and
+    # oversubscribed BLAS threads spin against each other (10× slower eigh).
+    saved_env = {v: os.environ.get(v) for v in _BLAS_THREADS}
+    os.environ.update({v: "1" for v in _BLAS_THREADS})
     pool = concurrent.futures.ProcessPoolExecutor(
         max_workers=workers,
         mp_context=multiprocessing.get_context("spawn"),
@@ -595,6 +602,11 @@ def local_executor(
             for proc in list(getattr(pool, "_processes", {}).values()):
                 proc.terminate()
         pool.shutdown(wait=finished, cancel_futures=True)
+        for var, value in saved_env.items():
+            if value is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = value
 
 
 def dask_executor(
