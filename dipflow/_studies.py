@@ -2,13 +2,18 @@
 
 A cell is one configuration of the paper's experiment (sizes, activation, method,
 step size, tolerance, noise). Each run of a cell draws its own instance from a
-seed derived from (study seed, cell, run index) only, so results do not depend on
-chunking, padding, devices or the executor. Within a cell, all runs go through
-one `jax.vmap` of the reduced gradient descent or flow; cells whose padded shapes
-agree share one compilation.
+seed derived from (study seed, the cell's instance parameters, run index) only,
+so results do not depend on chunking, padding, devices or the executor. Within
+a cell, all runs go through one compiled, batched loop of the reduced gradient
+descent or flow; cells whose padded shapes agree share one compilation.
 
-The instance of run `r` is drawn with NumPy's `SeedSequence([seed, cell, r])`:
-`V` (Rademacher or as `v_dist`), `z0 = W(0) u ~ N(0, I_k)`, then `A`, `x̄`, `ε`.
+The instance parameters are the sizes `m, n, k, d` and `v_dist`: cells that
+differ only in method, step size, tolerance, activation or noise level run on
+the same draws, so that GD and the flow (say) are compared instance by
+instance. The instance of run `r` is drawn with NumPy's
+`SeedSequence([seed, instance, r])`: `V` (Rademacher or as `v_dist`),
+`z0 = W(0) u ~ N(0, I_k)`, then `A`, `x̄` and a standard normal vector that,
+times `noise`, is `ε`.
 Drawing `z0` instead of `W(0)` is exact: for `u` on the sphere and `W(0)` iid
 N(0, 1), `W(0) u` is N(0, I_k) and independent of `W(0)(I − u uᵀ)`, which
 [`dipflow.study_instance`][] draws from a separate stream when it rebuilds the
@@ -47,6 +52,10 @@ METHODS = ("gd", "flow")
 # m is padded to a multiple of this, so that cells with nearby m share a
 # compilation (zero rows of M and y change nothing: the loss keeps the true m).
 M_PAD = 16
+
+
+# What an instance's random draws depend on (besides the study seed and run).
+_INSTANCE_PARAMS = ("m", "n", "k", "d", "v_dist")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,7 +135,10 @@ class Cell:
 
     @property
     def seed_word(self) -> int:
-        return int(self.cell_id[:8], 16)
+        """The instance parameters (`m, n, k, d, v_dist`) hashed to 32 bits."""
+        keys = {name: getattr(self, name) for name in _INSTANCE_PARAMS}
+        text = json.dumps(keys, sort_keys=True, separators=(",", ":"))
+        return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,7 +149,8 @@ class Study:
 
     - `cells`: the configurations.
     - `runs`: seeds per cell.
-    - `seed`: the study seed; run `r` of a cell uses `SeedSequence([seed, cell, r])`.
+    - `seed`: the study seed; run `r` of a cell draws from
+      `SeedSequence([seed, hash(m, n, k, d, v_dist), r])`.
     - `dtype`: `"float32"` (fast, the default for sweeps) or `"float64"`.
     - `name`: a label stored with the results.
     """

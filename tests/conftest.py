@@ -1,3 +1,6 @@
+import os
+import tempfile
+
 import jax
 import pytest
 
@@ -6,6 +9,8 @@ import dipflow as dip
 # Numerical tests run in float64 with strict rank promotion (see STYLE.md).
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")
+# Study worker processes share compiled programs on disk: keep the tests' apart.
+os.environ.setdefault("DIPFLOW_CACHE_DIR", tempfile.mkdtemp(prefix="dipflow-test-xla-"))
 
 
 @pytest.fixture

@@ -16,9 +16,9 @@ from dipflow._studies import run_cell
 
 # Tiny cells shared by the tests (one compiled shape per method).
 CELLS = (
-    dip.Cell(m=4, n=6, k=8, d=5, max_steps=300, tol=0.15, panel="a"),
-    dip.Cell(m=4, n=12, k=8, d=5, max_steps=300, tol=0.15, panel="a"),
-    dip.Cell(m=4, n=6, k=16, d=5, max_steps=300, tol=0.15, panel="a"),
+    dip.Cell(m=4, n=6, k=8, d=5, max_steps=300, tol=0.5, panel="a"),
+    dip.Cell(m=4, n=12, k=8, d=5, max_steps=300, tol=0.5, panel="a"),
+    dip.Cell(m=4, n=6, k=16, d=5, max_steps=300, tol=0.5, panel="a"),
 )
 
 
@@ -76,7 +76,7 @@ def test_results_do_not_depend_on_chunking():
 
 
 def test_flow_rows_match_the_library():
-    cell = dip.Cell(m=4, n=6, k=8, d=5, method="flow", max_steps=300, tol=0.15)
+    cell = dip.Cell(m=4, n=6, k=8, d=5, method="flow", max_steps=300, tol=0.5)
     study = _study(cells=(cell,), runs=3)
     for row in run_cell(cell, study):
         net, problem = dip.study_instance(cell, study.seed, row["run"])
@@ -146,7 +146,9 @@ def _stored_rows(folder) -> int:
 
 def test_sigkill_loses_only_cells_in_flight(tmp_path):
     config = tmp_path / "killed.toml"
-    ks = ", ".join(str(k) for k in range(8, 40, 2))
+    # Cells long enough (tol = 0: every run takes all its steps) that the kill
+    # lands mid-study even with every shape already in the compilation cache.
+    ks = ", ".join(str(k) for k in range(100, 420, 20))
     config.write_text(
         textwrap.dedent(
             f"""
@@ -157,8 +159,8 @@ def test_sigkill_loses_only_cells_in_flight(tmp_path):
             n = 6
             k = [{ks}]
             d = 5
-            max_steps = 300
-            tol = 1e-3
+            max_steps = 50000
+            tol = 0.0
             """
         )
     )
@@ -222,7 +224,7 @@ def test_sharded_seeds_equal_one_device():
         import dipflow as dip
         from dipflow._studies import run_cell
         assert len(jax.devices()) == 2, jax.devices()
-        cell = dip.Cell(m=4, n=6, k=8, d=5, max_steps=300, tol=0.15, panel="a")
+        cell = dip.Cell(m=4, n=6, k=8, d=5, max_steps=300, tol=0.5, panel="a")
         study = dip.Study(cells=(cell,), runs=4, dtype="float32", seed=3)
         json.dump(run_cell(cell, study), sys.stdout)
         """
