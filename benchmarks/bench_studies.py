@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import dipflow as dip
-from dipflow._studies import _solve_batch, instance_arrays, padded_m, seeds_per_group
+from dipflow._studies import M_PAD, _solve_batch, instance_arrays, seeds_per_group
 
 
 def _median_time(fn, repeats):
@@ -57,7 +57,7 @@ def matmul_peak(size=2048, repeats=5):
 
 
 def reduced_per_run(cell, study, steps, repeats):
-    m_pad = padded_m(cell.m)
+    m_pad = -(-cell.m // M_PAD) * M_PAD
     Ms, z0s, ys = [], [], []
     for r in range(study.runs):
         arr = instance_arrays(cell, study.seed, r)
@@ -198,7 +198,7 @@ def main(argv=None):
             * steps
             / loop_steps
         )
-        m_pad = padded_m(cell.m)
+        m_pad = -(-cell.m // M_PAD) * M_PAD
         seed_steps = steps / red
         flops = 4 * cell.m * cell.k * seed_steps  # useful flops: M φ(z) and Mᵀ r
         row = dict(

@@ -54,13 +54,6 @@ METHODS = ("gd", "flow")
 M_PAD = 16
 
 
-def padded_m(m: int) -> int:
-    """The number of rows a cell's `M` is padded to: a multiple of `M_PAD`,
-    except below it, where padding would cost up to 3× the work and a few extra
-    compilations cost less."""
-    return m if m <= M_PAD else -(-m // M_PAD) * M_PAD
-
-
 # What an instance's random draws depend on (besides the study seed and run).
 _INSTANCE_PARAMS = ("m", "n", "k", "d", "v_dist")
 
@@ -447,7 +440,7 @@ def run_cell(
     mesh = (
         jax.sharding.Mesh(np.asarray(devices), ("seeds",)) if len(devices) > 1 else None
     )
-    m_pad = padded_m(cell.m)
+    m_pad = -(-cell.m // M_PAD) * M_PAD
     dtype = np.dtype(study.dtype)
 
     rows: list[dict] = []
@@ -512,7 +505,7 @@ def _order_for_compilation(cells: Sequence[Cell]) -> list[Cell]:
         key=lambda c: (
             c.method,
             c.activation,
-            padded_m(c.m),
+            -(-c.m // M_PAD),
             c.k,
             c.max_steps,
             c.n,
