@@ -103,10 +103,10 @@ class ReducedDynamics(AbstractDynamics):
         return self.M @ get_activation(self.activation)(z) - self.y
 
     def loss_and_descent(self, z):
-        act = get_activation(self.activation)
-        r = self.M @ act(z) - self.y
+        r = self._residual(z)
         loss = jnp.dot(r, r) / (2 * self.m)
-        descent = -(self.u_norm2 / self.m) * act.derivative(z) * (self.M.T @ r)
+        dphi = get_activation(self.activation).derivative(z)
+        descent = -(self.u_norm2 / self.m) * dphi * (self.M.T @ r)
         return loss, descent
 
     def _require(self, what):
