@@ -2,6 +2,7 @@
 
 import importlib.metadata
 
+from . import verify as verify
 from ._activations import (
     Activation as Activation,
     ActivationConstants as ActivationConstants,
@@ -62,6 +63,11 @@ from ._studies import (
     study_instance as study_instance,
 )
 from ._sweep_config import load_study as load_study, study_from_dict as study_from_dict
-from ._theory import Certificate as Certificate, theorem1 as theorem1
+from ._theory import (
+    Certificate as Certificate,
+    MeasurementCertificate as MeasurementCertificate,
+    measurement_certificate as measurement_certificate,
+    theorem1 as theorem1,
+)
 
 __version__ = importlib.metadata.version("dipflow")

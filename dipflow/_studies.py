@@ -76,6 +76,10 @@ class Cell:
       budget reaches).
     - `rtol`, `atol`: the flow's tolerances on z.
     - `panel`: a free label (e.g. `"a"`, `"b"` of Figure 1).
+    - `kappa`: `None` (the default) draws `A` with iid N(0, 1) entries; a number
+      κ ≥ 1 draws `A = U diag(s) Vᵀ` with Haar-random `U`, `V` and singular values
+      geometrically spaced from `√m + √n` (a Gaussian matrix's typical norm) down
+      to `(√m + √n)/κ`, as [`dipflow.InverseProblem.with_condition_number`][].
     """
 
     m: int
@@ -93,6 +97,7 @@ class Cell:
     rtol: float = 1e-5
     atol: float = 1e-8
     panel: str = ""
+    kappa: float | None = None
 
     def __post_init__(self):
         for name in ("m", "n", "k", "d"):
@@ -114,6 +119,14 @@ class Cell:
             raise ValueError(f"`method` must be one of {METHODS}, got {self.method!r}.")
         if not isinstance(self.panel, str):
             raise TypeError(f"`panel` must be a string, got {self.panel!r}.")
+        if self.kappa is not None and not (
+            isinstance(self.kappa, (int, float))
+            and math.isfinite(self.kappa)
+            and self.kappa >= 1
+        ):
+            raise ValueError(
+                f"`kappa` must be None or a number >= 1, got {self.kappa!r}."
+            )
 
     @property
     def horizon(self) -> float:
@@ -124,8 +137,12 @@ class Cell:
         )
 
     def params(self) -> dict:
-        """The cell as a JSON-serialisable dict (the store's cell parameters)."""
-        return dataclasses.asdict(self)
+        """The cell as a JSON-serialisable dict (the store's cell parameters).
+        `kappa` appears only when set, so ids of Gaussian-`A` cells stay stable."""
+        params = dataclasses.asdict(self)
+        if params["kappa"] is None:
+            del params["kappa"]
+        return params
 
     @functools.cached_property
     def cell_id(self) -> str:
@@ -137,6 +154,8 @@ class Cell:
     def seed_word(self) -> int:
         """The instance parameters (`m, n, k, d, v_dist`) hashed to 32 bits."""
         keys = {name: getattr(self, name) for name in _INSTANCE_PARAMS}
+        if self.kappa is not None:
+            keys["kappa"] = float(self.kappa)
         text = json.dumps(keys, sort_keys=True, separators=(",", ":"))
         return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
 
@@ -208,15 +227,62 @@ def _draw_v(rng, shape, v_dist):
     return rng.standard_normal(shape)
 
 
+def _haar(G):
+    """Orthonormal columns distributed uniformly (Haar): the Q of a Gaussian `G`
+    with the signs fixed by R's diagonal."""
+    Q, R = np.linalg.qr(G)
+    return Q * np.where(np.diag(R) < 0, -1.0, 1.0)
+
+
+def _with_condition_number(G, kappa, rng):
+    """`U diag(s) Vᵀ` with the orthonormal `U` of `G` (m × n), a Haar `V` and
+    singular values geometrically spaced from `√m + √n` down by `kappa`."""
+    m, n = G.shape
+    r = min(m, n)
+    U = _haar(G[:, :r])
+    V = _haar(rng.standard_normal((n, r)))
+    s = (math.sqrt(m) + math.sqrt(n)) * float(kappa) ** -np.linspace(0.0, 1.0, r)
+    return (U[:, :r] * s) @ V.T
+
+
 def instance_arrays(cell: Cell, seed: int, run: int) -> dict[str, np.ndarray]:
     """The float64 arrays of run `run` of `cell`: `V`, `z0 = W(0) u`, `A`, `x`, `eps`."""
     rng = _rng(seed, cell, run)
     V = _draw_v(rng, (cell.n, cell.k), cell.v_dist)
     z0 = rng.standard_normal(cell.k)
     A = rng.standard_normal((cell.m, cell.n))
+    if cell.kappa is not None:
+        A = _with_condition_number(A, cell.kappa, rng)
     x = rng.standard_normal(cell.n)
     eps = cell.noise * rng.standard_normal(cell.m)
     return dict(V=V, z0=z0, A=A, x=x, eps=eps)
+
+
+def network_from_hidden(
+    V: np.ndarray,
+    z0: np.ndarray,
+    d: int,
+    rng: np.random.Generator,
+    activation: str,
+    v_dist: str,
+    dtype=None,
+) -> TwoLayerDIP:
+    """A `TwoLayerDIP` with this `V` and `W(0) u = z0`: `u` uniform on the sphere
+    and the part of `W(0)` orthogonal to `u` iid N(0, 1), both drawn from `rng`.
+    When `z0` is iid N(0, 1), `W(0)` is then iid N(0, 1) (A-2) exactly."""
+    u = rng.standard_normal(d)
+    u /= np.linalg.norm(u)
+    G = rng.standard_normal((len(z0), d))
+    W = np.outer(z0, u) + G - np.outer(G @ u, u)
+    dtype = jnp.result_type(float) if dtype is None else dtype
+    return TwoLayerDIP(
+        V=jnp.asarray(V, dtype),
+        W=jnp.asarray(W, dtype),
+        u=jnp.asarray(u, dtype),
+        activation=activation,
+        v_dist=v_dist,
+        w_dist="normal",
+    )
 
 
 def study_instance(
@@ -231,18 +297,9 @@ def study_instance(
     """
     arr = instance_arrays(cell, seed, run)
     rng = _rng(seed, cell, run, stream=1)
-    u = rng.standard_normal(cell.d)
-    u /= np.linalg.norm(u)
-    G = rng.standard_normal((cell.k, cell.d))
-    W = np.outer(arr["z0"], u) + G - np.outer(G @ u, u)
     dtype = jnp.result_type(float) if dtype is None else dtype
-    net = TwoLayerDIP(
-        V=jnp.asarray(arr["V"], dtype),
-        W=jnp.asarray(W, dtype),
-        u=jnp.asarray(u, dtype),
-        activation=cell.activation,
-        v_dist=cell.v_dist,
-        w_dist="normal",
+    net = network_from_hidden(
+        arr["V"], arr["z0"], cell.d, rng, cell.activation, cell.v_dist, dtype
     )
     problem = InverseProblem(
         A=jnp.asarray(arr["A"], dtype),

@@ -18,6 +18,7 @@ max_steps = 25000
 tol = 1e-7
 noise = 0.0
 panel = "a"
+kappa = [1, 10]            # optional: κ(A) (default: A iid Gaussian)
 ```
 
 `[grid]` (a single table) is accepted for one grid.
@@ -48,6 +49,7 @@ _CELL_TYPES = {
     "rtol": (int, float),
     "atol": (int, float),
     "panel": str,
+    "kappa": (int, float),
 }
 _REQUIRED = ("m", "n", "k", "d")
 

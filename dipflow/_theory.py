@@ -11,12 +11,15 @@ from ._activations import activation_constants, get_activation
 from ._checks import is_concrete
 from ._jacobians import (
     lipschitz_bound,
+    measurement_kernel,
     measurement_rate,
+    min_eigenvalue_on_range,
     sigma_min_gram,
     sigma_min_jacobian,
 )
 from ._networks import V_DISTRIBUTIONS, TwoLayerDIP
 from ._problems import InverseProblem
+from ._reduced import reduced_operator
 
 # Tolerance on ||u|| = 1 for A-1.
 _UNIT_TOL = 1e-5
@@ -246,4 +249,82 @@ def theorem1(net, problem: InverseProblem) -> Certificate:
         a2_gaussian_init=a2,
         a3_bounded_v=a3,
         a4_smooth_activation=a4,
+    )
+
+
+class MeasurementCertificate(eqx.Module):
+    """A convergence certificate in measurement space (DESIGN §1, beyond the
+    paper), for the two-layer network trained in `W`.
+
+    The paper's argument (7), Lemma 1 and (8) goes through with the
+    measurement-space kernel `K_A = A J Jᵀ Aᵀ` in place of `σ_A² σ_min(J)²`:
+
+    - `sqrt(λ_min(K_A))` on Im(A) is the smallest singular value of `Jᵀ Aᵀ` there,
+      1-Lipschitz in `A J`, and `θ ↦ A J(θ)` is `lip_AJ`-Lipschitz with
+      `lip_AJ = B min(max_i ||M_i||, ||M||) ||u||²`, `M = A V / √k` (the paper's
+      route gives `||A|| B D sqrt(n/k) ||u||²`, never smaller);
+    - so `λ_min(K_A(θ)) ≥ λ_0 / 4` on the ball of radius `R = sqrt(λ_0)/(2 lip_AJ)`,
+      the flow stays within `R' = 2 ||y(0) − y|| / sqrt(λ_0)` while it does, and
+      when `R' < R`, i.e. `||y(0) − y|| < λ_0 / (4 lip_AJ)`, for all t
+
+          ||y(t) − y|| ≤ ||y(0) − y|| exp(−λ_0 t / (4m)).
+
+    No σ_A and no σ_min(J) enter, so it can certify `n > k` (where condition (5)
+    is vacuous) as long as `k ≥ m`. Like Theorem 1(i) it needs `y(t) − y ∈ Im(A)`,
+    which holds when `A` has full row rank (`m ≤ n`) or `y` has no noise.
+
+    **Fields:** `kernel_min` (λ_0 = λ_min(K_A(θ0)) on Im(A)), `lip_AJ`,
+    `initial_residual`, `R`, `R_prime`, `holds` (`R' < R`), `rate` (λ_0/(4m)).
+    """
+
+    kernel_min: Float[Array, ""]
+    lip_AJ: Float[Array, ""]
+    initial_residual: Float[Array, ""]
+    R: Float[Array, ""]
+    R_prime: Float[Array, ""]
+    holds: Bool[Array, ""]
+    rate: Float[Array, ""]
+
+    def envelope(self, t):
+        """The guarantee: `||y(0) − y|| exp(−rate · t)`, valid when `holds`."""
+        return self.initial_residual * jnp.exp(-self.rate * jnp.asarray(t))
+
+
+def measurement_certificate(
+    net: TwoLayerDIP, problem: InverseProblem
+) -> MeasurementCertificate:
+    """The [`dipflow.MeasurementCertificate`][] of a [`dipflow.TwoLayerDIP`][]
+    trained in `W` only, at its current parameters, on `problem`."""
+    if not isinstance(net, TwoLayerDIP) or net.train != ("W",):
+        raise TypeError(
+            "`net` must be a dipflow.TwoLayerDIP trained in W only (train=('W',)), "
+            f"got {type(net).__name__}."
+        )
+    if not isinstance(problem, InverseProblem):
+        raise TypeError(
+            f"`problem` must be a dipflow.InverseProblem, got {type(problem).__name__}."
+        )
+    if problem.n != net.n:
+        raise ValueError(f"`net` must output shape ({problem.n},), got ({net.n},).")
+    M = reduced_operator(net, problem)
+    lam = jnp.maximum(
+        min_eigenvalue_on_range(measurement_kernel(net, problem), problem), 0.0
+    )
+    col = jnp.max(jnp.linalg.norm(M, axis=0))
+    lip = (
+        get_activation(net.activation).bound
+        * jnp.minimum(col, jnp.linalg.norm(M, 2))
+        * jnp.dot(net.u, net.u)
+    )
+    r0 = jnp.linalg.norm(problem.forward(net()) - problem.y)
+    R = jnp.sqrt(lam) / (2 * lip)
+    R_prime = 2 * r0 / jnp.sqrt(lam)
+    return MeasurementCertificate(
+        kernel_min=lam,
+        lip_AJ=lip,
+        initial_residual=r0,
+        R=R,
+        R_prime=R_prime,
+        holds=R_prime < R,
+        rate=lam / (4 * problem.m),
     )

@@ -25,8 +25,12 @@ def test_demo_runs_and_reports(capsys):
     out = capsys.readouterr().out
     assert code == 0
     assert "Theorem 1 certificate" in out and "(5) holds" in out
-    assert re.search(r"gradient descent \(η = 1.0\): (converged|max_steps) after \d+ steps", out)
-    assert re.search(r"gradient flow \(Tsit5, adaptive\): (converged|max_steps) at t = ", out)
+    assert re.search(
+        r"gradient descent \(η = 1.0\): (converged|max_steps) after \d+ steps", out
+    )
+    assert re.search(
+        r"gradient flow \(Tsit5, adaptive\): (converged|max_steps) at t = ", out
+    )
 
 
 def test_demo_bad_input_is_a_clear_error(capsys):

@@ -1,0 +1,284 @@
+"""Beyond the paper: the measurement-space certificate, and what the flow does
+in signal space (the paper's Remark 1)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ._instances import as_runs, flow_runs, require_x64
+from ._lemmas import _assumptions, _check_activation, _flow_rerun, _sizes
+from ._result import ClaimResult, check_row, rows_frame, verdict
+from ._theorem import _observed_rate, _worst_over_envelope
+
+
+def measurement_certificate(
+    sizes=((2, 3000, 2000), (2, 2, 2000), (8, 8, 400)),
+    runs: int = 6,
+    *,
+    d: int = 50,
+    activation: str = "tanh",
+    v_dist: str = "rademacher",
+    seed: int = 0,
+) -> ClaimResult:
+    """The measurement-space certificate ([`dipflow.measurement_certificate`][]):
+    where it holds, `||y(t) − y|| ≤ ||y(0) − y|| exp(−λ_min(K_A(θ0)) t/(4m))`.
+
+    Checks that envelope along the exact flow, and counts, per size, how many
+    instances condition (5) certifies, how many the measurement certificate
+    certifies (notably n > k, where (5) is vacuous), and how many converged;
+    reports the observed rate against both certified rates.
+    """
+    require_x64("measurement_certificate")
+    _check_activation(activation, v_dist)
+    sizes = _sizes("sizes", sizes, 3)
+    ok = _assumptions(activation, v_dist)
+    flows = flow_runs(
+        "flow",
+        sizes,
+        as_runs(runs),
+        seed=seed,
+        d=d,
+        activation=activation,
+        v_dist=v_dist,
+    )
+    rows, data = [], []
+    for fr in flows:
+        inst, cert, mc = fr.instance, fr.cert, fr.mcert
+        r0, rate = float(mc.initial_residual), float(mc.rate)
+        worst = _worst_over_envelope(fr.ts, fr.residual, r0, rate)
+        observed = _observed_rate(fr.ts, fr.residual, r0)
+        rows.append(
+            check_row(
+                "||y(t) − y|| ≤ measurement-space envelope",
+                sizes=dict(m=inst.m, n=inst.n, k=inst.k, d=d),
+                seed=seed,
+                instance=fr.run,
+                hypothesis=ok and bool(mc.holds) and fr.solved and inst.m <= inst.n,
+                observed=worst,
+                bound=1.0,
+            )
+        )
+        data.append(
+            dict(
+                m=inst.m,
+                n=inst.n,
+                k=inst.k,
+                run=fr.run,
+                condition5=bool(cert.condition5_holds),
+                measurement_holds=bool(mc.holds),
+                converged=bool(fr.residual[-1] < 1e-6 * r0),
+                rate_5=float(cert.rate),
+                rate_measurement=rate,
+                observed_rate=observed,
+            )
+        )
+    df = pd.DataFrame(data)
+    findings = []
+    for (m, n, k), t in df.groupby(["m", "n", "k"], sort=False):
+        line = (
+            f"(m, n, k) = ({m}, {n}, {k}): (5) certifies {int(t.condition5.sum())}, the "
+            f"measurement certificate {int(t.measurement_holds.sum())}, "
+            f"{int(t.converged.sum())} of {len(t)} converged"
+        )
+        mh = t[t.measurement_holds]
+        if len(mh):
+            line += (
+                f"; observed rate / certified rate: {(mh.observed_rate / mh.rate_measurement).median():.3g}"
+                " (measurement, median)"
+            )
+            c5 = t[t.condition5]
+            if len(c5):
+                line += f", {(c5.observed_rate / c5.rate_5).median():.3g} ((5), median)"
+        findings.append(line + ".")
+    only = df[df.measurement_holds & ~df.condition5]
+    findings.append(
+        f"The measurement certificate certifies {len(only)} instance(s) that (5) cannot"
+        + (
+            f", {int((only.n > only.k).sum())} of them with n > k."
+            if len(only)
+            else "."
+        )
+    )
+    return ClaimResult(
+        claim=8,
+        name="measurement_certificate",
+        title="Beyond the paper — the measurement-space certificate",
+        statement="If ||y(0) − y|| < λ_min(K_A(θ0)) / (4 Lip(A J)), then "
+        "||y(t) − y|| ≤ ||y(0) − y|| exp(−λ_min(K_A(θ0)) t/(4m)) for all t.",
+        status=verdict(rows),
+        summary={
+            "instances": len(df),
+            "certified_by_5": int(df.condition5.sum()),
+            "certified_by_measurement": int(df.measurement_holds.sum()),
+            "converged": int(df.converged.sum()),
+        },
+        findings=findings,
+        rows=rows_frame(rows),
+        data=df,
+        rerun=_flow_rerun(
+            "measurement_certificate",
+            rows_frame(rows),
+            d=d,
+            activation=activation,
+            v_dist=v_dist,
+            seed=seed,
+        ),
+        figure=_plot_certificates(df),
+    )
+
+
+def _plot_certificates(df):
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, ((m, n, k), t) in enumerate(df.groupby(["m", "n", "k"], sort=False)):
+        ax.scatter(
+            t.observed_rate,
+            t.rate_measurement,
+            color=f"C{i}",
+            marker="o",
+            label=f"measurement, (m,n,k)=({m},{n},{k})",
+        )
+        if (t.rate_5 > 0).any():
+            ax.scatter(
+                t.observed_rate,
+                t.rate_5,
+                color=f"C{i}",
+                marker="x",
+                label=f"(5), ({m},{n},{k})",
+            )
+    lim = [df.observed_rate.min() / 2, df.observed_rate.max() * 2]
+    ax.plot(lim, lim, "k--", lw=1, label="certified = observed")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("observed average rate")
+    ax.set_ylabel("certified rate")
+    ax.set_title("Certified against observed rates")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def signal_space(
+    sizes=((8, 8, 2000), (4, 16, 2000)),
+    runs: int = 4,
+    *,
+    d: int = 50,
+    activation: str = "tanh",
+    v_dist: str = "rademacher",
+    seed: int = 0,
+) -> ClaimResult:
+    """The signal error `g(u, θ(t)) − x̄` along the exact flow, split into its
+    components in ker(A)^⊥ (the row space) and in ker(A) (the paper's Remark 1:
+    Theorem 1 says nothing about x̄).
+
+    Checks the one thing that must hold, `||P_row (g(t) − x̄)|| ≤ ||y(t) − ȳ|| / σ_A`
+    (A is Gaussian here, noise-free), and reports both components over time,
+    for A invertible (m = n) and for m < n.
+    """
+    require_x64("signal_space")
+    _check_activation(activation, v_dist)
+    sizes = _sizes("sizes", sizes, 3)
+    flows = flow_runs(
+        "signal",
+        sizes,
+        as_runs(runs),
+        seed=seed,
+        d=d,
+        activation=activation,
+        v_dist=v_dist,
+        kappa=None,
+    )
+    rows, data = [], []
+    for fr in flows:
+        inst, cert = fr.instance, fr.cert
+        sigma_A = float(cert.sigma_A)
+        bound = fr.prediction_error / sigma_A
+        # The ratio where the bound is above round-off (it tends to 0 with y(t)).
+        live = bound > 1e-6 * bound.max()
+        ratio = float(np.max(fr.signal_row[live] / bound[live]))
+        rows.append(
+            check_row(
+                "||P_row(g(t) − x̄)|| ≤ ||y(t) − ȳ||/σ_A",
+                sizes=dict(m=inst.m, n=inst.n, k=inst.k, d=d),
+                seed=seed,
+                instance=fr.run,
+                hypothesis=fr.solved,
+                observed=ratio,
+                bound=1.0,
+                tolerance=1e-6,
+            )
+        )
+        xn = float(np.linalg.norm(inst.x))
+        for t, row, ker in zip(fr.ts, fr.signal_row, fr.signal_ker, strict=True):
+            data.append(
+                dict(
+                    m=inst.m,
+                    n=inst.n,
+                    k=inst.k,
+                    run=fr.run,
+                    t=t,
+                    t_rel=t / fr.ts[-1],
+                    row_error=row / xn,
+                    ker_error=ker / xn,
+                )
+            )
+    df = pd.DataFrame(data)
+    findings = []
+    for (m, n, k), t in df.groupby(["m", "n", "k"], sort=False):
+        end = t[t.t_rel == t.t_rel.max()]
+        start = t[t.t_rel == 0]
+        findings.append(
+            f"(m, n, k) = ({m}, {n}, {k}){' (A invertible)' if m == n else ''}: relative "
+            f"error in ker(A)^⊥ {start.row_error.median():.3g} → {end.row_error.median():.3g}, "
+            f"in ker(A) {start.ker_error.median():.3g} → {end.ker_error.median():.3g} "
+            "(medians, start → end)."
+        )
+    findings.append(
+        "The row-space part is recovered as the residual vanishes; the ker(A) part is "
+        "whatever the network's implicit bias leaves there, not x̄'s."
+    )
+    return ClaimResult(
+        claim=9,
+        name="signal_space",
+        title="Signal space — what the flow recovers of x̄ (Remark 1)",
+        statement="Theorem 1 bounds y(t) − ȳ only; g(u, θ(t)) − x̄ splits into a part in "
+        "ker(A)^⊥, at most ||y(t) − ȳ||/σ_A, and a part in ker(A) that nothing controls.",
+        status=verdict(rows),
+        summary={"instances": int(df.groupby(["m", "n", "k", "run"]).ngroups)},
+        findings=findings,
+        rows=rows_frame(rows),
+        data=df,
+        rerun=_flow_rerun(
+            "signal_space",
+            rows_frame(rows),
+            d=d,
+            activation=activation,
+            v_dist=v_dist,
+            seed=seed,
+        ),
+        figure=_plot_signal(df),
+    )
+
+
+def _plot_signal(df):
+    import matplotlib.pyplot as plt
+
+    groups = list(df.groupby(["m", "n", "k"], sort=False))
+    fig, axes = plt.subplots(
+        1, len(groups), figsize=(5 * len(groups), 3.6), squeeze=False
+    )
+    for ax, ((m, n, k), t) in zip(axes[0], groups, strict=True):
+        med = t.groupby("t_rel")[["row_error", "ker_error"]].median()
+        ax.semilogy(med.index, np.maximum(med.row_error, 1e-16), label="in ker(A)^⊥")
+        ax.semilogy(med.index, np.maximum(med.ker_error, 1e-16), label="in ker(A)")
+        ax.set_title(
+            f"m={m}, n={n}, k={k}" + (" (A invertible)" if m == n else ""), fontsize=9
+        )
+        ax.set_xlabel("t / horizon")
+    axes[0][0].set_ylabel("||component of g(t) − x̄|| / ||x̄||")
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle("Signal-space error along the flow (median over runs)")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,312 @@
+"""Random instances of the paper's model, and exact flows sampled on a time grid.
+
+Every instance is drawn from `SeedSequence([seed, family, m, n, k, d, run])`, so
+it does not depend on which other sizes or runs are checked with it: any
+instance of a report can be rebuilt alone with `draw`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import zlib
+
+import diffrax
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .._activations import get_activation
+from .._networks import V_DISTRIBUTIONS, TwoLayerDIP
+from .._problems import InverseProblem
+from .._reduced import ReducedDynamics
+from .._studies import _draw_v, _with_condition_number, network_from_hidden
+from .._theory import measurement_certificate, theorem1
+
+
+def require_x64(what: str) -> None:
+    if not jax.config.jax_enable_x64:
+        raise RuntimeError(
+            f"{what} checks claims in float64: call "
+            "`jax.config.update('jax_enable_x64', True)` first."
+        )
+
+
+def family_word(family: str) -> int:
+    return zlib.crc32(family.encode())
+
+
+def rng_for(seed: int, family: str, sizes: tuple[int, ...], run: int):
+    return np.random.default_rng(
+        np.random.SeedSequence([seed, family_word(family), *sizes, run])
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Instance:
+    """One draw of the model, in float64 NumPy: `A` (m × n), `V` (n × k),
+    `z0 = W(0) u` (iid N(0, 1), exactly as `W(0)` iid N(0, 1) and `||u|| = 1`
+    make it), `x` (x̄), `eps` (ε)."""
+
+    A: np.ndarray
+    V: np.ndarray
+    z0: np.ndarray
+    x: np.ndarray
+    eps: np.ndarray
+    activation: str
+    v_dist: str
+    d: int
+    rng_state: dict
+
+    @property
+    def m(self) -> int:
+        return self.A.shape[0]
+
+    @property
+    def n(self) -> int:
+        return self.V.shape[0]
+
+    @property
+    def k(self) -> int:
+        return self.V.shape[1]
+
+    @property
+    def y(self) -> np.ndarray:
+        return self.A @ self.x + self.eps
+
+    @functools.cached_property
+    def M(self) -> np.ndarray:
+        return self.A @ self.V / math.sqrt(self.k)
+
+    def network(self) -> tuple[TwoLayerDIP, InverseProblem]:
+        """The `TwoLayerDIP` (with `W(0) u = z0`) and `InverseProblem` of this
+        instance, for `dipflow.theorem1`, `dipflow.gradient_flow`, ..."""
+        rng = np.random.default_rng()
+        rng.bit_generator.state = self.rng_state
+        net = network_from_hidden(
+            self.V, self.z0, self.d, rng, self.activation, self.v_dist, jnp.float64
+        )
+        problem = InverseProblem(
+            A=jnp.asarray(self.A),
+            x_true=jnp.asarray(self.x),
+            noise=jnp.asarray(self.eps),
+        )
+        return net, problem
+
+
+def draw(
+    family: str,
+    m: int,
+    n: int,
+    k: int,
+    d: int,
+    run: int,
+    *,
+    seed: int = 0,
+    activation: str = "tanh",
+    v_dist: str = "rademacher",
+    kappa: float | None = None,
+    noise: float = 0.0,
+) -> Instance:
+    """Instance `run` of a family of sizes (`kappa=None`: `A` iid N(0, 1); else
+    Haar singular vectors and singular values from `√m + √n` down by κ)."""
+    rng = rng_for(seed, family, (m, n, k, d), run)
+    V = _draw_v(rng, (n, k), v_dist)
+    z0 = rng.standard_normal(k)
+    A = rng.standard_normal((m, n))
+    if kappa is not None:
+        A = _with_condition_number(A, kappa, rng)
+    x = rng.standard_normal(n)
+    eps = noise * rng.standard_normal(m)
+    return Instance(A, V, z0, x, eps, activation, v_dist, d, rng.bit_generator.state)
+
+
+def entry_bound(v_dist: str) -> float:
+    return V_DISTRIBUTIONS[v_dist]
+
+
+def phi(activation: str, z: np.ndarray) -> np.ndarray:
+    return np.asarray(get_activation(activation)(jnp.asarray(z)), np.float64)
+
+
+def dphi(activation: str, z: np.ndarray) -> np.ndarray:
+    return np.asarray(get_activation(activation).derivative(jnp.asarray(z)), np.float64)
+
+
+def sigma_min_closed_form(V: np.ndarray, dphi_z: np.ndarray) -> np.ndarray:
+    """σ_min(J) of the two-layer net (`||u|| = 1`), batched over leading axes of
+    `dphi_z`: `sqrt(λ_min(V diag(φ'(z)²) Vᵀ / k))`, 0 when n > k."""
+    n, k = V.shape
+    if n > k:
+        return np.zeros(dphi_z.shape[:-1])
+    G = np.einsum("ik,...k,jk->...ij", V, dphi_z**2, V) / k
+    return np.asarray(np.sqrt(np.maximum(np.linalg.eigvalsh(G)[..., 0], 0.0)))
+
+
+# -- exact flows on a grid -------------------------------------------------------------
+
+
+@functools.partial(jax.jit, static_argnames=("activation", "rtol", "atol"))
+def _flow_states(M, z0, y, ts, *, activation, rtol, atol):
+    """z(t) of the reduced flow (||u|| = 1) at the times `ts`, batched over the
+    leading axis of every argument."""
+    m = M.shape[-2]
+
+    def one(M, z0, y, ts):
+        dyn = ReducedDynamics(
+            M=M,
+            z0=z0,
+            y=y,
+            u_norm2=jnp.ones((), M.dtype),
+            m=jnp.asarray(m, M.dtype),
+            activation=activation,
+        )
+        sol = diffrax.diffeqsolve(
+            diffrax.ODETerm(lambda t, z, args: dyn.descent(z)),
+            diffrax.Tsit5(),
+            t0=0.0,
+            t1=ts[-1],
+            dt0=None,
+            y0=z0,
+            saveat=diffrax.SaveAt(ts=ts),
+            stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
+            max_steps=500_000,
+            throw=False,
+        )
+        return sol.ys, sol.result == diffrax.RESULTS.successful
+
+    return jax.vmap(one)(M, z0, y, ts)
+
+
+@dataclasses.dataclass
+class FlowRun:
+    """An instance, its certificates at θ0 and its exact flow on a grid.
+
+    Arrays over the grid `ts`: `residual` ||y(t) − y||, `prediction_error`
+    ||y(t) − ȳ||, `distance` ||θ(t) − θ0||_F, `sigma_min` σ_min(J(θ(t))),
+    `kernel_min` λ_min(K_A(θ(t))), `signal_row`, `signal_ker` (the components
+    of g(t) − x̄ in ker(A)^⊥ and ker(A))."""
+
+    run: int
+    instance: Instance
+    cert: object
+    mcert: object
+    ts: np.ndarray
+    solved: bool
+    residual: np.ndarray
+    prediction_error: np.ndarray
+    distance: np.ndarray
+    sigma_min: np.ndarray
+    kernel_min: np.ndarray
+    signal_row: np.ndarray
+    signal_ker: np.ndarray
+
+
+def _quantities(inst: Instance, zs: np.ndarray) -> dict[str, np.ndarray]:
+    g = phi(inst.activation, zs) @ inst.V.T / math.sqrt(inst.k)
+    pred = g @ inst.A.T
+    dz = dphi(inst.activation, zs)
+    K = np.einsum("ik,tk,jk->tij", inst.M, dz**2, inst.M)
+    e = g - inst.x
+    P_row = np.linalg.pinv(inst.A) @ inst.A
+    row = e @ P_row.T
+    return {
+        "residual": np.linalg.norm(pred - inst.y, axis=-1),
+        "prediction_error": np.linalg.norm(pred - inst.A @ inst.x, axis=-1),
+        "distance": np.linalg.norm(zs - inst.z0, axis=-1),
+        "sigma_min": sigma_min_closed_form(inst.V, dz),
+        "kernel_min": np.linalg.eigvalsh(K)[:, 0],
+        "signal_row": np.linalg.norm(row, axis=-1),
+        "signal_ker": np.linalg.norm(e - row, axis=-1),
+    }
+
+
+def flow_runs(
+    family: str,
+    sizes,
+    runs,
+    *,
+    seed: int,
+    d: int,
+    activation: str,
+    v_dist: str = "rademacher",
+    kappa: float | None = 1.0,
+    noise: float = 0.0,
+    horizon: float = 15.0,
+    points: int = 201,
+    extra_times=None,
+    rtol: float = 1e-10,
+    atol: float = 1e-12,
+) -> list[FlowRun]:
+    """Draw `runs` instances of each `(m, n, k)` in `sizes`, certify them
+    (`dipflow.theorem1`, `dipflow.measurement_certificate`) and integrate the exact
+    flow (diffrax Tsit5, `rtol`, `atol`) to `horizon / (λ_min(K_A(θ0))/m)`, where
+    the residual would have shrunk by `e^{-horizon}` at the initial rate.
+
+    `extra_times(cert) -> float | None` adds one time to an instance's grid.
+    """
+    out = []
+    for m, n, k in sizes:
+        batch = []
+        for r in runs:
+            inst = draw(
+                family,
+                m,
+                n,
+                k,
+                d,
+                r,
+                seed=seed,
+                activation=activation,
+                v_dist=v_dist,
+                kappa=kappa,
+                noise=noise,
+            )
+            net, problem = inst.network()
+            cert, mcert = theorem1(net, problem), measurement_certificate(net, problem)
+            lam = float(mcert.kernel_min)
+            t_end = horizon * m / lam if lam > 0 else 1.0
+            ts = np.linspace(0.0, t_end, points - (extra_times is not None))
+            if extra_times is not None:
+                t_extra = extra_times(cert)
+                t_extra = (
+                    t_end if t_extra is None or not np.isfinite(t_extra) else t_extra
+                )
+                t_end = max(t_end, 3 * t_extra)
+                ts = np.sort(np.append(np.linspace(0.0, t_end, points - 1), t_extra))
+            batch.append((r, inst, cert, mcert, ts))
+        zs, ok = _flow_states(
+            jnp.asarray(np.stack([b[1].M for b in batch])),
+            jnp.asarray(np.stack([b[1].z0 for b in batch])),
+            jnp.asarray(np.stack([b[1].y for b in batch])),
+            jnp.asarray(np.stack([b[4] for b in batch])),
+            activation=activation,
+            rtol=rtol,
+            atol=atol,
+        )
+        zs, ok = np.asarray(zs), np.asarray(ok)
+        for (r, inst, cert, mcert, ts), z, solved in zip(batch, zs, ok, strict=True):
+            out.append(
+                FlowRun(r, inst, cert, mcert, ts, bool(solved), **_quantities(inst, z))
+            )
+    return out
+
+
+def as_runs(runs) -> list[int]:
+    """`runs` as a list of run indices: an int N means `range(N)`."""
+    if isinstance(runs, (int, np.integer)) and not isinstance(runs, bool):
+        if runs <= 0:
+            raise ValueError(
+                f"`runs` must be a positive int or a list of runs, got {runs}."
+            )
+        return list(range(int(runs)))
+    try:
+        out = [int(r) for r in runs]
+    except TypeError:
+        raise TypeError(
+            f"`runs` must be an int or a list of ints, got {runs!r}."
+        ) from None
+    if not out or min(out) < 0:
+        raise ValueError(f"`runs` must list non-negative run indices, got {runs!r}.")
+    return out

@@ -1,0 +1,262 @@
+"""What checking one claim returns: a verdict, its numbers and its rows."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import jax
+import numpy as np
+import pandas as pd
+
+from .._store import wilson_interval
+
+HELD = "held"
+VIOLATED = "violated"
+HYPOTHESIS_FAILS = "hypothesis fails"
+MEASURED = "measured"
+STATUSES = (HELD, VIOLATED, HYPOTHESIS_FAILS, MEASURED)
+
+# Every check row has these columns (what the SQLite store keeps of a claim).
+ROW_COLUMNS = (
+    "check",
+    "m",
+    "n",
+    "k",
+    "d",
+    "seed",
+    "instance",
+    "hypothesis",
+    "held",
+    "observed",
+    "bound",
+    "margin",
+)
+
+# Relative slack on "≤"/"≥" checks of continuous-time claims sampled on a grid
+# of an ODE solved to rtol 1e-10: anything beyond it is a real excess.
+TOLERANCE = 1e-7
+
+
+@dataclasses.dataclass
+class ClaimResult:
+    """The outcome of checking one claim on many instances.
+
+    **Fields:**
+
+    - `claim`, `name`, `title`, `statement`: the claim's number (paper order of
+      `dipflow verify`), the function that checks it, a title and the statement.
+    - `status`: `"held"` (every instance satisfying the hypotheses satisfied the
+      claim), `"violated"` (some did not), `"hypothesis fails"` (no instance
+      satisfied the hypotheses: the claim says nothing there), or `"measured"`
+      (a quantitative claim with unknown constants: numbers, no verdict).
+    - `summary`: headline numbers, `{name: value}`.
+    - `findings`: sentences for the report.
+    - `rows`: one row per check on one instance (or on one configuration, for
+      probabilities): the columns of `ROW_COLUMNS` (`margin` ≥ 0 means held:
+      the relative slack of the inequality), plus claim-specific columns.
+    - `data`: the raw measurements, one row per instance (or time point).
+    - `rerun`: Python code that reruns the worst instance alone.
+    - `figure`: a matplotlib figure, or `None`.
+    """
+
+    claim: int
+    name: str
+    title: str
+    statement: str
+    status: str
+    summary: dict
+    findings: list[str]
+    rows: pd.DataFrame
+    data: pd.DataFrame
+    rerun: str = ""
+    figure: object = None
+
+    def __post_init__(self):
+        if self.status not in STATUSES:
+            raise ValueError(
+                f"`status` must be one of {STATUSES}, got {self.status!r}."
+            )
+
+    @property
+    def violated(self) -> bool:
+        return self.status == VIOLATED
+
+    def worst(self) -> pd.Series | None:
+        """The checked row with the smallest margin (`None` if nothing was checked)."""
+        checked = self.rows[self.rows["held"].notna()]
+        if checked.empty or checked["margin"].isna().all():
+            return None
+        return checked.loc[checked["margin"].idxmin()]
+
+    def counts(self) -> tuple[int, int, int]:
+        """`(rows, rows whose hypotheses held, rows that held)`."""
+        hyp = self.rows["hypothesis"].astype(bool)
+        held = self.rows["held"].fillna(False).astype(bool)
+        return len(self.rows), int(hyp.sum()), int((hyp & held).sum())
+
+    def __repr__(self) -> str:
+        total, hyp, held = self.counts()
+        return (
+            f"ClaimResult(claim={self.claim}, {self.name}: {self.status}; "
+            f"{held}/{hyp} checks held where the hypotheses held, {total} in all)"
+        )
+
+    # -- the store --------------------------------------------------------------
+
+    def store_params(self) -> dict:
+        """What the store keeps besides the rows (JSON-serialisable)."""
+        return {
+            "claim": self.claim,
+            "name": self.name,
+            "title": self.title,
+            "statement": self.statement,
+            "status": self.status,
+            "summary": json.dumps(_plain(self.summary)),
+            "findings": json.dumps(self.findings),
+            "rerun": self.rerun,
+        }
+
+    def store_rows(self) -> list[dict]:
+        """The check rows with the store's fixed columns; claim-specific columns
+        go to a JSON `detail`."""
+        extra = [c for c in self.rows.columns if c not in ROW_COLUMNS]
+        out = []
+        for i, row in enumerate(self.rows.to_dict("records")):
+            rec = {"run": i, "claim": self.claim}
+            for c in ROW_COLUMNS:
+                rec[c] = _plain(row[c])
+            rec["detail"] = json.dumps({c: _plain(row[c]) for c in extra})
+            out.append(rec)
+        return out
+
+    @classmethod
+    def from_store(cls, params: dict, rows: pd.DataFrame) -> ClaimResult:
+        """Rebuild a result from what `store_params`/`store_rows` wrote (the raw
+        `data` and the figure stay in their files)."""
+        detail = pd.DataFrame([json.loads(s) for s in rows["detail"]], index=rows.index)
+        table = pd.concat([rows[list(ROW_COLUMNS)], detail], axis=1)
+        return cls(
+            claim=int(params["claim"]),
+            name=params["name"],
+            title=params["title"],
+            statement=params["statement"],
+            status=params["status"],
+            summary=json.loads(params["summary"]),
+            findings=json.loads(params["findings"]),
+            rows=table.reset_index(drop=True),
+            data=pd.DataFrame(),
+            rerun=params["rerun"],
+        )
+
+
+def _plain(value):
+    """NumPy/JAX scalars to Python ones (NaN kept), recursively."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (jax.Array, np.generic, np.ndarray)):
+        value = np.asarray(value)
+        return value.item() if value.ndim == 0 else [_plain(v) for v in value]
+    if value is pd.NA:
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return float("nan")
+    return value
+
+
+def check_row(
+    check: str,
+    *,
+    sizes: dict,
+    seed: int,
+    instance: int,
+    hypothesis: bool,
+    observed: float,
+    bound: float,
+    direction: str = "<=",
+    tolerance: float = TOLERANCE,
+    measured: bool = False,
+    **extra,
+) -> dict:
+    """One check: `observed <= bound` (or `>=`), up to a relative `tolerance`.
+
+    `margin` is the relative slack, `(bound − observed)/|bound|` for `<=`,
+    `(observed − bound)/|bound|` for `>=`; `held` is `None` where the hypotheses
+    fail (the claim says nothing there) or for a `measured` quantity.
+    """
+    observed, bound = float(observed), float(bound)
+    scale = abs(bound) if bound != 0 else 1.0
+    slack = bound - observed if direction == "<=" else observed - bound
+    margin = slack / scale
+    held = None if (measured or not hypothesis) else bool(margin >= -tolerance)
+    return {
+        "check": check,
+        "m": int(sizes.get("m", 0)),
+        "n": int(sizes.get("n", 0)),
+        "k": int(sizes.get("k", 0)),
+        "d": int(sizes.get("d", 0)),
+        "seed": int(seed),
+        "instance": int(instance),
+        "hypothesis": bool(hypothesis),
+        "held": held,
+        "observed": observed,
+        "bound": bound,
+        "margin": margin,
+        **extra,
+    }
+
+
+def probability_row(
+    check: str,
+    successes: int,
+    trials: int,
+    target: float,
+    *,
+    sizes: dict,
+    seed: int,
+    hypothesis: bool,
+    **extra,
+) -> dict:
+    """A probability claim `P ≥ target` checked on `trials` draws: violated only
+    when the 95 % Wilson interval lies entirely below `target` (a significant
+    shortfall, not sampling noise)."""
+    low, high = wilson_interval(successes, trials)
+    row = check_row(
+        check,
+        sizes=sizes,
+        seed=seed,
+        instance=-1,
+        hypothesis=hypothesis,
+        observed=successes / trials,
+        bound=target,
+        direction=">=",
+        ci_low=float(low),
+        ci_high=float(high),
+        trials=int(trials),
+        **extra,
+    )
+    if row["held"] is not None:
+        row["held"] = bool(high >= target)
+    return row
+
+
+def verdict(rows: list[dict] | pd.DataFrame) -> str:
+    """`violated` if any checked row failed, `hypothesis fails` if none was
+    checked, else `held`."""
+    df = pd.DataFrame(rows)
+    checked = df[df["held"].notna()] if len(df) else df
+    if checked.empty:
+        return HYPOTHESIS_FAILS
+    if not checked["held"].astype(bool).all():
+        return VIOLATED
+    return HELD
+
+
+def rows_frame(rows: list[dict]) -> pd.DataFrame:
+    df = pd.DataFrame(rows)
+    if "held" in df:
+        df["held"] = df["held"].astype("boolean")
+    return df
