@@ -8,7 +8,10 @@ stops early), it times per run:
 - `full-vmap`: `dipflow.gradient_descent(..., reduced=False)` under `jax.vmap`
                over seeds (the batched full-network path);
 - `full-loop`: a Python loop over seeds, each run a Python loop of jitted
-               full-network GD steps (what one writes first).
+               full-network GD steps (what one writes first);
+- `bare`     : the reduced step's two mat-vecs in a bare `fori_loop` (no
+               stopping test, loss or flags): the ceiling of any reduced
+               implementation in XLA, shown as its ratio to `full-loop`.
 
 Each is compiled (warmed up) first and timed with `jax.block_until_ready`; the
 ratios are measured in the same run. It also reports throughput in seed-steps
@@ -89,6 +92,29 @@ def reduced_per_run(cell, study, steps, repeats):
         )["final_loss"]
 
     return _median_time(run, repeats) / study.runs
+
+
+def bare_per_run(cell, study, steps, repeats):
+    """The same two mat-vecs per step in a bare `fori_loop`, no stopping test,
+    loss or flags: what any reduced implementation in XLA can reach at best."""
+    m_pad = -(-cell.m // M_PAD) * M_PAD
+    rng = np.random.default_rng(0)
+    M = jnp.asarray(rng.standard_normal((study.runs, m_pad, cell.k)), jnp.float32)
+    z0 = jnp.asarray(rng.standard_normal((study.runs, cell.k)), jnp.float32)
+    y = jnp.asarray(rng.standard_normal((study.runs, m_pad)), jnp.float32)
+    group = seeds_per_group(m_pad, cell.k, study.runs, jax.default_backend())
+
+    def one(args):
+        M, z, y = args
+
+        def body(_, z):
+            s = jax.nn.sigmoid(z)
+            return z - 0.1 * s * (1 - s) * (M.T @ (M @ s - y))
+
+        return jax.lax.fori_loop(0, steps, body, z)
+
+    f = jax.jit(lambda M, z0, y: jax.lax.map(one, (M, z0, y), batch_size=group))
+    return _median_time(lambda: f(M, z0, y), repeats) / study.runs
 
 
 def _full_instances(cell, study, runs):
@@ -173,7 +199,7 @@ def main(argv=None):
             dip.Cell(m=10, n=1000, k=1000, d=500),
             dip.Cell(m=40, n=60, k=500, d=500),
         ]
-        steps, runs, full_runs, loop_runs, loop_steps, repeats = 2000, 50, 8, 2, 100, 3
+        steps, runs, full_runs, loop_runs, loop_steps, repeats = 2000, 50, 8, 2, 200, 3
 
     device = jax.devices()[0]
     print(
@@ -183,7 +209,7 @@ def main(argv=None):
     print(f"float32 matmul peak (measured): {peak / 1e9:.1f} GFLOP/s\n")
     header = (
         f"{'cell (m, n, k, d)':<22}{'reduced s/run':>14}{'full-vmap s/run':>16}{'full-loop s/run':>16}"
-        f"{'vs vmap':>9}{'vs loop':>9}{'Mseed-step/s':>13}{'% peak':>8}"
+        f"{'vs vmap':>9}{'vs loop':>9}{'bare vs loop':>13}{'Mseed-step/s':>13}{'% peak':>8}"
     )
     print(header)
     print("-" * len(header))
@@ -194,10 +220,11 @@ def main(argv=None):
         full = full_vmap_per_run(cell, study, steps, full_runs, repeats)
         # The Python loop is timed over fewer steps and scaled: it is linear in steps.
         loop = (
-            full_loop_per_run(cell, study, loop_steps, loop_runs, 1)
+            full_loop_per_run(cell, study, loop_steps, loop_runs, repeats)
             * steps
             / loop_steps
         )
+        bare = bare_per_run(cell, study, steps, repeats)
         m_pad = -(-cell.m // M_PAD) * M_PAD
         seed_steps = steps / red
         flops = 4 * cell.m * cell.k * seed_steps  # useful flops: M φ(z) and Mᵀ r
@@ -212,6 +239,8 @@ def main(argv=None):
             full_loop_s_per_run=loop,
             speedup_vs_vmap=full / red,
             speedup_vs_loop=loop / red,
+            bare_s_per_run=bare,
+            bare_speedup_vs_loop=loop / bare,
             seed_steps_per_s=seed_steps,
             fraction_of_peak=flops / peak,
             m_padded=m_pad,
@@ -219,7 +248,8 @@ def main(argv=None):
         results.append(row)
         print(
             f"{str((cell.m, cell.n, cell.k, cell.d)):<22}{red:>14.4g}{full:>16.4g}{loop:>16.4g}"
-            f"{full / red:>8.0f}×{loop / red:>8.0f}×{seed_steps / 1e6:>13.3f}{100 * flops / peak:>7.1f}%"
+            f"{full / red:>8.0f}×{loop / red:>8.0f}×{loop / bare:>12.0f}×"
+            f"{seed_steps / 1e6:>13.3f}{100 * flops / peak:>7.1f}%"
         )
     print(
         f"\n{steps} GD steps per run (tol = 0); full-loop timed over {loop_steps} steps and scaled."
