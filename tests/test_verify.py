@@ -13,7 +13,7 @@ import dipflow as dip
 from dipflow import verify
 from dipflow.verify._instances import flow_runs, rng_for
 from dipflow.verify._result import check_row, probability_row, verdict
-from dipflow.verify._theorem import _k_star
+from dipflow.verify._theorem import _fit, _k_star
 
 # The small flow family of `dipflow verify --quick`: compiled once, shared.
 FLOW_SIZES = ((2, 2, 1000), (2, 4, 60))
@@ -82,6 +82,10 @@ def test_k_star_interpolates_in_log_k():
     # Not from some k on: a late dip below the level moves k* past it.
     assert _k_star(ks, [1.0, 0.5, 1.0, 1.0], 0.9) > 20
     assert math.isnan(_k_star(ks, [0.0, 0.5, 1.0, 0.5], 0.9))
+    # Exponents: the slope of log k* over the finite k*, NaN with fewer than 2.
+    x = np.log([1.0, 2.0, 4.0, 8.0])
+    assert _fit(x, np.array([3.0, 12.0, 48.0, math.nan])) == pytest.approx(2.0)
+    assert math.isnan(_fit(x, np.array([3.0, math.nan, math.nan, math.nan])))
 
 
 # -- Lemma 3 --------------------------------------------------------------------------
@@ -260,6 +264,8 @@ def test_verify_quick_report_resume_and_refusal(tmp_path, capsys):
     assert main(args) == 0
     text = (out / "report.md").read_text()
     assert "No claim that should hold was violated" in text
+    # Norm bars inside a table cell are escaped, or they would split the cell.
+    assert "| \\|\\|y(t) − y\\|\\| ≤ envelope (8) |" in text
     for c, fn in verify.CLAIMS.items():
         assert f"## Claim {c} —" in text
         assert (out / f"claim{c}_{fn.__name__}.png").stat().st_size > 1000

@@ -180,7 +180,9 @@ def to_markdown(bl: list[tuple]) -> str:
             lines.append("| " + " | ".join(str(c) for c in df.columns) + " |")
             lines.append("|" + "---|" * len(df.columns))
             for row in df.itertuples(index=False):
-                lines.append("| " + " | ".join(_fmt(v) for v in row) + " |")
+                # A bare "|" (as in ||y(t) − y||) would split the cell.
+                cells = (_fmt(v).replace("|", "\\|") for v in row)
+                lines.append("| " + " | ".join(cells) + " |")
             lines.append("")
     return "\n".join(lines)
 

@@ -327,6 +327,18 @@ def _bound_factor(n, m, d, kappa):
     )
 
 
+# Bootstrap resamples (of the runs of each cell) for the exponents' intervals.
+_BOOTSTRAP = 200
+
+
+def _fit(x, k_star) -> float:
+    """The slope of log k* against `x` over the finite k*, NaN with fewer than 2."""
+    good = np.isfinite(k_star)
+    if good.sum() < 2 or np.ptp(x[good]) == 0:
+        return math.nan
+    return float(np.polyfit(x[good], np.log(k_star[good]), 1)[0])
+
+
 def _k_star(ks, p, level):
     """The smallest k from which the probability stays ≥ `level`, interpolated
     linearly in (log k, p) between the last failing and the first passing k."""
@@ -346,7 +358,7 @@ def overparametrization(
     base=None,
     vary=None,
     ks=(8, 12, 16, 24, 32, 48, 64, 96, 128, 160, 192, 256, 320, 384, 512),
-    runs: int = 40,
+    runs: int = 50,
     *,
     level: float = 0.9,
     activation: str = "sigmoid",
@@ -371,12 +383,17 @@ def overparametrization(
     temporary folder if `None`) and resumes there.
     """
     from .._runner import run_study
-    from .._store import summary as study_summary
+    from .._store import load, summary as study_summary
     from .._studies import Cell, Study
 
     base = dict(n=20, m=10, d=100, kappa=1.0) if base is None else dict(base)
     vary = (
-        dict(n=(10, 20, 40), m=(5, 10, 20), d=(10, 100, 1000), kappa=(1.0, 2.0, 4.0))
+        dict(
+            n=(10, 20, 40, 80),
+            m=(5, 10, 20),
+            d=(10, 100, 1000, 10_000),
+            kappa=(1.0, 2.0, 4.0, 8.0),
+        )
         if vary is None
         else dict(vary)
     )
@@ -423,6 +440,7 @@ def overparametrization(
     try:
         run_study(study, directory, workers=workers, progress=progress)
         table = study_summary(directory)
+        runs_df = load(directory)
     finally:
         if cleanup is not None:
             cleanup.cleanup()
@@ -459,28 +477,61 @@ def overparametrization(
             )
         )
     df = pd.DataFrame(data)
-    exps, findings = {}, []
+    # converged[i]: (len(ks), runs) booleans of configuration i, for the bootstrap.
+    converged = []
+    for _f, _v, c in configs:
+        r = runs_df[
+            (runs_df["m"] == c["m"])
+            & (runs_df["n"] == c["n"])
+            & (runs_df["d"] == c["d"])
+            & np.isclose(runs_df["kappa"].astype(float), float(c["kappa"]))
+        ]
+        converged.append(
+            np.stack(
+                [
+                    r[r["k"] == k].sort_values("run")["converged"].to_numpy(bool)
+                    for k in ks
+                ]
+            )
+        )
+    rng = np.random.default_rng([seed, 7])
+    boot_kstar = np.array(
+        [
+            [
+                _k_star(
+                    ks,
+                    conv[
+                        np.arange(len(ks))[:, None], rng.integers(0, runs, conv.shape)
+                    ].mean(axis=1),
+                    level,
+                )
+                for conv in converged
+            ]
+            for _ in range(_BOOTSTRAP)
+        ]
+    )
+    exps, cis, findings = {}, {}, []
     for f in vary:
-        sub = df[(df["varied"] == f) | (df["varied"] == "base")].drop_duplicates(
-            subset=list(FACTORS)
-        )
-        sub = sub.sort_values(f)
-        x = np.log(sub[f].astype(float).to_numpy())
-        if f == "d":
-            x = np.log(np.log(sub[f].astype(float).to_numpy()))
-        good = np.isfinite(sub["k_star"].to_numpy())
-        if good.sum() < 2 or np.ptp(x[good]) == 0:
-            exps[f] = (math.nan, math.nan)
+        idx = [i for i, (g, _v, c) in enumerate(configs) if g in (f, "base")]
+        idx.sort(key=lambda i: float(configs[i][2][f]))
+        values = np.array([float(configs[i][2][f]) for i in idx])
+        x = np.log(np.log(values)) if f == "d" else np.log(values)
+        alpha = _fit(x, df["k_star"].to_numpy()[idx])
+        beta = _fit(x, df["bound_factor"].to_numpy()[idx])
+        boots = np.array([_fit(x, kb[idx]) for kb in boot_kstar])
+        boots = boots[np.isfinite(boots)]
+        ci = tuple(np.percentile(boots, [2.5, 97.5])) if len(boots) else (math.nan,) * 2
+        exps[f], cis[f] = (alpha, beta), ci
+        if not math.isfinite(alpha):
+            findings.append(
+                f"{f}: k* was not reached at enough values to fit an exponent."
+            )
             continue
-        alpha = float(np.polyfit(x[good], np.log(sub["k_star"].to_numpy()[good]), 1)[0])
-        beta = float(
-            np.polyfit(x[good], np.log(sub["bound_factor"].to_numpy()[good]), 1)[0]
-        )
-        exps[f] = (alpha, beta)
         what = "log d" if f == "d" else ("κ" if f == "kappa" else f)
         findings.append(
-            f"k* ∝ {what}^{alpha:.2f} (fitted over {', '.join(str(v) for v in sub[f])}); "
-            f"the bound's factor grows like {what}^{beta:.2f} over the same range "
+            f"k* ∝ {what}^{alpha:.2f} (95 % bootstrap CI {ci[0]:.2f} to {ci[1]:.2f}; "
+            f"fitted over {f} = {', '.join(f'{v:g}' for v in values)}); the bound's "
+            f"factor grows like {what}^{beta:.2f} over the same range "
             f"(asymptotically {_NOMINAL[f]})."
         )
     findings.append(
@@ -504,6 +555,8 @@ def overparametrization(
         summary={
             **{f"exponent_{f}": a for f, (a, _) in exps.items()},
             **{f"bound_exponent_{f}": b for f, (_, b) in exps.items()},
+            **{f"exponent_{f}_ci_low": lo for f, (lo, _) in cis.items()},
+            **{f"exponent_{f}_ci_high": hi for f, (_, hi) in cis.items()},
             "C1_needed_min": float(c1.min()),
             "C1_needed_max": float(c1.max()),
         },
@@ -519,6 +572,7 @@ def overparametrization(
 
 def _plot_overparametrization(df, vary, exps):
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import LogLocator, NullLocator, ScalarFormatter
 
     fig, axes = plt.subplots(
         1, len(vary), figsize=(3.2 * len(vary), 3.4), squeeze=False
@@ -546,7 +600,10 @@ def _plot_overparametrization(df, vary, exps):
         )
         ax.set_xlabel("κ(A)" if f == "kappa" else f)
         ax.set_xticks(x, [f"{v:g}" for v in x])
-        ax.minorticks_off()
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(ScalarFormatter())
+        ax.yaxis.set_minor_locator(NullLocator())
     axes[0][0].set_ylabel("k*")
     axes[0][0].legend(fontsize=8)
     fig.suptitle("Theorem 1(ii): measured width for P(converged) ≥ level")
