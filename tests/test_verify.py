@@ -164,7 +164,12 @@ def test_lemma2_says_when_the_hypotheses_fail():
 
 
 def test_lemma4_residual_is_the_networks():
+    import matplotlib.pyplot as plt
+
+    open_before = plt.get_fignums()
     res = verify.lemma4(sizes=[(3, 5, 20, 10)], runs=5)
+    # The figure is returned, not left open in pyplot (checks run in loops).
+    assert plt.get_fignums() == open_before and res.figure.axes
     assert res.status == verify.HELD
     inst = verify.draw(
         "lemma4", 3, 5, 20, 10, 2, activation="sigmoid", kappa=None, noise=0.1

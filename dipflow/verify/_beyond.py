@@ -129,9 +129,10 @@ def measurement_certificate(
 
 
 def _plot_certificates(df):
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     for i, ((m, n, k), t) in enumerate(df.groupby(["m", "n", "k"], sort=False)):
         c = f"C{i}"
         held = t[t.measurement_holds]
@@ -280,12 +281,11 @@ def signal_space(
 
 
 def _plot_signal(df):
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     groups = list(df.groupby(["m", "n", "k"], sort=False))
-    fig, axes = plt.subplots(
-        1, len(groups), figsize=(5 * len(groups), 3.6), squeeze=False
-    )
+    fig = Figure(figsize=(5 * len(groups), 3.6))
+    axes = fig.subplots(1, len(groups), squeeze=False)
     for ax, ((m, n, k), t) in zip(axes[0], groups, strict=True):
         med = t.groupby("t_rel")[["row_error", "ker_error"]].median()
         ax.semilogy(med.index, np.maximum(med.row_error, 1e-16), label="in ker(A)^⊥")

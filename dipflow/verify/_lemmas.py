@@ -172,9 +172,10 @@ def lemma2(
 
 
 def _plot_lemma2(table, ns, C_proof):
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     for i, n in enumerate(ns):
         t = table[table["n"] == n].sort_values("ratio")
         line = ax.plot(t["ratio"], t["observed"], "o-", color=f"C{i}", label=f"n = {n}")
@@ -402,9 +403,10 @@ def _spectral_norm(X):
 
 
 def _plot_lemma3(data):
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     kinds = list(dict.fromkeys(data["kind"]))
     labels = [
         f"n={n}, k={k}"
@@ -554,9 +556,10 @@ def lemma4(
 
 
 def _plot_lemma4(data, C_proof):
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     for i, ((m, n, k, d), t) in enumerate(
         data.groupby(["m", "n", "k", "d"], sort=False)
     ):
@@ -780,9 +783,10 @@ def _sigma_adversary(V, z0, R, starts, *, activation, steps):
 
 
 def _plot_lemma1(flows):
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig = Figure(figsize=(10, 4))
+    axes = fig.subplots(1, 2)
     for fr in flows:
         s0 = float(fr.cert.sigma_min_J0)
         Rp = float(fr.cert.R_prime)

@@ -58,7 +58,8 @@ class ClaimResult:
       the relative slack of the inequality), plus claim-specific columns.
     - `data`: the raw measurements, one row per instance (or time point).
     - `rerun`: Python code that reruns the worst instance alone.
-    - `figure`: a matplotlib figure, or `None`.
+    - `figure`: a `matplotlib.figure.Figure` (not registered with pyplot, so
+      checks in a loop do not pile up open figures), or `None`.
     """
 
     claim: int

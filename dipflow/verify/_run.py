@@ -167,10 +167,7 @@ def run(
 
 
 def _save_outputs(result: ClaimResult, folder: pathlib.Path) -> None:
-    import matplotlib.pyplot as plt
-
     stem = folder / f"claim{result.claim}_{result.name}"
     result.data.to_csv(stem.with_suffix(".csv"), index=False)
     if result.figure is not None:
         result.figure.savefig(stem.with_suffix(".png"), dpi=120)
-        plt.close(result.figure)

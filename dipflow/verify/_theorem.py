@@ -134,9 +134,10 @@ def theorem1_envelope(
 
 
 def _plot_envelope(flows):
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     smax = 0.0
     for fr in flows:
         rate, r0 = float(fr.cert.rate), float(fr.cert.initial_residual)
@@ -295,9 +296,10 @@ def early_stopping(
 
 
 def _plot_early_stopping(flows):
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     for fr in flows:
         t = float(fr.cert.early_stopping_time)
         eps = float(fr.cert.noise_norm)
@@ -571,12 +573,11 @@ def overparametrization(
 
 
 def _plot_overparametrization(df, vary, exps):
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
     from matplotlib.ticker import LogLocator, NullLocator, ScalarFormatter
 
-    fig, axes = plt.subplots(
-        1, len(vary), figsize=(3.2 * len(vary), 3.4), squeeze=False
-    )
+    fig = Figure(figsize=(3.2 * len(vary), 3.4))
+    axes = fig.subplots(1, len(vary), squeeze=False)
     for ax, f in zip(axes[0], vary, strict=True):
         sub = (
             df[(df["varied"] == f) | (df["varied"] == "base")]
