@@ -247,32 +247,56 @@ def gradient_descent(
     )
 
 
-@eqx.filter_jit
-def _gradient_descent(dynamics, step_size, tol, max_steps, save_every):
-    num_saved = max_steps // save_every + 1
+def _descent_loop(dynamics, step_size, tol, max_steps):
+    """Gradient descent's loop, shared by `gradient_descent` and the studies:
+    the initial state `(step, x, L, descent, monotone)`, the stopping rule and
+    one step (with the monotonicity test)."""
     eps = jnp.finfo(step_size.dtype).eps
     x0 = dynamics.initial_state()
     L0, descent0 = dynamics.loss_and_descent(x0)
 
     def running(state):
-        step, _, L, _, _, _ = state
+        step, _, L, _, _ = state
         return (step < max_steps) & (L >= tol) & jnp.isfinite(L)
 
     def one_step(state):
-        step, x, L_prev, descent, monotone, saved = state
+        step, x, L_prev, descent, monotone = state
         x = jax.tree_util.tree_map(lambda a, d: a + step_size * d, x, descent)
         L, descent = dynamics.loss_and_descent(x)
         monotone = monotone & ~(L > L_prev * (1 + _MONOTONE_SLACK * eps) + eps * L0)
-        return step + 1, x, L, descent, monotone, saved
+        return step + 1, x, L, descent, monotone
+
+    state = (jnp.asarray(0), x0, L0, descent0, jnp.asarray(True))
+    return state, running, one_step
+
+
+def _descent_status(L, tol, monotone):
+    """converged / max_steps (stalled) / unstable (non-monotone) / diverged."""
+    finite = jnp.isfinite(L)
+    return jnp.where(
+        L < tol,
+        CONVERGED,
+        jnp.where(finite, jnp.where(monotone, MAX_STEPS, UNSTABLE), DIVERGED),
+    )
+
+
+@eqx.filter_jit
+def _gradient_descent(dynamics, step_size, tol, max_steps, save_every):
+    num_saved = max_steps // save_every + 1
+    core, core_running, core_step = _descent_loop(dynamics, step_size, tol, max_steps)
+
+    def running(state):
+        return core_running(state[:5])
 
     def until_next_save(state):
         # Inner loop to the next save point, so that diagnostics are computed once
         # per save interval even when vmap turns the save condition into a select.
         stop_at = (state[0] // save_every + 1) * save_every
-        state = jax.lax.while_loop(
-            lambda s: running(s) & (s[0] < stop_at), one_step, state
+        core = jax.lax.while_loop(
+            lambda s: core_running(s) & (s[0] < stop_at), core_step, state[:5]
         )
-        step, x, L, descent, monotone, saved = state
+        step, x, L, descent, monotone = core
+        saved = state[5]
         on_grid = step % save_every == 0
         diag = dynamics.diagnostics(x)
         idx = jnp.where(on_grid, step // save_every, num_saved)  # out of range: dropped
@@ -283,17 +307,13 @@ def _gradient_descent(dynamics, step_size, tol, max_steps, save_every):
 
     saved = jax.tree_util.tree_map(
         lambda v: jnp.full((num_saved,), jnp.nan, v.dtype).at[0].set(v),
-        dynamics.diagnostics(x0),
+        dynamics.diagnostics(core[1]),
     )
-    state = (jnp.asarray(0), x0, L0, descent0, jnp.asarray(True), saved)
-    step, x, L, _, monotone, saved = jax.lax.while_loop(running, until_next_save, state)
-
+    step, x, L, _, monotone, saved = jax.lax.while_loop(
+        running, until_next_save, (*core, saved)
+    )
     finite = jnp.isfinite(L)
-    status = jnp.where(
-        L < tol,
-        CONVERGED,
-        jnp.where(finite, jnp.where(monotone, MAX_STEPS, UNSTABLE), DIVERGED),
-    )
+    status = _descent_status(L, tol, monotone)
     steps = jnp.arange(num_saved) * save_every
     return GDResult(
         net=dynamics.net(x),

@@ -43,15 +43,7 @@ import numpy as np
 
 from ._activations import get_activation
 from ._checks import nonnegative_int, nonnegative_scalar, positive_int
-from ._flows import (
-    _MONOTONE_SLACK,
-    CONVERGED,
-    DIVERGED,
-    MAX_STEPS,
-    STATUS_NAMES,
-    UNSTABLE,
-    _gradient_flow,
-)
+from ._flows import STATUS_NAMES, _descent_loop, _descent_status, _gradient_flow
 from ._networks import V_DISTRIBUTIONS, TwoLayerDIP
 from ._problems import InverseProblem
 from ._reduced import ReducedDynamics
@@ -373,39 +365,18 @@ def seeds_per_group(m_pad: int, k: int, batch: int, platform: str) -> int:
 
 def _study_descent(dyn, step_size, tol, max_steps):
     """Gradient descent exactly as `dipflow.gradient_descent` runs it (the same
-    steps, stopping rule, monotonicity test and statuses), without what a study
+    loop pieces, hence the same steps, stops and statuses), without what a study
     does not keep: no saved trajectory, hence one flat loop instead of a loop
     over save intervals. The smaller program compiles faster and runs ~10 %
     faster on the whole Figure 1 (benchmarks/README.md)."""
-    eps = jnp.finfo(step_size.dtype).eps
-    z0 = dyn.initial_state()
-    L0, d0 = dyn.loss_and_descent(z0)
-
-    def running(state):
-        step, _, L, _, _ = state
-        return (step < max_steps) & (L >= tol) & jnp.isfinite(L)
-
-    def one_step(state):
-        step, z, L_prev, d, monotone = state
-        z = z + step_size * d
-        L, d = dyn.loss_and_descent(z)
-        up = L > L_prev * (1 + _MONOTONE_SLACK * eps) + eps * L0
-        return step + 1, z, L, d, monotone & ~up
-
-    state = (jnp.asarray(0), z0, L0, d0, jnp.asarray(True))
+    state, running, one_step = _descent_loop(dyn, step_size, tol, max_steps)
     step, _, L, _, monotone = jax.lax.while_loop(running, one_step, state)
-    finite = jnp.isfinite(L)
-    status = jnp.where(
-        L < tol,
-        CONVERGED,
-        jnp.where(finite, jnp.where(monotone, MAX_STEPS, UNSTABLE), DIVERGED),
-    )
     return {
-        "status": status,
+        "status": _descent_status(L, tol, monotone),
         "num_steps": step,
         "t_final": step * step_size,
         "final_loss": L,
-        "monotone": monotone & finite,
+        "monotone": monotone & jnp.isfinite(L),
         "stability_ratio": step_size * dyn.curvature(),
     }
 

@@ -6,9 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ._instances import as_runs, flow_runs, require_x64
-from ._lemmas import _assumptions, _check_activation, _flow_rerun, _sizes
-from ._result import ClaimResult, check_row, rows_frame, verdict
+from ._instances import assumptions_hold, flow_runs
+from ._result import ClaimResult, check_row, rerun_call, rows_frame, verdict
 from ._theorem import _observed_rate, _worst_over_envelope
 
 
@@ -29,19 +28,17 @@ def measurement_certificate(
     certifies (notably n > k, where (5) is vacuous), and how many converged;
     reports the observed rate against both certified rates.
     """
-    require_x64("measurement_certificate")
-    _check_activation(activation, v_dist)
-    sizes = _sizes("sizes", sizes, 3)
-    ok = _assumptions(activation, v_dist)
     flows = flow_runs(
         "flow",
         sizes,
-        as_runs(runs),
+        runs,
+        what="measurement_certificate",
         seed=seed,
         d=d,
         activation=activation,
         v_dist=v_dist,
     )
+    ok = assumptions_hold(activation, v_dist)
     rows, data = [], []
     for fr in flows:
         inst, cert, mc = fr.instance, fr.cert, fr.mcert
@@ -100,6 +97,7 @@ def measurement_certificate(
             else "."
         )
     )
+    table = rows_frame(rows)
     return ClaimResult(
         claim=8,
         name="measurement_certificate",
@@ -114,11 +112,11 @@ def measurement_certificate(
             "converged": int(df.converged.sum()),
         },
         findings=findings,
-        rows=rows_frame(rows),
+        rows=table,
         data=df,
-        rerun=_flow_rerun(
+        rerun=rerun_call(
             "measurement_certificate",
-            rows_frame(rows),
+            table,
             d=d,
             activation=activation,
             v_dist=v_dist,
@@ -193,13 +191,11 @@ def signal_space(
     (A is Gaussian here, noise-free), and reports both components over time,
     for A invertible (m = n) and for m < n.
     """
-    require_x64("signal_space")
-    _check_activation(activation, v_dist)
-    sizes = _sizes("sizes", sizes, 3)
     flows = flow_runs(
         "signal",
         sizes,
-        as_runs(runs),
+        runs,
+        what="signal_space",
         seed=seed,
         d=d,
         activation=activation,
@@ -257,6 +253,7 @@ def signal_space(
         "The row-space part is recovered as the residual vanishes; the ker(A) part is "
         "whatever the network's implicit bias leaves there, not x̄'s."
     )
+    table = rows_frame(rows)
     return ClaimResult(
         claim=9,
         name="signal_space",
@@ -266,11 +263,11 @@ def signal_space(
         status=verdict(rows),
         summary={"instances": int(df.groupby(["m", "n", "k", "run"]).ngroups)},
         findings=findings,
-        rows=rows_frame(rows),
+        rows=table,
         data=df,
-        rerun=_flow_rerun(
+        rerun=rerun_call(
             "signal_space",
-            rows_frame(rows),
+            table,
             d=d,
             activation=activation,
             v_dist=v_dist,

@@ -12,10 +12,12 @@ import pandas as pd
 
 from .._activations import activation_constants, get_activation
 from .._checks import positive_int
-from .._networks import V_DISTRIBUTIONS
 from .._studies import _draw_v
 from ._instances import (
     as_runs,
+    assumptions_hold,
+    check_model,
+    check_sizes,
     dphi,
     draw,
     entry_bound,
@@ -29,37 +31,10 @@ from ._result import (
     ClaimResult,
     check_row,
     probability_row,
+    rerun_call,
     rows_frame,
     verdict,
 )
-
-
-def _check_activation(activation: str, v_dist: str) -> None:
-    get_activation(activation)
-    if v_dist not in V_DISTRIBUTIONS:
-        raise ValueError(
-            f"`v_dist` must be one of {sorted(V_DISTRIBUTIONS)}, got {v_dist!r}."
-        )
-
-
-def _sizes(name: str, sizes, arity: int) -> list[tuple[int, ...]]:
-    try:
-        out = [tuple(int(positive_int(name, v)) for v in s) for s in sizes]
-    except TypeError:
-        raise TypeError(
-            f"`{name}` must be a list of {arity}-tuples of ints, got {sizes!r}."
-        ) from None
-    if not out or any(len(s) != arity for s in out):
-        raise ValueError(
-            f"`{name}` must be a non-empty list of {arity}-tuples, got {sizes!r}."
-        )
-    return out
-
-
-def _assumptions(activation: str, v_dist: str) -> bool:
-    """A-3 (bounded V) and A-4 (smooth φ with bounded derivatives)."""
-    return get_activation(activation).smooth and math.isfinite(entry_bound(v_dist))
-
 
 # -- Lemma 2 ------------------------------------------------------------------------
 
@@ -85,7 +60,7 @@ def lemma2(
     probability stays ≥ 1 − 1/n.
     """
     require_x64("lemma2")
-    _check_activation(activation, v_dist)
+    check_model(activation, v_dist)
     ns = [positive_int("ns", n) for n in ns]
     if min(ns) < 2:
         raise ValueError(f"`ns` must be >= 2 (log n > 0), got {ns}.")
@@ -98,7 +73,7 @@ def lemma2(
     )
     if grid[0] <= 0:
         raise ValueError(f"`ratios` must be > 0, got {ratios}.")
-    ok = _assumptions(activation, v_dist)
+    ok = assumptions_hold(activation, v_dist)
     threshold = C_dphi / 2
     data, rows = [], []
     for n in ns:
@@ -265,8 +240,8 @@ def lemma3(
     grid (`max_i ||V_i|| / √k · Lip(φ')`, the supremum for Rademacher V).
     """
     require_x64("lemma3")
-    _check_activation(activation, v_dist)
-    sizes = _sizes("sizes", sizes, 2)
+    check_model(activation, v_dist)
+    sizes = check_sizes("sizes", sizes, 2)
     d, pairs = positive_int("d", d), positive_int("pairs", pairs)
     restarts, steps = positive_int("restarts", restarts), positive_int("steps", steps)
     B = get_activation(activation).bound
@@ -451,13 +426,13 @@ def lemma4(
     instances and on a fraction 1 − 1/d of them.
     """
     require_x64("lemma4")
-    _check_activation(activation, v_dist)
-    sizes = _sizes("sizes", sizes, 4)
+    check_model(activation, v_dist)
+    sizes = check_sizes("sizes", sizes, 4)
     runs_list = as_runs(runs)
     C_phi, _, B = activation_constants(activation)
     D = entry_bound(v_dist)
     C_proof = C_phi + math.sqrt(2) * B * D
-    ok = _assumptions(activation, v_dist)
+    ok = assumptions_hold(activation, v_dist)
     rows, data = [], []
     for m, n, k, d in sizes:
         needed = []
@@ -605,14 +580,17 @@ def lemma1(
     - (iii) when R' < R, σ_min(J(θ(t))) ≥ σ_min(J0)/2 and ||θ(t) − θ0|| ≤ R' for
       all t of the grid.
     """
-    require_x64("lemma1")
-    _check_activation(activation, v_dist)
-    sizes = _sizes("sizes", sizes, 3)
-    runs_list = as_runs(runs)
-    smooth = _assumptions(activation, v_dist)
     flows = flow_runs(
-        "flow", sizes, runs_list, seed=seed, d=d, activation=activation, v_dist=v_dist
+        "flow",
+        sizes,
+        runs,
+        what="lemma1",
+        seed=seed,
+        d=d,
+        activation=activation,
+        v_dist=v_dist,
     )
+    smooth = assumptions_hold(activation, v_dist)
     rows, data = [], []
     for fr in flows:
         inst, cert = fr.instance, fr.cert
@@ -736,20 +714,11 @@ def lemma1(
         findings=findings,
         rows=table,
         data=df,
-        rerun=_flow_rerun(
+        rerun=rerun_call(
             "lemma1", table, d=d, activation=activation, v_dist=v_dist, seed=seed
         ),
         figure=_plot_lemma1(flows),
     )
-
-
-def _flow_rerun(name, table, **kwargs) -> str:
-    checked = table[table["held"].notna()]
-    if checked.empty:
-        checked = table
-    w = checked.loc[checked["margin"].idxmin()]
-    args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
-    return f"dipflow.verify.{name}(sizes=[({w.m}, {w.n}, {w.k})], runs=[{w.instance}], {args})"
 
 
 def _adversarial_sigma_min(inst, activation, R, restarts, steps, rng) -> float:

@@ -261,3 +261,13 @@ def rows_frame(rows: list[dict]) -> pd.DataFrame:
     if "held" in df:
         df["held"] = df["held"].astype("boolean")
     return df
+
+
+def rerun_call(name: str, table: pd.DataFrame, **kwargs) -> str:
+    """The `dipflow.verify` call that reruns the worst checked instance alone."""
+    checked = table[table["held"].notna()]
+    if checked.empty:
+        checked = table
+    w = checked.loc[checked["margin"].idxmin()]
+    args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+    return f"dipflow.verify.{name}(sizes=[({w.m}, {w.n}, {w.k})], runs=[{w.instance}], {args})"

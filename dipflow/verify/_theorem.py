@@ -10,9 +10,15 @@ import numpy as np
 import pandas as pd
 
 from .._checks import positive_int
-from ._instances import as_runs, flow_runs, require_x64
-from ._lemmas import _assumptions, _check_activation, _flow_rerun, _sizes
-from ._result import MEASURED, ClaimResult, check_row, rows_frame, verdict
+from ._instances import assumptions_hold, flow_runs
+from ._result import (
+    MEASURED,
+    ClaimResult,
+    check_row,
+    rerun_call,
+    rows_frame,
+    verdict,
+)
 
 
 def _observed_rate(ts, residual, r0, floor=1e-9):
@@ -47,19 +53,17 @@ def theorem1_envelope(
     envelope at 201 times. Also reports the observed average rate against the
     guaranteed one. Instances where (5) fails are reported, not checked.
     """
-    require_x64("theorem1_envelope")
-    _check_activation(activation, v_dist)
-    sizes = _sizes("sizes", sizes, 3)
-    ok = _assumptions(activation, v_dist)
     flows = flow_runs(
         "flow",
         sizes,
-        as_runs(runs),
+        runs,
+        what="theorem1_envelope",
         seed=seed,
         d=d,
         activation=activation,
         v_dist=v_dist,
     )
+    ok = assumptions_hold(activation, v_dist)
     rows, data = [], []
     for fr in flows:
         inst, cert = fr.instance, fr.cert
@@ -121,7 +125,7 @@ def theorem1_envelope(
         findings=findings,
         rows=table,
         data=df,
-        rerun=_flow_rerun(
+        rerun=rerun_call(
             "theorem1_envelope",
             table,
             d=d,
@@ -174,14 +178,11 @@ def early_stopping(
     reports the best early-stopping time in hindsight (the grid time minimising
     ||y(t) − ȳ||) and the prediction error there.
     """
-    require_x64("early_stopping")
-    _check_activation(activation, v_dist)
-    sizes = _sizes("sizes", sizes, 3)
     if not (isinstance(noise, (int, float)) and noise > 0):
         raise ValueError(
             f"`noise` must be > 0 (the claim is about noisy data), got {noise!r}."
         )
-    ok = _assumptions(activation, v_dist)
+    ok = assumptions_hold(activation, v_dist)
 
     def t_star(cert):
         t = float(cert.early_stopping_time)
@@ -190,7 +191,8 @@ def early_stopping(
     flows = flow_runs(
         "noisy",
         sizes,
-        as_runs(runs),
+        runs,
+        what="early_stopping",
         seed=seed,
         d=d,
         activation=activation,
@@ -282,7 +284,7 @@ def early_stopping(
         findings=findings,
         rows=table,
         data=df,
-        rerun=_flow_rerun(
+        rerun=rerun_call(
             "early_stopping",
             table,
             noise=noise,
