@@ -211,7 +211,7 @@ def build_programs(args, jax, jnp, np, dipflow) -> list[Program]:
             save_every=args.save_every or steps,
             reduced=path == "reduced",
         )
-        return res.num_steps, res.num_steps * args.step_size, res.loss, res.status
+        return res.num_steps, res.t_final, res.final_loss, res.result._value
 
     def flow(net, problem, tol, path):
         _, t1 = work_for(args, path)
@@ -219,7 +219,7 @@ def build_programs(args, jax, jnp, np, dipflow) -> list[Program]:
         sol = dipflow.gradient_flow(
             net, problem, t1, tol=tol, save_ts=save_ts, reduced=path == "reduced"
         )
-        return sol.num_steps, sol.t_final, sol.final_loss, sol.status
+        return sol.num_steps, sol.t_final, sol.final_loss, sol.result._value
 
     solvers = {"gd": gd, "flow": flow}
     programs = []
@@ -284,8 +284,8 @@ def check_runs(programs, args, dipflow, log) -> None:
                 log(f"warning: {where}: stopped early after {res['steps']} steps")
             if method == "flow" and min(res["t_end"]) < t1 * (1 - 1e-6):
                 log(f"warning: {where}: stopped early at t = {res['t_end']}")
-            if dipflow.DIVERGED in res["status"]:
-                names = dipflow.status_name(res["status"]).tolist()
+            names = [dipflow._solution.RESULT_NAMES[c] for c in res["status"]]
+            if "diverged" in names:
                 log(f"warning: {where}: status {names}")
 
 

@@ -76,13 +76,22 @@ def reduced_per_run(cell, study, steps, repeats):
     args = [np.stack(a).astype(f32) for a in (Ms, z0s, ys)] + [
         np.full(study.runs, cell.m, f32)
     ]
-    scalars = [f32(1.0), f32(0.0), f32(steps), f32(1e-5), f32(1e-8)]
+    hp = {
+        "step_size": f32(1.0),
+        "momentum": f32(0.0),
+        "alpha": f32(0.0),
+        "beta": f32(0.0),
+        "tol": f32(0.0),
+        "t1": f32(steps),
+        "rtol": f32(1e-5),
+        "atol": f32(1e-8),
+    }
     group = seeds_per_group(m_pad, cell.k, study.runs, jax.default_backend())
 
     def run():
         return _solve_batch(
             *args,
-            *scalars,
+            hp,
             activation="sigmoid",
             method="gd",
             max_steps=steps,

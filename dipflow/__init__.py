@@ -11,25 +11,22 @@ from ._activations import (
     get_activation as get_activation,
     register_activation as register_activation,
 )
+from ._descent import (
+    gradient_descent as gradient_descent,
+    heavy_ball as heavy_ball,
+    nesterov as nesterov,
+    optimize as optimize,
+    stability_limit as stability_limit,
+    stability_ratio as stability_ratio,
+)
 from ._dynamics import (
     AbstractDynamics as AbstractDynamics,
     FullDynamics as FullDynamics,
 )
 from ._figure1 import figure1_study as figure1_study
 from ._flows import (
-    CONVERGED as CONVERGED,
-    DIVERGED as DIVERGED,
-    MAX_STEPS as MAX_STEPS,
-    STATUS_NAMES as STATUS_NAMES,
-    UNSTABLE as UNSTABLE,
-    FlowResult as FlowResult,
-    GDResult as GDResult,
-    Trajectory as Trajectory,
-    gradient_descent as gradient_descent,
     gradient_flow as gradient_flow,
-    loss as loss,
-    make_dynamics as make_dynamics,
-    status_name as status_name,
+    inertial_flow as inertial_flow,
 )
 from ._jacobians import (
     gram as gram,
@@ -55,6 +52,13 @@ from ._reduced import (
     reduced_operator as reduced_operator,
 )
 from ._runner import run_study as run_study
+from ._setup import loss as loss, make_dynamics as make_dynamics
+from ._solution import (
+    RESULTS as RESULTS,
+    Solution as Solution,
+    Trajectory as Trajectory,
+    result_name as result_name,
+)
 from ._store import StudyStore as StudyStore, load as load, summary as summary
 from ._studies import (
     Cell as Cell,

@@ -41,8 +41,8 @@ def _demo(args) -> int:
     )
     gd_time = time.perf_counter() - start
     print(
-        f"gradient descent (η = {args.step_size}): {gd.status_name} after {int(gd.num_steps)} steps "
-        f"(flow time {int(gd.num_steps) * args.step_size:g}), loss {float(gd.loss):.3e}  [{gd_time:.1f} s]"
+        f"gradient descent (η = {args.step_size}): {gd.result_name} after {int(gd.num_steps)} steps "
+        f"(flow time {int(gd.num_steps) * args.step_size:g}), loss {float(gd.final_loss):.3e}  [{gd_time:.1f} s]"
     )
 
     horizon = args.max_steps * args.step_size
@@ -54,10 +54,10 @@ def _demo(args) -> int:
     )
     flow_time = time.perf_counter() - start
     print(
-        f"gradient flow (Tsit5, adaptive): {flow.status_name} at t = {float(flow.t_final):.1f}, "
+        f"gradient flow (Tsit5, adaptive): {flow.result_name} at t = {float(flow.t_final):.1f}, "
         f"loss {float(flow.final_loss):.3e}, {int(flow.num_steps)} solver steps  [{flow_time:.1f} s]"
     )
-    if flow.signal_error is not None:
+    if flow.trajectory.signal_error is not None:
         err = float(np.linalg.norm(np.asarray(flow.net() - problem.x_true)))
         print(
             f"signal error ||g − x̄|| at the end: {err:.3g} (relative {err / float(np.linalg.norm(problem.x_true)):.3g});"

@@ -40,19 +40,37 @@ import diffrax
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from ._activations import get_activation
 from ._checks import nonnegative_int, nonnegative_scalar, positive_int
-from ._flows import STATUS_NAMES, _descent_loop, _descent_status, _gradient_flow
+from ._descent import LINEAR_METHODS, _Discrete, check_momentum, descend
+from ._flows import GradientField, InertialField, integrate
 from ._networks import V_DISTRIBUTIONS, TwoLayerDIP
 from ._problems import InverseProblem
 from ._reduced import ReducedDynamics
+from ._setup import make_dynamics
+from ._solution import RESULT_NAMES
 
-METHODS = ("gd", "flow")
+METHODS = ("gd", "flow", "heavy_ball", "nesterov", "inertial", "adam")
+# The methods with an exact reduction for the two-layer net trained in W.
+REDUCED_METHODS = ("gd", "flow", "heavy_ball", "nesterov", "inertial")
 # m is padded to a multiple of this, so that cells with nearby m share a
 # compilation (zero rows of M and y change nothing: the loss keeps the true m).
 M_PAD = 16
 
+
+# The hyper-parameters each method takes besides `step_size`.
+_HYPERPARAMETERS = {
+    "gd": (),
+    "flow": (),
+    "heavy_ball": ("momentum",),
+    "nesterov": ("momentum",),
+    "inertial": ("alpha", "beta"),
+    "adam": (),
+}
+# Fields left out of a cell's parameters (and so of its id) when unset.
+_OPTIONAL_FIELDS = ("kappa", "momentum", "alpha", "beta")
 
 # What an instance's random draws depend on (besides the study seed and run).
 _INSTANCE_PARAMS = ("m", "n", "k", "d", "v_dist")
@@ -66,10 +84,18 @@ class Cell:
 
     - `m`, `n`, `k`, `d`: sizes of `A` (m × n), the hidden width and the input.
     - `activation`, `v_dist`: as in [`dipflow.TwoLayerDIP.init`][].
-    - `method`: `"gd"` (gradient descent) or `"flow"` (the exact gradient flow).
-    - `step_size`: the GD step η (for the flow it only sets the horizon and the
-      reported stability ratio).
-    - `max_steps`: GD's step budget.
+    - `method`: the trainer: `"gd"` (gradient descent), `"flow"` (the exact
+      gradient flow), `"heavy_ball"`, `"nesterov"`, `"inertial"` (the inertial
+      flow) or `"adam"`. All but Adam run the exact reduced dynamics; Adam runs
+      the full network (`W` is k × d), so it costs far more per step.
+    - `step_size`: the step η of the discrete methods (Adam's learning rate);
+      for the flows it only sets the default horizon and the reported
+      stability ratio (that of gradient descent with this step).
+    - `max_steps`: the discrete methods' step budget.
+    - `momentum`: μ in [0, 1) of `"heavy_ball"` and `"nesterov"` (required
+      there, refused elsewhere).
+    - `alpha`, `beta`: the damping α (required) and β (default 0) of
+      `"inertial"`, refused elsewhere.
     - `tol`: success is a loss below `tol`.
     - `noise`: standard deviation of the Gaussian noise ε.
     - `t1`: the flow's horizon (default `max_steps · step_size`, the time GD's
@@ -98,6 +124,9 @@ class Cell:
     atol: float = 1e-8
     panel: str = ""
     kappa: float | None = None
+    momentum: float | None = None
+    alpha: float | None = None
+    beta: float | None = None
 
     def __post_init__(self):
         for name in ("m", "n", "k", "d"):
@@ -117,6 +146,7 @@ class Cell:
             )
         if self.method not in METHODS:
             raise ValueError(f"`method` must be one of {METHODS}, got {self.method!r}.")
+        self._check_hyperparameters()
         if not isinstance(self.panel, str):
             raise TypeError(f"`panel` must be a string, got {self.panel!r}.")
         if self.kappa is not None and not (
@@ -128,6 +158,27 @@ class Cell:
                 f"`kappa` must be None or a number >= 1, got {self.kappa!r}."
             )
 
+    def _check_hyperparameters(self):
+        takes = _HYPERPARAMETERS[self.method]
+        for name in ("momentum", "alpha", "beta"):
+            value = getattr(self, name)
+            if value is not None and name not in takes:
+                raise ValueError(
+                    f"`{name}` is not a hyper-parameter of method {self.method!r} "
+                    f"(which takes {takes or 'none of momentum, alpha, beta'}); "
+                    "leave it unset."
+                )
+        if self.method in ("heavy_ball", "nesterov"):
+            if self.momentum is None:
+                raise ValueError(f"method {self.method!r} needs `momentum` in [0, 1).")
+            check_momentum(self.momentum)
+        if self.method == "inertial":
+            if self.alpha is None:
+                raise ValueError("method 'inertial' needs `alpha` >= 0.")
+            nonnegative_scalar("alpha", self.alpha)
+            if self.beta is not None:
+                nonnegative_scalar("beta", self.beta)
+
     @property
     def horizon(self) -> float:
         return (
@@ -138,10 +189,12 @@ class Cell:
 
     def params(self) -> dict:
         """The cell as a JSON-serialisable dict (the store's cell parameters).
-        `kappa` appears only when set, so ids of Gaussian-`A` cells stay stable."""
+        `kappa`, `momentum`, `alpha` and `beta` appear only when set, so the ids
+        of cells that do not use them stay what they were before they existed."""
         params = dataclasses.asdict(self)
-        if params["kappa"] is None:
-            del params["kappa"]
+        for name in _OPTIONAL_FIELDS:
+            if params[name] is None:
+                del params[name]
         return params
 
     @functools.cached_property
@@ -363,63 +416,66 @@ def seeds_per_group(m_pad: int, k: int, batch: int, platform: str) -> int:
     return max(1, min(batch, _CACHE_ENTRIES // (m_pad * k)))
 
 
-def _study_descent(dyn, step_size, tol, max_steps):
-    """Gradient descent exactly as `dipflow.gradient_descent` runs it (the same
-    loop pieces, hence the same steps, stops and statuses), without what a study
-    does not keep: no saved trajectory, hence one flat loop instead of a loop
-    over save intervals. The smaller program compiles faster and runs ~10 %
-    faster on the whole Figure 1 (benchmarks/README.md)."""
-    state, running, one_step = _descent_loop(dyn, step_size, tol, max_steps)
-    step, _, L, _, monotone = jax.lax.while_loop(running, one_step, state)
-    return {
-        "status": _descent_status(L, tol, monotone),
-        "num_steps": step,
-        "t_final": step * step_size,
-        "final_loss": L,
-        "monotone": monotone & jnp.isfinite(L),
-        "stability_ratio": step_size * dyn.curvature(),
-    }
-
-
-def _solve_one(
-    M,
-    z0,
-    y,
-    m,
-    step_size,
-    tol,
-    t1,
-    rtol,
-    atol,
-    activation,
-    method,
-    max_steps,
-    solver_steps,
-):
+def _solve_one(M, z0, y, m, hp, *, activation, method, max_steps, solver_steps):
+    """One run of a reduced-path cell through the library's own trainers (the
+    loop of `dipflow.gradient_descent` & co. or the solve of the flows), saving
+    nothing but the end."""
     dyn = ReducedDynamics(
         M=M, z0=z0, y=y, u_norm2=jnp.ones((), M.dtype), m=m, activation=activation
     )
-    if method == "gd":
-        return _study_descent(dyn, step_size, tol, max_steps)
-    controller = diffrax.PIDController(rtol=rtol, atol=atol)
-    res = _gradient_flow(
-        dyn,
-        t1,
-        tol,
-        jnp.zeros((1,), M.dtype),
-        diffrax.Tsit5(),
-        controller,
-        None,
-        solver_steps,
-    )
+    if method in LINEAR_METHODS:
+        momentum = None if method == "gd" else hp["momentum"]
+        spec = _Discrete(method, hp["step_size"], momentum, None)
+        sol = descend(dyn, spec, hp["tol"], max_steps, None)
+        ratio = sol.stats["stability_ratio"]
+        monotone = sol.stats["monotone"]
+    else:
+        if method == "flow":
+            field = GradientField()
+        else:
+            field = InertialField(alpha=hp["alpha"], beta=hp["beta"])
+        controller = diffrax.PIDController(rtol=hp["rtol"], atol=hp["atol"])
+        sol = integrate(
+            dyn,
+            field,
+            hp["t1"],
+            hp["tol"],
+            None,
+            diffrax.Tsit5(),
+            controller,
+            None,
+            solver_steps,
+        )
+        # What gradient descent with the cell's step size would have.
+        ratio = hp["step_size"] * dyn.curvature()
+        monotone = jnp.asarray(True)
+    return _outcome(sol, monotone, ratio)
+
+
+def _outcome(sol, monotone, ratio) -> dict:
     return {
-        "status": res.status,
-        "num_steps": res.num_steps,
-        "t_final": res.t_final,
-        "final_loss": res.final_loss,
-        "monotone": jnp.asarray(True),
-        "stability_ratio": step_size * dyn.curvature(),
+        "result": sol.result._value,
+        "num_steps": sol.num_steps,
+        "t_final": sol.t_final,
+        "final_loss": sol.final_loss,
+        "monotone": monotone,
+        "stability_ratio": ratio,
     }
+
+
+def _sharded_map(fn, arrays, group, mesh):
+    """`fn` over the leading axis of `arrays`, `group` runs at a time, each
+    device of `mesh` (if any) running its own share of the runs."""
+
+    def local(*arrays):
+        return jax.lax.map(lambda args: fn(*args), arrays, batch_size=group)
+
+    if mesh is None:
+        return local(*arrays)
+    spec = jax.sharding.PartitionSpec("seeds")
+    return jax.shard_map(
+        local, mesh=mesh, in_specs=spec, out_specs=spec, check_vma=False
+    )(*arrays)
 
 
 @functools.partial(
@@ -434,47 +490,39 @@ def _solve_one(
     ),
 )
 def _solve_batch(
-    M,
-    z0,
-    y,
-    m,
-    step_size,
-    tol,
-    t1,
-    rtol,
-    atol,
-    *,
-    activation,
-    method,
-    max_steps,
-    solver_steps,
-    group,
-    mesh,
+    M, z0, y, m, hp, *, activation, method, max_steps, solver_steps, group, mesh
 ):
-    def solve_local(M, z0, y, m):
-        def one(args):
-            return _solve_one(
-                *args,
-                step_size,
-                tol,
-                t1,
-                rtol,
-                atol,
-                activation,
-                method,
-                max_steps,
-                solver_steps,
-            )
+    def one(M, z0, y, m):
+        return _solve_one(
+            M,
+            z0,
+            y,
+            m,
+            hp,
+            activation=activation,
+            method=method,
+            max_steps=max_steps,
+            solver_steps=solver_steps,
+        )
 
-        return jax.lax.map(one, (M, z0, y, m), batch_size=group)
+    return _sharded_map(one, (M, z0, y, m), group, mesh)
 
-    if mesh is None:
-        return solve_local(M, z0, y, m)
-    # Each device runs its own share of the seeds.
-    spec = jax.sharding.PartitionSpec("seeds")
-    return jax.shard_map(
-        solve_local, mesh=mesh, in_specs=spec, out_specs=spec, check_vma=False
-    )(M, z0, y, m)
+
+@functools.partial(
+    jax.jit, static_argnames=("activation", "max_steps", "group", "mesh")
+)
+def _solve_full_batch(V, W, u, A, y, hp, *, activation, max_steps, group, mesh):
+    """Adam cells: the full network (its element-wise scaling has no exact
+    reduction), through `dipflow.optimize`'s loop with `optax.adam`."""
+
+    def one(V, W, u, A, y):
+        net = TwoLayerDIP(V=V, W=W, u=u, activation=activation, w_dist="normal")
+        dyn = make_dynamics(net, InverseProblem(A=A, y=y), reduced=False)
+        spec = _Discrete("optax", None, None, optax.adam(hp["step_size"]))
+        sol = descend(dyn, spec, hp["tol"], max_steps, None)
+        return _outcome(sol, sol.stats["monotone"], sol.stats["stability_ratio"])
+
+    return _sharded_map(one, (V, W, u, A, y), group, mesh)
 
 
 def _padded(values: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -510,47 +558,81 @@ def run_cell(
     m_pad = -(-cell.m // M_PAD) * M_PAD
     dtype = np.dtype(study.dtype)
 
+    hp = {
+        name: dtype.type(value)
+        for name, value in (
+            ("step_size", cell.step_size),
+            ("momentum", cell.momentum or 0.0),
+            ("alpha", cell.alpha or 0.0),
+            ("beta", cell.beta or 0.0),
+            ("tol", cell.tol),
+            ("t1", cell.horizon),
+            ("rtol", cell.rtol),
+            ("atol", cell.atol),
+        )
+    }
+    full = cell.method not in REDUCED_METHODS
+
     rows: list[dict] = []
     for start in range(0, study.runs, chunk):
         runs = list(range(start, min(start + chunk, study.runs)))
-        Ms, z0s, ys, certs = [], [], [], []
+        inputs, certs = [], []
         for r in runs:
             arr = instance_arrays(cell, study.seed, r)
             M = arr["A"] @ arr["V"] / math.sqrt(cell.k)
             y = arr["A"] @ arr["x"] + arr["eps"]
             certs.append(_certificate(cell, arr, M, y))
-            Ms.append(_padded(M, (m_pad, cell.k)))
-            z0s.append(arr["z0"])
-            ys.append(_padded(y, (m_pad,)))
-        fill = batch - len(runs)  # pad the batch by repeating the last run
-        stack = [np.stack(a + a[-1:] * fill).astype(dtype) for a in (Ms, z0s, ys)]
-        arrays = stack + [np.full((batch,), cell.m, dtype)]
-        out = _solve_batch(
-            *arrays,
-            dtype.type(cell.step_size),
-            dtype.type(cell.tol),
-            dtype.type(cell.horizon),
-            dtype.type(cell.rtol),
-            dtype.type(cell.atol),
-            activation=cell.activation,
-            method=cell.method,
-            max_steps=cell.max_steps,
-            solver_steps=max(10 * cell.max_steps, 1000),
-            group=seeds_per_group(
-                m_pad, cell.k, batch // len(devices), devices[0].platform
-            ),
-            mesh=mesh,
+            if full:
+                net = network_from_hidden(
+                    arr["V"],
+                    arr["z0"],
+                    cell.d,
+                    _rng(study.seed, cell, r, stream=1),
+                    cell.activation,
+                    cell.v_dist,
+                    dtype,
+                )
+                inputs.append((net.V, net.W, net.u, arr["A"], y))
+            else:
+                inputs.append(
+                    (_padded(M, (m_pad, cell.k)), arr["z0"], _padded(y, (m_pad,)))
+                )
+        inputs += inputs[-1:] * (batch - len(runs))  # pad the batch with the last run
+        arrays = [np.stack(a).astype(dtype) for a in zip(*inputs, strict=True)]
+        group = seeds_per_group(
+            m_pad, cell.k, batch // len(devices), devices[0].platform
         )
+        if full:
+            out = _solve_full_batch(
+                *arrays,
+                hp,
+                activation=cell.activation,
+                max_steps=cell.max_steps,
+                group=group,
+                mesh=mesh,
+            )
+        else:
+            out = _solve_batch(
+                *arrays,
+                np.full((batch,), cell.m, dtype),
+                hp,
+                activation=cell.activation,
+                method=cell.method,
+                max_steps=cell.max_steps,
+                solver_steps=max(10 * cell.max_steps, 1000),
+                group=group,
+                mesh=mesh,
+            )
         out = {key: np.asarray(v)[: len(runs)] for key, v in out.items()}
         for i, r in enumerate(runs):
-            status = int(out["status"][i])
+            result = RESULT_NAMES[int(out["result"][i])]
             rows.append(
                 {
                     **cell.params(),
                     "run": r,
                     "seed": study.seed,
-                    "converged": status == 0,
-                    "status": STATUS_NAMES[status],
+                    "converged": result == "converged",
+                    "status": result,
                     "num_steps": int(out["num_steps"][i]),
                     "t_final": float(out["t_final"][i]),
                     "final_loss": float(out["final_loss"][i]),
@@ -565,11 +647,25 @@ def run_cell(
 # -- executors ------------------------------------------------------------------------
 
 
+def expected_cost(cell: Cell) -> float:
+    """A rough per-cell cost, for scheduling: the work of one step times the
+    budget (a converging cell stops earlier; a large cell still costs more)."""
+    if cell.method in REDUCED_METHODS:
+        step = -(-cell.m // M_PAD) * M_PAD * cell.k
+    else:
+        step = cell.k * cell.d + cell.n * cell.k + cell.m * cell.n
+    stages = 1 if cell.method in LINEAR_METHODS or cell.method == "adam" else 6
+    return float(step) * stages * max(cell.max_steps, 1)
+
+
 def _order_for_compilation(cells: Sequence[Cell]) -> list[Cell]:
-    # Cells sharing a compiled shape run back to back.
+    """Longest-expected cells first, so that the end of a study does not run one
+    long cell on one core while the others idle; cells sharing a compiled shape
+    (same cost and compile key) still run back to back."""
     return sorted(
         cells,
         key=lambda c: (
+            -expected_cost(c),
             c.method,
             c.activation,
             -(-c.m // M_PAD),

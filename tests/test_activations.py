@@ -215,12 +215,12 @@ def test_register_overwrite_reaches_compiled_solvers(registered_swish):
     # the (compiled) solvers compute, not only the eager calls.
     net = dip.TwoLayerDIP.init(jax.random.key(0), n=8, k=20, d=5, activation=SWISH)
     problem = dip.InverseProblem.gaussian(jax.random.key(1), 6, 8)
-    before = dip.gradient_descent(net, problem, max_steps=0).loss
+    before = dip.gradient_descent(net, problem, max_steps=0).final_loss
     np.testing.assert_allclose(float(before), float(dip.loss(net, problem)), rtol=1e-12)
     dip.register_activation(SWISH, jnp.tanh, bound=1.0, overwrite=True)
     expected = float(dip.loss(net, problem))
     assert abs(expected - float(before)) > 1e-3
-    after = dip.gradient_descent(net, problem, max_steps=0).loss
+    after = dip.gradient_descent(net, problem, max_steps=0).final_loss
     np.testing.assert_allclose(float(after), expected, rtol=1e-12)
 
 

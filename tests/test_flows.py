@@ -37,8 +37,8 @@ def test_gd_matches_numpy_loop_step_for_step(train, reduced):
     np.testing.assert_allclose(res.net.W, W, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(res.net.V, V, rtol=1e-12, atol=1e-14)
     assert int(res.num_steps) == steps
-    assert res.status_name == "max_steps"
-    np.testing.assert_array_equal(res.steps, np.arange(steps + 1))
+    assert res.result_name == "max_steps"
+    np.testing.assert_array_equal(res.trajectory.steps, np.arange(steps + 1))
     np.testing.assert_allclose(res.trajectory.ts, 0.5 * np.arange(steps + 1))
     # ||θ − θ0|| along the run, from the NumPy iterates' endpoint.
     dist = np.sqrt(
@@ -55,19 +55,19 @@ def test_num_steps_is_first_iterate_below_tol():
     tol = 0.5 * (losses[s] + losses[s - 1])  # iterate s is the first below tol
     res = dip.gradient_descent(net, problem, step_size=1.0, max_steps=40, tol=tol)
     assert int(res.num_steps) == s
-    assert res.status_name == "converged" and bool(res.converged)
-    np.testing.assert_allclose(res.loss, losses[s], rtol=1e-12)
+    assert res.result_name == "converged" and bool(res.converged)
+    np.testing.assert_allclose(res.final_loss, losses[s], rtol=1e-12)
     # Loss already below tol: nothing to do.
     res0 = dip.gradient_descent(
         net, problem, step_size=1.0, max_steps=40, tol=2 * losses[0]
     )
-    assert int(res0.num_steps) == 0 and res0.status_name == "converged"
+    assert int(res0.num_steps) == 0 and res0.result_name == "converged"
     assert tree_allclose(res0.net, net, rtol=0, atol=0)
     # max_steps caps the number of updates.
     res_cap = dip.gradient_descent(
         net, problem, step_size=1.0, max_steps=s - 1, tol=tol
     )
-    assert int(res_cap.num_steps) == s - 1 and res_cap.status_name == "max_steps"
+    assert int(res_cap.num_steps) == s - 1 and res_cap.result_name == "max_steps"
 
 
 def test_saved_trajectory_every_few_steps():
@@ -76,7 +76,7 @@ def test_saved_trajectory_every_few_steps():
         net, problem, step_size=1.0, max_steps=40, tol=0.0, save_every=7
     )
     losses, _, _ = numpy_gd(net, problem, 1.0, 40)
-    np.testing.assert_array_equal(res.steps, np.arange(0, 41, 7))
+    np.testing.assert_array_equal(res.trajectory.steps, np.arange(0, 41, 7))
     np.testing.assert_allclose(res.trajectory.loss, losses[::7], rtol=1e-12)
     # The residual norm is sqrt(2 m L); signal error uses x̄.
     np.testing.assert_allclose(
@@ -139,11 +139,11 @@ def test_flow_matches_scipy_dop853():
         net, problem, t1=20.0, tol=0.0, save_ts=ts, rtol=1e-11, atol=1e-12
     )
     Ws, losses = _scipy_flow(net, problem, ts)
-    np.testing.assert_allclose(sol.loss, losses, rtol=1e-7)
+    np.testing.assert_allclose(sol.trajectory.loss, losses, rtol=1e-7)
     dist = np.sqrt(np.sum((Ws - np.asarray(net.W)) ** 2, axis=(1, 2)))
-    np.testing.assert_allclose(sol.distance, dist, rtol=1e-7, atol=1e-10)
+    np.testing.assert_allclose(sol.trajectory.distance, dist, rtol=1e-7, atol=1e-10)
     np.testing.assert_allclose(sol.net.W, Ws[-1], rtol=1e-7, atol=1e-9)
-    assert sol.status_name == "max_steps" and float(sol.t_final) == 20.0
+    assert sol.result_name == "max_steps" and float(sol.t_final) == 20.0
 
 
 def test_gd_converges_to_flow_at_first_order():
@@ -169,30 +169,30 @@ def test_flow_stops_at_tolerance():
     sol = dip.gradient_flow(
         net, problem, t1=1000.0, tol=tol, save_ts=np.linspace(0, 1000, 11)
     )
-    assert sol.status_name == "converged"
+    assert sol.result_name == "converged"
     assert float(sol.final_loss) < tol
     assert float(dip.loss(sol.net, problem)) < tol
     t = float(sol.t_final)
     assert 0 < t < 1000
     # Saved values stop with the flow; before the stop, the loss is above tol.
-    before = np.asarray(sol.ts) <= t
-    assert np.all(np.isfinite(sol.loss[before])) and np.all(np.isnan(sol.loss[~before]))
-    assert np.all(sol.loss[before] >= tol)
+    before = np.asarray(sol.trajectory.ts) <= t
+    assert np.all(np.isfinite(sol.trajectory.loss[before])) and np.all(np.isnan(sol.trajectory.loss[~before]))
+    assert np.all(sol.trajectory.loss[before] >= tol)
     # A loss already below tol: converged at t = 0.
     sol0 = dip.gradient_flow(net, problem, t1=1000.0, tol=1e6, save_ts=[0.0, 10.0])
-    assert sol0.status_name == "converged" and float(sol0.t_final) == 0.0
+    assert sol0.result_name == "converged" and float(sol0.t_final) == 0.0
     assert tree_allclose(sol0.net, net, rtol=0, atol=0)
 
 
 def test_divergence_is_a_status_not_an_exception(linear_activation):
     net, problem = instance(activation=linear_activation)
     res = dip.gradient_descent(net, problem, step_size=1e3, max_steps=500, tol=1e-7)
-    assert res.status_name == "diverged"
-    assert not np.isfinite(float(res.loss))
+    assert res.result_name == "diverged"
+    assert not np.isfinite(float(res.final_loss))
     assert int(res.num_steps) < 500
     # A stable step on the same instance does not diverge.
     ok = dip.gradient_descent(net, problem, step_size=1e-2, max_steps=50, tol=1e-7)
-    assert ok.status_name != "diverged"
+    assert ok.result_name != "diverged"
 
 
 def test_flow_saves_sigma_min_and_signal_error():
@@ -201,14 +201,14 @@ def test_flow_saves_sigma_min_and_signal_error():
     sol = dip.gradient_flow(
         net, problem, t1=3.0, tol=0.0, save_ts=ts, save_sigma_min=True
     )
-    np.testing.assert_allclose(sol.sigma_min[0], dip.sigma_min_gram(net), rtol=1e-10)
+    np.testing.assert_allclose(sol.trajectory.sigma_min[0], dip.sigma_min_gram(net), rtol=1e-10)
     np.testing.assert_allclose(
-        sol.sigma_min[-1], dip.sigma_min_gram(sol.net), rtol=1e-6
+        sol.trajectory.sigma_min[-1], dip.sigma_min_gram(sol.net), rtol=1e-6
     )
     err = jnp.linalg.norm(sol.net() - problem.x_true)
-    np.testing.assert_allclose(sol.signal_error[-1], err, rtol=1e-6)
+    np.testing.assert_allclose(sol.trajectory.signal_error[-1], err, rtol=1e-6)
     np.testing.assert_allclose(
-        sol.residual, np.sqrt(2 * problem.m * np.asarray(sol.loss)), rtol=1e-12
+        sol.trajectory.residual, np.sqrt(2 * problem.m * np.asarray(sol.trajectory.loss)), rtol=1e-12
     )
 
 
@@ -229,9 +229,9 @@ def test_generic_generator_mlp():
     sol = dip.gradient_flow(
         net, problem, t1=25.0, tol=0.0, save_ts=[0.0, 25.0], save_sigma_min=True
     )
-    np.testing.assert_allclose(sol.loss[-1], res.trajectory.loss[-1], rtol=0.05)
+    np.testing.assert_allclose(sol.trajectory.loss[-1], res.trajectory.loss[-1], rtol=0.05)
     np.testing.assert_allclose(
-        sol.sigma_min[0], dip.sigma_min_jacobian(net), rtol=1e-10
+        sol.trajectory.sigma_min[0], dip.sigma_min_jacobian(net), rtol=1e-10
     )
 
 
@@ -243,7 +243,7 @@ def test_float32():
     sol = dip.gradient_flow(
         net, problem, t1=5.0, tol=0.0, save_ts=[0.0, 5.0], rtol=1e-4, atol=1e-6
     )
-    assert res.net.W.dtype == jnp.float32 and res.loss.dtype == jnp.float32
-    assert sol.net.W.dtype == jnp.float32 and sol.loss.dtype == jnp.float32
+    assert res.net.W.dtype == jnp.float32 and res.final_loss.dtype == jnp.float32
+    assert sol.net.W.dtype == jnp.float32 and sol.trajectory.loss.dtype == jnp.float32
     losses, _, _ = numpy_gd(net, problem, 1.0, 20)
-    np.testing.assert_allclose(res.loss, losses[-1], rtol=1e-4)
+    np.testing.assert_allclose(res.final_loss, losses[-1], rtol=1e-4)

@@ -34,11 +34,12 @@ def test_gd_reduced_equals_full(size):
     full = dip.gradient_descent(net, problem, reduced=False, **kw)
     _compare(red.trajectory, full.trajectory, rtol=1e-10)
     np.testing.assert_allclose(red.net.W, full.net.W, rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(red.loss, full.loss, rtol=1e-10)
-    np.testing.assert_allclose(red.stability_ratio, full.stability_ratio, rtol=1e-10)
-    assert int(red.status) == int(full.status) and bool(red.monotone) == bool(
-        full.monotone
+    np.testing.assert_allclose(red.final_loss, full.final_loss, rtol=1e-10)
+    np.testing.assert_allclose(
+        red.stats["stability_ratio"], full.stats["stability_ratio"], rtol=1e-10
     )
+    assert red.result_name == full.result_name
+    assert bool(red.stats["monotone"]) == bool(full.stats["monotone"])
     if size["n"] > size["k"]:
         assert np.all(np.asarray(red.trajectory.sigma_min) == 0.0)
         assert np.all(np.asarray(red.trajectory.kernel_rate) > 0.0)
@@ -61,7 +62,7 @@ def test_flow_reduced_equals_full(size):
     )
     red = dip.gradient_flow(net, problem, reduced=True, **kw)
     full = dip.gradient_flow(net, problem, reduced=False, **kw)
-    _compare(red, full, rtol=1e-10)
+    _compare(red.trajectory, full.trajectory, rtol=1e-10)
     np.testing.assert_allclose(red.net.W, full.net.W, rtol=1e-10, atol=1e-12)
 
 
@@ -70,7 +71,7 @@ def test_adaptive_flow_reduced_matches_full_to_tolerance():
     kw = dict(t1=50.0, tol=0.0, save_ts=np.linspace(0, 50, 6), rtol=1e-11, atol=1e-12)
     red = dip.gradient_flow(net, problem, reduced=True, **kw)
     full = dip.gradient_flow(net, problem, reduced=False, **kw)
-    np.testing.assert_allclose(red.loss, full.loss, rtol=1e-8)
+    np.testing.assert_allclose(red.trajectory.loss, full.trajectory.loss, rtol=1e-8)
     np.testing.assert_allclose(red.net.W, full.net.W, rtol=1e-8, atol=1e-10)
 
 
@@ -88,7 +89,7 @@ def test_stability_ratio_predicts_unstable_steps(linear_activation):
     # With φ(x) = x the loss is quadratic in W: GD is stable iff η λ_max < 2.
     net, problem = instance(seed=4, activation=linear_activation)
     probe = dip.gradient_descent(net, problem, step_size=1.0, max_steps=1, tol=0.0)
-    lam = float(probe.stability_ratio)  # λ_max of the curvature, as η = 1
+    lam = float(probe.stats["stability_ratio"])  # λ_max of the curvature, as η = 1
     runs = {
         ratio: dip.gradient_descent(
             net, problem, step_size=ratio / lam, max_steps=300, tol=0.0
@@ -96,7 +97,7 @@ def test_stability_ratio_predicts_unstable_steps(linear_activation):
         for ratio in (0.5, 2.5, 20.0)
     }
     for ratio, res in runs.items():
-        np.testing.assert_allclose(res.stability_ratio, ratio, rtol=1e-10)
-    assert bool(runs[0.5].monotone) and runs[0.5].status_name == "max_steps"
-    assert not bool(runs[2.5].monotone) and runs[2.5].status_name == "unstable"
-    assert runs[20.0].status_name == "diverged"
+        np.testing.assert_allclose(res.stats["stability_ratio"], ratio, rtol=1e-10)
+    assert bool(runs[0.5].stats["monotone"]) and runs[0.5].result_name == "max_steps"
+    assert not bool(runs[2.5].stats["monotone"]) and runs[2.5].result_name == "unstable"
+    assert runs[20.0].result_name == "diverged"

@@ -54,10 +54,10 @@ def test_rows_match_the_library_on_each_instance():
             tol=cell.tol,
         )
         assert row["num_steps"] == int(res.num_steps)
-        assert row["status"] == res.status_name
-        np.testing.assert_allclose(row["final_loss"], res.loss, rtol=1e-9)
+        assert row["status"] == res.result_name
+        np.testing.assert_allclose(row["final_loss"], res.final_loss, rtol=1e-9)
         np.testing.assert_allclose(
-            row["stability_ratio"], res.stability_ratio, rtol=1e-9
+            row["stability_ratio"], res.stats["stability_ratio"], rtol=1e-9
         )
     assert any(r["converged"] for r in rows) and not all(r["converged"] for r in rows)
 
@@ -89,7 +89,7 @@ def test_flow_rows_match_the_library():
             rtol=cell.rtol,
             atol=cell.atol,
         )
-        assert row["status"] == sol.status_name
+        assert row["status"] == sol.result_name
         np.testing.assert_allclose(row["t_final"], sol.t_final, rtol=1e-9)
         assert row["t_final"] <= cell.horizon
 

@@ -96,15 +96,15 @@ def test_residual_stays_under_envelope_when_condition5_holds():
         save_sigma_min=True,
     )
     envelope = np.asarray(cert.envelope(ts))
-    residual = np.asarray(sol.residual)
+    residual = np.asarray(sol.trajectory.residual)
     assert np.all(np.isfinite(residual))
     assert np.all(residual <= envelope * (1 + 1e-8) + 1e-12)
     # The guarantee is not vacuous here: the residual really decays.
     assert residual[-1] < 1e-3 * residual[0]
     # Lemma 1: R' < R, so θ(t) stays in B(θ0, R') and σ_min(J(θ(t))) ≥ σ_min(J0)/2.
     assert float(cert.R_prime) < float(cert.R)
-    assert np.all(np.asarray(sol.distance) <= float(cert.R_prime) * (1 + 1e-8))
-    assert np.all(np.asarray(sol.sigma_min) >= float(cert.sigma_min_J0) / 2)
+    assert np.all(np.asarray(sol.trajectory.distance) <= float(cert.R_prime) * (1 + 1e-8))
+    assert np.all(np.asarray(sol.trajectory.sigma_min) >= float(cert.sigma_min_J0) / 2)
 
 
 def test_early_stopping_time_gives_prediction_bound():

@@ -45,9 +45,9 @@ def test_vmap_flow_equals_python_loop():
     for i, key in enumerate(SEEDS):
         one = _flow(key)
         np.testing.assert_allclose(batched.t_final[i], one.t_final, rtol=1e-8)
-        np.testing.assert_allclose(batched.loss[i], one.loss, rtol=1e-8)
+        np.testing.assert_allclose(batched.final_loss[i], one.final_loss, rtol=1e-8)
         np.testing.assert_allclose(batched.net.W[i], one.net.W, rtol=1e-8, atol=1e-12)
-        assert int(batched.status[i]) == int(one.status)
+        assert batched.result_name[i] == one.result_name
 
 
 def test_one_diverging_item_does_not_spoil_the_batch(linear_activation):
@@ -59,10 +59,10 @@ def test_one_diverging_item_does_not_spoil_the_batch(linear_activation):
         )
     )
     res = run(step_sizes)
-    names = res.status_name
+    names = res.result_name
     assert names[1] == "diverged" and names[0] != "diverged" and names[2] != "diverged"
     for i in (0, 2):
         one = dip.gradient_descent(
             net, problem, step_size=float(step_sizes[i]), max_steps=100, tol=1e-7
         )
-        np.testing.assert_allclose(res.loss[i], one.loss, rtol=1e-12)
+        np.testing.assert_allclose(res.final_loss[i], one.final_loss, rtol=1e-12)

@@ -1,0 +1,453 @@
+"""The discrete trainers: gradient descent, heavy ball, Nesterov and any optax
+optimizer, through one loop.
+
+Each is an optax `GradientTransformation` applied to the gradient of the state
+the run moves in. On the exact reduced path (the two-layer net trained in W)
+that state is `z = W u` and its "gradient" is `−ż` of the reduced flow,
+`||u||² c` with `∇_W L = c uᵀ`. For a transformation whose update is a linear
+combination of past gradients (plain GD, heavy ball, Nesterov), the W-update is
+then `(update in z) uᵀ / ||u||²` exactly, so the reduced run is the full run;
+Adam's element-wise scaling is not linear, so [`dipflow.optimize`][] runs on the
+full parameters.
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import optax
+from jaxtyping import Array, ArrayLike
+
+from ._checks import is_concrete, nonnegative_int, nonnegative_scalar, positive_int
+from ._dynamics import AbstractDynamics
+from ._problems import InverseProblem
+from ._setup import check_pair, make_dynamics, state_dtype
+from ._solution import RESULTS, Solution, Trajectory
+
+# A loss increase breaks monotonicity when it exceeds this many ulps of the
+# previous loss plus one ulp of the initial loss: the slack absorbs round-off,
+# including the noise floor of a loss that has converged to ~0.
+_MONOTONE_SLACK = 64
+
+# The discrete methods with a step size (and so a flow time `step · η`).
+LINEAR_METHODS = ("gd", "heavy_ball", "nesterov")
+
+
+def stability_limit(method: str, momentum=0.0):
+    """The largest stable `η λ` of a method on a quadratic of curvature λ:
+    `2` for gradient descent, `2(1 + μ)` for heavy ball, `2(1 + μ)/(1 + 2μ)` for
+    Nesterov (optax's form, `t ← g + μ t`, `θ ← θ − η (g + μ t)`). Derived from
+    the 2 × 2 iteration matrix of each method on `L = λ θ²/2`, whose spectral
+    radius is < 1 exactly below these limits (tests check it numerically)."""
+    if method == "gd":
+        return 2.0
+    if method == "heavy_ball":
+        return 2 * (1 + momentum)
+    if method == "nesterov":
+        return 2 * (1 + momentum) / (1 + 2 * momentum)
+    raise ValueError(f"`method` must be one of {LINEAR_METHODS}, got {method!r}.")
+
+
+def stability_ratio(step_size, curvature, method: str = "gd", momentum=0.0):
+    """`2 η λ_max / limit`: the step size relative to the stability limit of the
+    method (see [`dipflow.stability_limit`][]) on the Gauss–Newton curvature
+    `λ_max(A J Jᵀ Aᵀ)/m` at θ0, scaled so that every method is stable near a
+    minimum below 2 (for gradient descent it is `η λ_max`)."""
+    return 2 * step_size * curvature / stability_limit(method, momentum)
+
+
+class _Discrete(eqx.Module):
+    """A discrete method as a value: its optax transformation is built inside
+    the compiled loop from array hyper-parameters, so that calls with other step
+    sizes or momenta reuse one compilation."""
+
+    method: str = eqx.field(static=True)
+    step_size: Array | None
+    momentum: Array | None
+    optimizer: optax.GradientTransformation | None
+
+    def transformation(self) -> optax.GradientTransformation:
+        if self.method == "optax":
+            return self.optimizer
+        if self.method == "gd":
+            return optax.sgd(self.step_size)
+        return optax.sgd(
+            self.step_size, self.momentum, nesterov=self.method == "nesterov"
+        )
+
+    def time_per_step(self, dtype):
+        return jnp.ones((), dtype) if self.step_size is None else self.step_size
+
+    def stability_ratio(self, dynamics: AbstractDynamics, dtype):
+        if self.method == "optax":
+            return jnp.full((), jnp.nan, dtype)
+        momentum = 0.0 if self.momentum is None else self.momentum
+        return stability_ratio(
+            self.step_size, dynamics.curvature(), self.method, momentum
+        )
+
+    def result(self, L, tol, monotone, ratio) -> RESULTS:
+        """converged / max_steps (stalled) / unstable / diverged. Gradient descent
+        is unstable when its loss went up at some step; momentum methods are not
+        monotone when stable, so for them it is the step size beyond the limit."""
+        if self.method == "gd":
+            stable = monotone
+        elif self.method == "optax":
+            stable = jnp.asarray(True)
+        else:
+            stable = ratio < 2
+        ran_out = RESULTS.where(stable, RESULTS.max_steps, RESULTS.unstable)
+        finite = RESULTS.where(jnp.isfinite(L), ran_out, RESULTS.diverged)
+        return RESULTS.where(L < tol, RESULTS.converged, finite)
+
+
+def _loop(dynamics: AbstractDynamics, tx, tol, max_steps):
+    """The initial state `(step, x, opt_state, L, grad, monotone)`, the stopping
+    rule and one step (with the monotonicity test)."""
+    x0 = dynamics.initial_state()
+    L0, descent0 = dynamics.loss_and_descent(x0)
+    eps = jnp.finfo(L0.dtype).eps
+
+    def running(state):
+        step, _, _, L, _, _ = state
+        return (step < max_steps) & (L >= tol) & jnp.isfinite(L)
+
+    def one_step(state):
+        step, x, opt_state, L_prev, grad, monotone = state
+        updates, opt_state = tx.update(grad, opt_state, x)
+        x = optax.apply_updates(x, updates)
+        L, descent = dynamics.loss_and_descent(x)
+        monotone = monotone & ~(L > L_prev * (1 + _MONOTONE_SLACK * eps) + eps * L0)
+        grad = jax.tree_util.tree_map(jnp.negative, descent)
+        return step + 1, x, opt_state, L, grad, monotone
+
+    grad0 = jax.tree_util.tree_map(jnp.negative, descent0)
+    state = (jnp.asarray(0), x0, tx.init(x0), L0, grad0, jnp.asarray(True))
+    return state, running, one_step
+
+
+def _saving_loop(dynamics, running, one_step, state, save_every, num_saved):
+    """Run to the end, saving the diagnostics at iterates `0, save_every, …`."""
+
+    def until_next_save(carry):
+        # Inner loop to the next save point, so that diagnostics are computed once
+        # per save interval even when vmap turns the save condition into a select.
+        state, saved = carry
+        stop_at = (state[0] // save_every + 1) * save_every
+        state = jax.lax.while_loop(
+            lambda s: running(s) & (s[0] < stop_at), one_step, state
+        )
+        step, x = state[0], state[1]
+        idx = jnp.where(step % save_every == 0, step // save_every, num_saved)
+        saved = jax.tree_util.tree_map(
+            lambda buf, v: buf.at[idx].set(v, mode="drop"),  # out of range: dropped
+            saved,
+            dynamics.diagnostics(x),
+        )
+        return state, saved
+
+    saved = jax.tree_util.tree_map(
+        lambda v: jnp.full((num_saved,), jnp.nan, v.dtype).at[0].set(v),
+        dynamics.diagnostics(state[1]),
+    )
+    return jax.lax.while_loop(
+        lambda carry: running(carry[0]), until_next_save, (state, saved)
+    )
+
+
+@eqx.filter_jit
+def descend(
+    dynamics: AbstractDynamics,
+    method: _Discrete,
+    tol,
+    max_steps: int,
+    save_every: int | None,
+) -> Solution:
+    """The one loop of every discrete trainer. `save_every=None` saves nothing
+    (one flat loop: what studies run); else the diagnostics every `save_every`
+    iterates."""
+    dtype = tol.dtype
+    state, running, one_step = _loop(dynamics, method.transformation(), tol, max_steps)
+    if save_every is None:
+        state = jax.lax.while_loop(running, one_step, state)
+        trajectory = None
+    else:
+        num_saved = max_steps // save_every + 1
+        state, saved = _saving_loop(
+            dynamics, running, one_step, state, save_every, num_saved
+        )
+        steps = jnp.arange(num_saved) * save_every
+        ts = steps * method.time_per_step(dtype)
+        trajectory = Trajectory.from_diagnostics(ts, steps, saved)
+    step, x, _, L, _, monotone = state
+    ratio = method.stability_ratio(dynamics, dtype)
+    return Solution(
+        net=dynamics.net(x),
+        final_loss=L,
+        num_steps=step,
+        t_final=step * method.time_per_step(dtype),
+        result=method.result(L, tol, monotone, ratio),
+        trajectory=trajectory,
+        stats={"monotone": monotone & jnp.isfinite(L), "stability_ratio": ratio},
+    )
+
+
+# -- the public trainers ------------------------------------------------------------
+
+
+def check_momentum(momentum):
+    nonnegative_scalar("momentum", momentum)
+    if is_concrete(momentum) and float(momentum) >= 1:
+        raise ValueError(f"`momentum` must be in [0, 1), got {momentum!r}.")
+    return momentum
+
+
+def _train(
+    net,
+    problem,
+    method: str,
+    *,
+    step_size=None,
+    momentum=None,
+    optimizer=None,
+    max_steps,
+    tol,
+    save_every,
+    save_sigma_min,
+    save_kernel_rate,
+    save_signal_error,
+    trainable,
+    reduced,
+) -> Solution:
+    check_pair(net, problem)
+    if step_size is not None:
+        nonnegative_scalar("step_size", step_size, strict=True)
+    if momentum is not None:
+        check_momentum(momentum)
+    nonnegative_scalar("tol", tol)
+    max_steps = nonnegative_int("max_steps", max_steps)
+    if save_every is None:
+        save_every = max(1, max_steps // 1000)
+    save_every = positive_int("save_every", save_every)
+    dynamics = make_dynamics(
+        net,
+        problem,
+        trainable=trainable,
+        reduced=reduced,
+        save_sigma_min=save_sigma_min,
+        save_kernel_rate=save_kernel_rate,
+        save_signal_error=save_signal_error,
+    )
+    dtype = state_dtype(dynamics)
+
+    def arr(v):
+        return None if v is None else jnp.asarray(v, dtype)
+
+    spec = _Discrete(method, arr(step_size), arr(momentum), optimizer)
+    return descend(dynamics, spec, jnp.asarray(tol, dtype), max_steps, save_every)
+
+
+_COMMON_ARGS = """
+    - `net`: the generator (e.g. [`dipflow.TwoLayerDIP`][]); any Equinox module
+      with a no-argument `__call__` returning a vector of size `n`.
+    - `problem`: the [`dipflow.InverseProblem`][].
+    - `max_steps`: the most updates to do.
+    - `tol`: the loss tolerance, ≥ 0 (`0` never stops early).
+    - `save_every`: save diagnostics every this many iterates, iterate 0
+      included (default: about 1000 saved points over `max_steps`).
+    - `save_sigma_min`: also save σ_min(J(θ)) (closed-form Gram on the reduced
+      path, autodiff Jacobian otherwise; costly for big generic nets).
+    - `save_kernel_rate`: also save `λ_min(A J Jᵀ Aᵀ)/m` on Im(A).
+    - `save_signal_error`: save `||g − x̄||` (default: when `x_true` is known).
+    - `trainable`: an Equinox filter spec overriding `net.trainable_filter()`."""
+
+_REDUCED_ARG = """
+    - `reduced`: run in `z = W u` (exact, O(mk) per step). Default: yes for a
+      `TwoLayerDIP` trained in `W` only; `False` forces the full path."""
+
+
+def gradient_descent(
+    net,
+    problem: InverseProblem,
+    step_size: float | ArrayLike = 1.0,
+    max_steps: int = 25_000,
+    tol: float | ArrayLike = 1e-7,
+    *,
+    save_every: int | None = None,
+    save_sigma_min: bool = False,
+    save_kernel_rate: bool = False,
+    save_signal_error: bool | None = None,
+    trainable=None,
+    reduced: bool | None = None,
+) -> Solution:
+    (
+        """Gradient descent `θ ← θ − η ∇L(θ)` on the loss (2): the explicit-Euler
+    discretisation of the flow (3) with `dt = η`, so step `s` is flow time `s·η`.
+
+    Stops at the first iterate whose loss is `< tol`, after `max_steps` updates,
+    or when the loss becomes non-finite (`RESULTS.diverged`: a result and not an
+    exception, so one diverging seed does not stop a `vmap` batch). A run whose
+    budget ran out is `unstable` if its loss went up at some step (the mark of
+    a step size beyond `2/λ_max`), else `max_steps`.
+
+    **Arguments:**
+
+    - `step_size`: η > 0.
+    """
+        + _COMMON_ARGS
+        + _REDUCED_ARG
+        + """
+
+    **Returns:** a [`dipflow.Solution`][]; `stats["stability_ratio"]` is
+    `η · λ_max` of the Gauss–Newton curvature `A J Jᵀ Aᵀ / m` at θ0 (stable near
+    a minimum only below 2). Works under `jax.jit` and `jax.vmap`.
+    """
+    )
+    return _train(
+        net,
+        problem,
+        "gd",
+        step_size=step_size,
+        max_steps=max_steps,
+        tol=tol,
+        save_every=save_every,
+        save_sigma_min=save_sigma_min,
+        save_kernel_rate=save_kernel_rate,
+        save_signal_error=save_signal_error,
+        trainable=trainable,
+        reduced=reduced,
+    )
+
+
+def _momentum_method(method: str, title: str, rule: str):
+    def trainer(
+        net,
+        problem: InverseProblem,
+        step_size: float | ArrayLike = 1.0,
+        momentum: float | ArrayLike = 0.9,
+        max_steps: int = 25_000,
+        tol: float | ArrayLike = 1e-7,
+        *,
+        save_every: int | None = None,
+        save_sigma_min: bool = False,
+        save_kernel_rate: bool = False,
+        save_signal_error: bool | None = None,
+        trainable=None,
+        reduced: bool | None = None,
+    ) -> Solution:
+        return _train(
+            net,
+            problem,
+            method,
+            step_size=step_size,
+            momentum=momentum,
+            max_steps=max_steps,
+            tol=tol,
+            save_every=save_every,
+            save_sigma_min=save_sigma_min,
+            save_kernel_rate=save_kernel_rate,
+            save_signal_error=save_signal_error,
+            trainable=trainable,
+            reduced=reduced,
+        )
+
+    trainer.__name__ = trainer.__qualname__ = method
+    trainer.__doc__ = (
+        f"""{title}, `optax.sgd(step_size, momentum, nesterov={method == "nesterov"})`:
+
+        {rule}
+
+    with `t = 0` at the start. Stops as [`dipflow.gradient_descent`][] does.
+    A run whose budget ran out is `unstable` when the step size is beyond the
+    method's stability limit at θ0 (`stats["stability_ratio"] ≥ 2`, see
+    [`dipflow.stability_ratio`][]); the loss of a stable momentum run need not
+    decrease at every step, so monotonicity (`stats["monotone"]`) is reported
+    but does not decide.
+
+    **Arguments:**
+
+    - `step_size`: η > 0.
+    - `momentum`: μ in [0, 1).
+    """
+        + _COMMON_ARGS
+        + _REDUCED_ARG.replace(
+            "O(mk) per step", "O(mk) per step, plus a k-vector of velocity"
+        )
+        + """
+
+    **Returns:** a [`dipflow.Solution`][]. Works under `jax.jit` and `jax.vmap`.
+    """
+    )
+    return trainer
+
+
+heavy_ball = _momentum_method(
+    "heavy_ball",
+    "Heavy-ball momentum (Polyak)",
+    "t ← ∇L(θ) + μ t,   θ ← θ − η t",
+)
+nesterov = _momentum_method(
+    "nesterov",
+    "Nesterov momentum",
+    "t ← ∇L(θ) + μ t,   θ ← θ − η (∇L(θ) + μ t)",
+)
+
+
+def optimize(
+    net,
+    problem: InverseProblem,
+    optimizer,  # an optax.GradientTransformation, checked below with a clear error
+    *,
+    max_steps: int = 25_000,
+    tol: float | ArrayLike = 1e-7,
+    save_every: int | None = None,
+    save_sigma_min: bool = False,
+    save_kernel_rate: bool = False,
+    save_signal_error: bool | None = None,
+    trainable=None,
+) -> Solution:
+    (
+        """Train with any optax optimizer: `optax.adam(1e-2)` (how DIP is trained in
+    practice), `optax.sgd(η, momentum)`, …, on the loss (2).
+
+    Runs on the full parameters: an optimizer's update need not be a linear
+    combination of past gradients (Adam's is not), so the exact reduction of the
+    two-layer net does not apply in general. For gradient descent, heavy ball
+    and Nesterov on the reduced path use [`dipflow.gradient_descent`][],
+    [`dipflow.heavy_ball`][], [`dipflow.nesterov`][].
+
+    Stops as [`dipflow.gradient_descent`][] does; a run whose budget ran out is
+    `max_steps` (no stability limit is known for a general optimizer, and
+    `stats["stability_ratio"]` is NaN). The trajectory's `ts` are step numbers.
+
+    **Arguments:**
+
+    - `optimizer`: an `optax.GradientTransformation`. Reusing one object reuses
+      its compilation.
+    """
+        + _COMMON_ARGS
+        + """
+
+    **Returns:** a [`dipflow.Solution`][]. Works under `jax.jit` and `jax.vmap`.
+    """
+    )
+    if not isinstance(optimizer, optax.GradientTransformation):
+        raise TypeError(
+            "`optimizer` must be an optax.GradientTransformation (e.g. "
+            f"optax.adam(1e-2)), got {type(optimizer).__name__}."
+        )
+    return _train(
+        net,
+        problem,
+        "optax",
+        optimizer=optimizer,
+        max_steps=max_steps,
+        tol=tol,
+        save_every=save_every,
+        save_sigma_min=save_sigma_min,
+        save_kernel_rate=save_kernel_rate,
+        save_signal_error=save_signal_error,
+        trainable=trainable,
+        reduced=False,
+    )

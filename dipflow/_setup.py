@@ -1,0 +1,84 @@
+"""What every trainer does before it runs: check the network and problem, and
+choose the state space (the exact reduction where it applies, else the full
+parameters)."""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+from ._dynamics import AbstractDynamics, FullDynamics
+from ._jacobians import partition
+from ._networks import TwoLayerDIP
+from ._problems import InverseProblem
+from ._reduced import ReducedDynamics, is_reducible
+
+
+def loss(net, problem: InverseProblem) -> Float[Array, ""]:
+    """The loss (2): `L = ||A g(u, θ) − y||² / (2m)`."""
+    r = problem.forward(net()) - problem.y
+    return jnp.dot(r, r) / (2 * problem.m)
+
+
+def check_pair(net, problem) -> None:
+    """`net` is a generator whose output fits `problem` (eager, before compiling)."""
+    if not isinstance(problem, InverseProblem):
+        raise TypeError(
+            f"`problem` must be a dipflow.InverseProblem, got {type(problem).__name__}."
+        )
+    if not isinstance(net, eqx.Module) or not callable(net):
+        raise TypeError(
+            f"`net` must be an Equinox module with a no-argument __call__, got {type(net).__name__}."
+        )
+    out = eqx.filter_eval_shape(net)
+    if not hasattr(out, "shape") or tuple(out.shape) != (problem.n,):
+        shape = getattr(out, "shape", out)
+        raise ValueError(
+            f"`net` must output a vector of shape ({problem.n},) (the number of columns of A), got {shape}."
+        )
+
+
+def _resolve_signal(save_signal_error, problem):
+    if save_signal_error is None:
+        return problem.x_true is not None
+    if save_signal_error and problem.x_true is None:
+        raise ValueError("`save_signal_error=True` needs a problem with `x_true`.")
+    return bool(save_signal_error)
+
+
+def make_dynamics(
+    net,
+    problem: InverseProblem,
+    *,
+    trainable=None,
+    reduced: bool | None = None,
+    save_sigma_min: bool = False,
+    save_kernel_rate: bool = False,
+    save_signal_error: bool | None = None,
+) -> AbstractDynamics:
+    """The state space a run moves in: the exact reduced dynamics in `z = W u`
+    for a [`dipflow.TwoLayerDIP`][] trained in `W` only (unless `reduced=False`),
+    the full parameters θ otherwise."""
+    flags = dict(
+        with_sigma_min=bool(save_sigma_min),
+        with_signal=_resolve_signal(save_signal_error, problem),
+        with_kernel=bool(save_kernel_rate),
+    )
+    reducible = is_reducible(net, trainable)
+    if reduced and not reducible:
+        raise ValueError(
+            "`reduced=True` needs a TwoLayerDIP trained in W only (train=('W',)) and no "
+            f"`trainable` override; got {type(net).__name__}"
+            + (f" with train={net.train}" if isinstance(net, TwoLayerDIP) else "")
+            + "."
+        )
+    if reducible and reduced is not False:
+        return ReducedDynamics.from_network(net, problem, **flags)
+    params, static = partition(net, trainable)
+    return FullDynamics(params0=params, static=static, problem=problem, **flags)
+
+
+def state_dtype(dynamics: AbstractDynamics):
+    return jax.tree_util.tree_leaves(dynamics.initial_state())[0].dtype
