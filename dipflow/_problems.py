@@ -20,6 +20,7 @@ from ._checks import (
     nonnegative_scalar,
     positive_int,
 )
+from ._draws import conditioned
 
 # Below this Gram size a matrix-free operator's spectrum is computed from the
 # Gram matrix built column by column (exact); above it, by Lanczos (ARPACK).
@@ -182,9 +183,11 @@ class InverseProblem(eqx.Module):
     ) -> InverseProblem:
         """A random problem whose `A` has a prescribed condition number.
 
-        `A = U diag(s) Vᵀ` with Haar-random orthonormal `U`, `V` and `min(m, n)`
+        `A = U diag(s) Vᵀ` with Haar-random orthonormal `U`, `V` (the `Q` of
+        Gaussian matrices with the signs fixed by `R`'s diagonal) and `min(m, n)`
         singular values `s` geometrically spaced from `sigma_max` down to
-        `sigma_max / kappa`; `x̄` is iid N(0, 1).
+        `sigma_max / kappa`; `x̄` is iid N(0, 1). Studies and `dipflow.verify`
+        draw their `A` of prescribed κ from the same distribution.
 
         **Arguments:**
 
@@ -204,10 +207,12 @@ class InverseProblem(eqx.Module):
         dtype = jnp.result_type(float) if dtype is None else dtype
         r = min(m, n)
         k_u, k_v, k_x, k_e = jax.random.split(key, 4)
-        U, _ = jnp.linalg.qr(jax.random.normal(k_u, (m, r), dtype))
-        V, _ = jnp.linalg.qr(jax.random.normal(k_v, (n, r), dtype))
-        s = sigma_max * jnp.power(kappa, -jnp.linspace(0.0, 1.0, r, dtype=dtype))
-        A = (U * s[None, :]) @ V.T
+        A = conditioned(
+            jax.random.normal(k_u, (m, r), dtype),
+            jax.random.normal(k_v, (n, r), dtype),
+            jnp.asarray(kappa, dtype),
+            sigma_max,
+        )
         x = jax.random.normal(k_x, (n,), dtype)
         eps = noise * jax.random.normal(k_e, (m,), dtype)
         return cls(A=A, x_true=x, noise=eps)

@@ -43,6 +43,11 @@ import numpy as np
 
 from ._activations import get_activation
 from ._checks import nonnegative_int, nonnegative_scalar, positive_int
+from ._draws import (
+    draw_instance,
+    draw_v as _draw_v,  # noqa: F401 (dipflow.verify imports it here)
+    network_from_hidden,
+)
 from ._flows import STATUS_NAMES, _descent_loop, _descent_status, _gradient_flow
 from ._networks import V_DISTRIBUTIONS, TwoLayerDIP
 from ._problems import InverseProblem
@@ -219,69 +224,16 @@ def _rng(seed: int, cell: Cell, run: int, stream: int = 0) -> np.random.Generato
     )
 
 
-def _draw_v(rng, shape, v_dist):
-    if v_dist == "rademacher":
-        return rng.integers(0, 2, size=shape, dtype=np.int8).astype(np.float64) * 2 - 1
-    if v_dist == "uniform":
-        return rng.uniform(-math.sqrt(3.0), math.sqrt(3.0), size=shape)
-    return rng.standard_normal(shape)
-
-
-def _haar(G):
-    """Orthonormal columns distributed uniformly (Haar): the Q of a Gaussian `G`
-    with the signs fixed by R's diagonal."""
-    Q, R = np.linalg.qr(G)
-    return Q * np.where(np.diag(R) < 0, -1.0, 1.0)
-
-
-def _with_condition_number(G, kappa, rng):
-    """`U diag(s) Vᵀ` with the orthonormal `U` of `G` (m × n), a Haar `V` and
-    singular values geometrically spaced from `√m + √n` down by `kappa`."""
-    m, n = G.shape
-    r = min(m, n)
-    U = _haar(G[:, :r])
-    V = _haar(rng.standard_normal((n, r)))
-    s = (math.sqrt(m) + math.sqrt(n)) * float(kappa) ** -np.linspace(0.0, 1.0, r)
-    return (U[:, :r] * s) @ V.T
-
-
 def instance_arrays(cell: Cell, seed: int, run: int) -> dict[str, np.ndarray]:
     """The float64 arrays of run `run` of `cell`: `V`, `z0 = W(0) u`, `A`, `x`, `eps`."""
-    rng = _rng(seed, cell, run)
-    V = _draw_v(rng, (cell.n, cell.k), cell.v_dist)
-    z0 = rng.standard_normal(cell.k)
-    A = rng.standard_normal((cell.m, cell.n))
-    if cell.kappa is not None:
-        A = _with_condition_number(A, cell.kappa, rng)
-    x = rng.standard_normal(cell.n)
-    eps = cell.noise * rng.standard_normal(cell.m)
-    return dict(V=V, z0=z0, A=A, x=x, eps=eps)
-
-
-def network_from_hidden(
-    V: np.ndarray,
-    z0: np.ndarray,
-    d: int,
-    rng: np.random.Generator,
-    activation: str,
-    v_dist: str,
-    dtype=None,
-) -> TwoLayerDIP:
-    """A `TwoLayerDIP` with this `V` and `W(0) u = z0`: `u` uniform on the sphere
-    and the part of `W(0)` orthogonal to `u` iid N(0, 1), both drawn from `rng`.
-    When `z0` is iid N(0, 1), `W(0)` is then iid N(0, 1) (A-2) exactly."""
-    u = rng.standard_normal(d)
-    u /= np.linalg.norm(u)
-    G = rng.standard_normal((len(z0), d))
-    W = np.outer(z0, u) + G - np.outer(G @ u, u)
-    dtype = jnp.result_type(float) if dtype is None else dtype
-    return TwoLayerDIP(
-        V=jnp.asarray(V, dtype),
-        W=jnp.asarray(W, dtype),
-        u=jnp.asarray(u, dtype),
-        activation=activation,
-        v_dist=v_dist,
-        w_dist="normal",
+    return draw_instance(
+        _rng(seed, cell, run),
+        cell.m,
+        cell.n,
+        cell.k,
+        cell.v_dist,
+        kappa=cell.kappa,
+        noise=cell.noise,
     )
 
 

@@ -19,10 +19,10 @@ import numpy as np
 
 from .._activations import get_activation
 from .._checks import positive_int
+from .._draws import draw_instance, network_from_hidden
 from .._networks import V_DISTRIBUTIONS, TwoLayerDIP
 from .._problems import InverseProblem
 from .._reduced import ReducedDynamics
-from .._studies import _draw_v, _with_condition_number, network_from_hidden
 from .._theory import measurement_certificate, theorem1
 
 
@@ -113,14 +113,14 @@ def draw(
     """Instance `run` of a family of sizes (`kappa=None`: `A` iid N(0, 1); else
     Haar singular vectors and singular values from `√m + √n` down by κ)."""
     rng = rng_for(seed, family, (m, n, k, d), run)
-    V = _draw_v(rng, (n, k), v_dist)
-    z0 = rng.standard_normal(k)
-    A = rng.standard_normal((m, n))
-    if kappa is not None:
-        A = _with_condition_number(A, kappa, rng)
-    x = rng.standard_normal(n)
-    eps = noise * rng.standard_normal(m)
-    return Instance(A, V, z0, x, eps, activation, v_dist, d, rng.bit_generator.state)
+    arr = draw_instance(rng, m, n, k, v_dist, kappa=kappa, noise=noise)
+    return Instance(
+        **arr,
+        activation=activation,
+        v_dist=v_dist,
+        d=d,
+        rng_state=rng.bit_generator.state,
+    )
 
 
 def entry_bound(v_dist: str) -> float:
