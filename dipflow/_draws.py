@@ -16,16 +16,11 @@ from __future__ import annotations
 
 import math
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._checks import array_namespace
 from ._networks import TwoLayerDIP
-
-
-def _namespace(*arrays):
-    # NumPy in, NumPy out (studies draw on the host, bit for bit); JAX otherwise.
-    return jnp if any(isinstance(a, jax.Array) for a in arrays) else np
 
 
 def draw_v(rng: np.random.Generator, shape: tuple[int, int], v_dist: str):
@@ -46,7 +41,7 @@ def haar(G):
     Without the sign fix, `Q` depends on the QR routine's sign convention and
     is not Haar (e.g. LAPACK's makes `Q[0, 0]` negative more often than not).
     """
-    xp = _namespace(G)
+    xp = array_namespace(G)
     Q, R = xp.linalg.qr(G)
     return Q * xp.where(xp.diagonal(R) < 0, -1.0, 1.0)[None, :]
 
@@ -66,7 +61,7 @@ def conditioned(G_left, G_right, kappa, sigma_max=None):
 
     **Returns:** `A`, a NumPy array for NumPy inputs, else a JAX array.
     """
-    xp = _namespace(G_left, G_right)
+    xp = array_namespace(G_left, G_right)
     (m, r), n = G_left.shape, G_right.shape[0]
     if sigma_max is None:
         sigma_max = math.sqrt(m) + math.sqrt(n)

@@ -14,6 +14,7 @@ import scipy.sparse.linalg as spla
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._checks import (
+    array_namespace,
     as_float_array,
     check_shape,
     is_concrete,
@@ -137,14 +138,7 @@ class InverseProblem(eqx.Module):
         """
         if self.is_matrix_free:
             return _iterative_spectrum(self.A)
-        s = jnp.linalg.svd(self.A, compute_uv=False)
-        eps = jnp.finfo(s.dtype).eps
-        cutoff = s[0] * max(self.A.shape) * eps
-        nonzero = s > cutoff
-        sigma_A = jnp.min(jnp.where(nonzero, s, jnp.inf))
-        return Spectrum(
-            norm=s[0], sigma_A=sigma_A, kappa=s[0] / sigma_A, rank=jnp.sum(nonzero)
-        )
+        return dense_spectrum(self.A)
 
     # -- generators -------------------------------------------------------------
 
@@ -226,6 +220,20 @@ class InverseProblem(eqx.Module):
         nonnegative_scalar("noise", noise)
         eps = noise * jax.random.normal(key, (self.m,), self.y.dtype)
         return InverseProblem(A=self.A, x_true=self.x_true, noise=eps)
+
+
+def dense_spectrum(A: Float[Array | np.ndarray, "m n"]) -> Spectrum:
+    """The [`dipflow.Spectrum`][] of a dense `A` by its singular values: NumPy
+    for a NumPy `A`, else JAX (jit- and vmap-compatible). Singular values below
+    `σ_max · max(m, n) · eps` count as zero."""
+    xp = array_namespace(A)
+    s = xp.linalg.svd(A, compute_uv=False)
+    cutoff = s[0] * max(A.shape) * xp.finfo(s.dtype).eps
+    nonzero = s > cutoff
+    sigma_A = xp.min(xp.where(nonzero, s, xp.inf))
+    return Spectrum(
+        norm=s[0], sigma_A=sigma_A, kappa=s[0] / sigma_A, rank=xp.sum(nonzero)
+    )
 
 
 def _apply(A, x):

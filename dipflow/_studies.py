@@ -42,6 +42,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._activations import get_activation
+from ._certificates import (
+    condition5,
+    lemma3_bound,
+    min_eigenvalue_on_range,
+    sigma_min_two_layer,
+    two_layer_kernel,
+)
 from ._checks import nonnegative_int, nonnegative_scalar, positive_int
 from ._draws import (
     draw_instance,
@@ -50,7 +57,7 @@ from ._draws import (
 )
 from ._flows import STATUS_NAMES, _descent_loop, _descent_status, _gradient_flow
 from ._networks import V_DISTRIBUTIONS, TwoLayerDIP
-from ._problems import InverseProblem
+from ._problems import InverseProblem, dense_spectrum
 from ._reduced import ReducedDynamics
 
 METHODS = ("gd", "flow")
@@ -262,38 +269,26 @@ def study_instance(
 
 
 def _certificate(cell: Cell, arr: dict, M: np.ndarray, y: np.ndarray) -> dict:
-    """The per-run quantities of Theorem 1 in float64 NumPy (the same as
-    `dipflow.theorem1` on `study_instance`, which the tests check), at a cost
-    that suits thousands of runs."""
+    """The per-run quantities of Theorem 1: `dipflow.theorem1`'s formulas
+    (`dipflow._certificates`) evaluated on the run's float64 NumPy arrays, which
+    compiles nothing (a study has hundreds of cell shapes)."""
     act = get_activation(cell.activation)
     A, V, z0 = arr["A"], arr["V"], arr["z0"]
-    U, s, _ = np.linalg.svd(A, full_matrices=False)
-    rank_tol = s[0] * max(A.shape) * np.finfo(np.float64).eps
-    rank = int(np.sum(s > rank_tol))
-    sigma_A = s[rank - 1]
     with jax.default_device(jax.devices("cpu")[0]):
         phi = np.asarray(act(jnp.asarray(z0)), np.float64)
         dphi = np.asarray(act.derivative(jnp.asarray(z0)), np.float64)
-    if cell.n > cell.k:
-        sigma_J = 0.0
-    else:
-        G = (V * dphi[None, :] ** 2) @ V.T / cell.k
-        sigma_J = float(np.sqrt(max(np.linalg.eigvalsh(G)[0], 0.0)))
-    r0 = float(np.linalg.norm(M @ phi - y))
-    lip = act.bound * float(np.max(np.abs(V))) * math.sqrt(cell.n / cell.k)
-    K = (M * dphi[None, :] ** 2) @ M.T
-    if rank < cell.m:
-        Ur = U[:, :rank]
-        K = Ur.T @ K @ Ur
-    lhs = r0 / sigma_A
-    rhs = sigma_J**2 / (4 * lip)
+    spec = dense_spectrum(A)
+    sigma_J = sigma_min_two_layer(V, dphi)
+    r0 = np.linalg.norm(M @ phi - y)
+    lip = lemma3_bound(act.bound, np.max(np.abs(V)), cell.n, cell.k)
+    kernel_min = min_eigenvalue_on_range(two_layer_kernel(M, dphi), A)
     return {
-        "sigma_A": float(sigma_A),
-        "kappa_A": float(s[0] / sigma_A),
-        "sigma_min_J0": sigma_J,
-        "initial_residual": r0,
-        "condition5": bool(lhs < rhs),
-        "measurement_rate": float(np.linalg.eigvalsh(K)[0] / cell.m),
+        "sigma_A": float(spec.sigma_A),
+        "kappa_A": float(spec.kappa),
+        "sigma_min_J0": float(sigma_J),
+        "initial_residual": float(r0),
+        "condition5": bool(condition5(r0, spec.sigma_A, sigma_J, lip)[2]),
+        "measurement_rate": float(kernel_min / cell.m),
     }
 
 
