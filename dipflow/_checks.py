@@ -18,6 +18,12 @@ def is_concrete(x) -> bool:
     return not isinstance(x, jax.core.Tracer)
 
 
+def array_namespace(*arrays):
+    """`numpy` when no argument is a JAX array (host code stays in NumPy, bit for
+    bit, and compiles nothing), else `jax.numpy` (jit- and vmap-compatible)."""
+    return jnp if any(isinstance(a, jax.Array) for a in arrays) else np
+
+
 def as_float_array(name: str, x, ndim: int | None = None):
     """`x` as an inexact JAX array of rank `ndim`, with finite entries."""
     if x is None:

@@ -138,6 +138,9 @@ def _reproduce(args) -> int:
         seed=args.seed,
         max_steps=args.max_steps,
         dtype="float64" if args.x64 else "float32",
+        momentum=args.momentum,
+        alpha=args.alpha,
+        beta=args.beta,
     )
     if args.x64:
         import jax
@@ -236,10 +239,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     rep.add_argument(
         "--method",
-        choices=("gd", "flow", "both"),
+        choices=("gd", "flow", "both", "heavy_ball", "nesterov", "inertial", "adam"),
         default="gd",
-        help="gd (the paper), flow (the exact gradient flow to t = 25 000) or both",
+        help="gd (the paper), flow (the exact gradient flow to t = 25 000), both, "
+        "or another trainer (heavy_ball, nesterov: --momentum; inertial: --alpha, "
+        "--beta; adam: the full network, step size as learning rate)",
     )
+    rep.add_argument(
+        "--momentum", type=float, default=None, help="heavy ball / Nesterov μ"
+    )
+    rep.add_argument("--alpha", type=float, default=None, help="inertial flow α")
+    rep.add_argument("--beta", type=float, default=None, help="inertial flow β")
     rep.add_argument(
         "--quick", action="store_true", help="a 3 × 3 grid per panel, for smoke tests"
     )

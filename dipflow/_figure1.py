@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ._checks import positive_int
-from ._studies import Cell, Study
+from ._studies import METHODS, Cell, Study
 
 K_GRID = (20, 35, 50, 75, 100, 150, 200, 300, 500, 750, 1000)
 N_GRID = (30, 60, 100, 200, 300, 600, 1000, 2000, 3000)
@@ -33,6 +33,9 @@ def figure1_study(
     seed: int = 0,
     max_steps: int | None = None,
     dtype: str = "float32",
+    momentum: float | None = None,
+    alpha: float | None = None,
+    beta: float | None = None,
 ) -> Study:
     """The Figure 1 study: panel (a) m = 10 over k × n, panel (b) n = 60 over
     k × m, with the paper's protocol.
@@ -47,11 +50,17 @@ def figure1_study(
     - `seed`: the study seed.
     - `max_steps`: override the 25 000-step budget (smoke tests).
     - `dtype`: `"float32"` or `"float64"`.
+    - `momentum`, `alpha`, `beta`: the hyper-parameters of `"heavy_ball"`,
+      `"nesterov"` and `"inertial"` (see [`dipflow.Cell`][]).
+
+    Any trainer of [`dipflow.Cell`][] can be `method`; `"both"` is GD and the flow.
     """
     if panel not in ("a", "b", "both"):
         raise ValueError(f"`panel` must be 'a', 'b' or 'both', got {panel!r}.")
-    if method not in ("gd", "flow", "both"):
-        raise ValueError(f"`method` must be 'gd', 'flow' or 'both', got {method!r}.")
+    if method != "both" and method not in METHODS:
+        raise ValueError(
+            f"`method` must be 'both' or one of {METHODS}, got {method!r}."
+        )
     runs = positive_int("runs", runs)
     k_grid, n_grid, m_grid = (
         (QUICK_K, QUICK_N, QUICK_M) if quick else (K_GRID, N_GRID, M_GRID)
@@ -60,6 +69,9 @@ def figure1_study(
     if max_steps is not None:
         protocol["max_steps"] = max_steps
     methods = ("gd", "flow") if method == "both" else (method,)
+    for name, value in (("momentum", momentum), ("alpha", alpha), ("beta", beta)):
+        if value is not None:
+            protocol[name] = value
     cells = []
     for meth in methods:
         if panel in ("a", "both"):

@@ -10,7 +10,14 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float
 
+from . import _certificates
 from ._activations import get_activation
+from ._certificates import (
+    lemma3_bound,
+    sigma_min_two_layer,
+    two_layer_gram,
+    two_layer_kernel,
+)
 from ._networks import TwoLayerDIP, default_trainable_filter
 from ._problems import InverseProblem
 
@@ -97,13 +104,7 @@ def gram(
     k = net.k
     G = jnp.zeros((net.n, net.n), net.V.dtype)
     if "W" in net.train:
-        G = (
-            G
-            + jnp.dot(net.u, net.u)
-            * (net.V * act.derivative(z)[None, :] ** 2)
-            @ net.V.T
-            / k
-        )
+        G = G + two_layer_gram(net.V, act.derivative(z), jnp.dot(net.u, net.u))
     if "V" in net.train:
         G = G + jnp.sum(act(z) ** 2) / k * jnp.eye(net.n, dtype=net.V.dtype)
     return G
@@ -116,8 +117,10 @@ def sigma_min_gram(
     or exactly 0 when `J` cannot have rank `n` (W-only training with `n > k`:
     `J Jᵀ` then has rank ≤ k)."""
     net = _require_two_layer(net, "sigma_min_gram")
-    if net.train == ("W",) and net.n > net.k:
-        return jnp.zeros((), net.V.dtype)
+    if net.train == ("W",):
+        z = net.hidden() if hidden is None else hidden
+        dphi = get_activation(net.activation).derivative(z)
+        return sigma_min_two_layer(net.V, dphi, jnp.dot(net.u, net.u))
     lam = jnp.linalg.eigvalsh(gram(net, hidden))[0]
     return jnp.sqrt(jnp.maximum(lam, 0.0))
 
@@ -136,11 +139,7 @@ def measurement_kernel(
         M = jax.vmap(problem.forward, in_axes=1, out_axes=1)(net.V) / jnp.sqrt(
             net.k
         ).astype(net.V.dtype)
-        return (
-            jnp.dot(net.u, net.u)
-            * (M * act.derivative(net.hidden())[None, :] ** 2)
-            @ M.T
-        )
+        return two_layer_kernel(M, act.derivative(net.hidden()), jnp.dot(net.u, net.u))
     J = jacobian(net, trainable)
     AJ = jax.vmap(problem.forward, in_axes=1, out_axes=1)(J)
     return AJ @ AJ.T
@@ -163,15 +162,7 @@ def min_eigenvalue_on_range(
     K: Float[Array, "m m"], problem: InverseProblem
 ) -> Float[Array, ""]:
     """λ_min of a symmetric `K` whose range lies in Im(A), restricted to Im(A)."""
-    U, s, _ = jnp.linalg.svd(problem.as_matrix(), full_matrices=True)
-    s = jnp.concatenate([s, jnp.zeros(U.shape[0] - s.shape[0], s.dtype)])
-    in_range = s > s[0] * max(problem.m, problem.n) * jnp.finfo(s.dtype).eps
-    # K_A maps into Im(A), so in the basis U it is block diagonal; directions of
-    # ker(Aᵀ) get an eigenvalue above all others and drop out of the minimum.
-    K_u = U.T @ K @ U
-    lift = jnp.trace(K) + 1.0
-    K_u = K_u + jnp.diag(jnp.where(in_range, 0.0, lift))
-    return jnp.linalg.eigvalsh(K_u)[0]
+    return _certificates.min_eigenvalue_on_range(K, jnp.asarray(problem.as_matrix()))
 
 
 def lipschitz_bound(net) -> Float[Array, ""]:
@@ -184,5 +175,4 @@ def lipschitz_bound(net) -> Float[Array, ""]:
     if not (isinstance(net, TwoLayerDIP) and net.train == ("W",)):
         return jnp.asarray(jnp.nan)
     B = get_activation(net.activation).bound
-    u2 = jnp.dot(net.u, net.u)
-    return B * net.entry_bound * jnp.sqrt(net.n / net.k) * u2
+    return lemma3_bound(B, net.entry_bound, net.n, net.k, jnp.dot(net.u, net.u))

@@ -14,12 +14,14 @@ import scipy.sparse.linalg as spla
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._checks import (
+    array_namespace,
     as_float_array,
     check_shape,
     is_concrete,
     nonnegative_scalar,
     positive_int,
 )
+from ._draws import conditioned
 
 # Below this Gram size a matrix-free operator's spectrum is computed from the
 # Gram matrix built column by column (exact); above it, by Lanczos (ARPACK).
@@ -136,14 +138,7 @@ class InverseProblem(eqx.Module):
         """
         if self.is_matrix_free:
             return _iterative_spectrum(self.A)
-        s = jnp.linalg.svd(self.A, compute_uv=False)
-        eps = jnp.finfo(s.dtype).eps
-        cutoff = s[0] * max(self.A.shape) * eps
-        nonzero = s > cutoff
-        sigma_A = jnp.min(jnp.where(nonzero, s, jnp.inf))
-        return Spectrum(
-            norm=s[0], sigma_A=sigma_A, kappa=s[0] / sigma_A, rank=jnp.sum(nonzero)
-        )
+        return dense_spectrum(self.A)
 
     # -- generators -------------------------------------------------------------
 
@@ -182,9 +177,11 @@ class InverseProblem(eqx.Module):
     ) -> InverseProblem:
         """A random problem whose `A` has a prescribed condition number.
 
-        `A = U diag(s) Vᵀ` with Haar-random orthonormal `U`, `V` and `min(m, n)`
+        `A = U diag(s) Vᵀ` with Haar-random orthonormal `U`, `V` (the `Q` of
+        Gaussian matrices with the signs fixed by `R`'s diagonal) and `min(m, n)`
         singular values `s` geometrically spaced from `sigma_max` down to
-        `sigma_max / kappa`; `x̄` is iid N(0, 1).
+        `sigma_max / kappa`; `x̄` is iid N(0, 1). Studies and `dipflow.verify`
+        draw their `A` of prescribed κ from the same distribution.
 
         **Arguments:**
 
@@ -204,10 +201,12 @@ class InverseProblem(eqx.Module):
         dtype = jnp.result_type(float) if dtype is None else dtype
         r = min(m, n)
         k_u, k_v, k_x, k_e = jax.random.split(key, 4)
-        U, _ = jnp.linalg.qr(jax.random.normal(k_u, (m, r), dtype))
-        V, _ = jnp.linalg.qr(jax.random.normal(k_v, (n, r), dtype))
-        s = sigma_max * jnp.power(kappa, -jnp.linspace(0.0, 1.0, r, dtype=dtype))
-        A = (U * s[None, :]) @ V.T
+        A = conditioned(
+            jax.random.normal(k_u, (m, r), dtype),
+            jax.random.normal(k_v, (n, r), dtype),
+            jnp.asarray(kappa, dtype),
+            sigma_max,
+        )
         x = jax.random.normal(k_x, (n,), dtype)
         eps = noise * jax.random.normal(k_e, (m,), dtype)
         return cls(A=A, x_true=x, noise=eps)
@@ -221,6 +220,20 @@ class InverseProblem(eqx.Module):
         nonnegative_scalar("noise", noise)
         eps = noise * jax.random.normal(key, (self.m,), self.y.dtype)
         return InverseProblem(A=self.A, x_true=self.x_true, noise=eps)
+
+
+def dense_spectrum(A: Float[Array | np.ndarray, "m n"]) -> Spectrum:
+    """The [`dipflow.Spectrum`][] of a dense `A` by its singular values: NumPy
+    for a NumPy `A`, else JAX (jit- and vmap-compatible). Singular values below
+    `σ_max · max(m, n) · eps` count as zero."""
+    xp = array_namespace(A)
+    s = xp.linalg.svd(A, compute_uv=False)
+    cutoff = s[0] * max(A.shape) * xp.finfo(s.dtype).eps
+    nonzero = s > cutoff
+    sigma_A = xp.min(xp.where(nonzero, s, xp.inf))
+    return Spectrum(
+        norm=s[0], sigma_A=sigma_A, kappa=s[0] / sigma_A, rank=xp.sum(nonzero)
+    )
 
 
 def _apply(A, x):

@@ -43,11 +43,23 @@ import numpy as np
 import optax
 
 from ._activations import get_activation
+from ._certificates import (
+    condition5,
+    lemma3_bound,
+    min_eigenvalue_on_range,
+    sigma_min_two_layer,
+    two_layer_kernel,
+)
 from ._checks import nonnegative_int, nonnegative_scalar, positive_int
 from ._descent import LINEAR_METHODS, _Discrete, check_momentum, descend
+from ._draws import (
+    draw_instance,
+    draw_v as _draw_v,  # noqa: F401 (dipflow.verify imports it here)
+    network_from_hidden,
+)
 from ._flows import GradientField, InertialField, integrate
 from ._networks import V_DISTRIBUTIONS, TwoLayerDIP
-from ._problems import InverseProblem
+from ._problems import InverseProblem, dense_spectrum
 from ._reduced import ReducedDynamics
 from ._setup import make_dynamics
 from ._solution import RESULT_NAMES
@@ -272,69 +284,16 @@ def _rng(seed: int, cell: Cell, run: int, stream: int = 0) -> np.random.Generato
     )
 
 
-def _draw_v(rng, shape, v_dist):
-    if v_dist == "rademacher":
-        return rng.integers(0, 2, size=shape, dtype=np.int8).astype(np.float64) * 2 - 1
-    if v_dist == "uniform":
-        return rng.uniform(-math.sqrt(3.0), math.sqrt(3.0), size=shape)
-    return rng.standard_normal(shape)
-
-
-def _haar(G):
-    """Orthonormal columns distributed uniformly (Haar): the Q of a Gaussian `G`
-    with the signs fixed by R's diagonal."""
-    Q, R = np.linalg.qr(G)
-    return Q * np.where(np.diag(R) < 0, -1.0, 1.0)
-
-
-def _with_condition_number(G, kappa, rng):
-    """`U diag(s) Vᵀ` with the orthonormal `U` of `G` (m × n), a Haar `V` and
-    singular values geometrically spaced from `√m + √n` down by `kappa`."""
-    m, n = G.shape
-    r = min(m, n)
-    U = _haar(G[:, :r])
-    V = _haar(rng.standard_normal((n, r)))
-    s = (math.sqrt(m) + math.sqrt(n)) * float(kappa) ** -np.linspace(0.0, 1.0, r)
-    return (U[:, :r] * s) @ V.T
-
-
 def instance_arrays(cell: Cell, seed: int, run: int) -> dict[str, np.ndarray]:
     """The float64 arrays of run `run` of `cell`: `V`, `z0 = W(0) u`, `A`, `x`, `eps`."""
-    rng = _rng(seed, cell, run)
-    V = _draw_v(rng, (cell.n, cell.k), cell.v_dist)
-    z0 = rng.standard_normal(cell.k)
-    A = rng.standard_normal((cell.m, cell.n))
-    if cell.kappa is not None:
-        A = _with_condition_number(A, cell.kappa, rng)
-    x = rng.standard_normal(cell.n)
-    eps = cell.noise * rng.standard_normal(cell.m)
-    return dict(V=V, z0=z0, A=A, x=x, eps=eps)
-
-
-def network_from_hidden(
-    V: np.ndarray,
-    z0: np.ndarray,
-    d: int,
-    rng: np.random.Generator,
-    activation: str,
-    v_dist: str,
-    dtype=None,
-) -> TwoLayerDIP:
-    """A `TwoLayerDIP` with this `V` and `W(0) u = z0`: `u` uniform on the sphere
-    and the part of `W(0)` orthogonal to `u` iid N(0, 1), both drawn from `rng`.
-    When `z0` is iid N(0, 1), `W(0)` is then iid N(0, 1) (A-2) exactly."""
-    u = rng.standard_normal(d)
-    u /= np.linalg.norm(u)
-    G = rng.standard_normal((len(z0), d))
-    W = np.outer(z0, u) + G - np.outer(G @ u, u)
-    dtype = jnp.result_type(float) if dtype is None else dtype
-    return TwoLayerDIP(
-        V=jnp.asarray(V, dtype),
-        W=jnp.asarray(W, dtype),
-        u=jnp.asarray(u, dtype),
-        activation=activation,
-        v_dist=v_dist,
-        w_dist="normal",
+    return draw_instance(
+        _rng(seed, cell, run),
+        cell.m,
+        cell.n,
+        cell.k,
+        cell.v_dist,
+        kappa=cell.kappa,
+        noise=cell.noise,
     )
 
 
@@ -363,38 +322,26 @@ def study_instance(
 
 
 def _certificate(cell: Cell, arr: dict, M: np.ndarray, y: np.ndarray) -> dict:
-    """The per-run quantities of Theorem 1 in float64 NumPy (the same as
-    `dipflow.theorem1` on `study_instance`, which the tests check), at a cost
-    that suits thousands of runs."""
+    """The per-run quantities of Theorem 1: `dipflow.theorem1`'s formulas
+    (`dipflow._certificates`) evaluated on the run's float64 NumPy arrays, which
+    compiles nothing (a study has hundreds of cell shapes)."""
     act = get_activation(cell.activation)
     A, V, z0 = arr["A"], arr["V"], arr["z0"]
-    U, s, _ = np.linalg.svd(A, full_matrices=False)
-    rank_tol = s[0] * max(A.shape) * np.finfo(np.float64).eps
-    rank = int(np.sum(s > rank_tol))
-    sigma_A = s[rank - 1]
     with jax.default_device(jax.devices("cpu")[0]):
         phi = np.asarray(act(jnp.asarray(z0)), np.float64)
         dphi = np.asarray(act.derivative(jnp.asarray(z0)), np.float64)
-    if cell.n > cell.k:
-        sigma_J = 0.0
-    else:
-        G = (V * dphi[None, :] ** 2) @ V.T / cell.k
-        sigma_J = float(np.sqrt(max(np.linalg.eigvalsh(G)[0], 0.0)))
-    r0 = float(np.linalg.norm(M @ phi - y))
-    lip = act.bound * float(np.max(np.abs(V))) * math.sqrt(cell.n / cell.k)
-    K = (M * dphi[None, :] ** 2) @ M.T
-    if rank < cell.m:
-        Ur = U[:, :rank]
-        K = Ur.T @ K @ Ur
-    lhs = r0 / sigma_A
-    rhs = sigma_J**2 / (4 * lip)
+    spec = dense_spectrum(A)
+    sigma_J = sigma_min_two_layer(V, dphi)
+    r0 = np.linalg.norm(M @ phi - y)
+    lip = lemma3_bound(act.bound, np.max(np.abs(V)), cell.n, cell.k)
+    kernel_min = min_eigenvalue_on_range(two_layer_kernel(M, dphi), A)
     return {
-        "sigma_A": float(sigma_A),
-        "kappa_A": float(s[0] / sigma_A),
-        "sigma_min_J0": sigma_J,
-        "initial_residual": r0,
-        "condition5": bool(lhs < rhs),
-        "measurement_rate": float(np.linalg.eigvalsh(K)[0] / cell.m),
+        "sigma_A": float(spec.sigma_A),
+        "kappa_A": float(spec.kappa),
+        "sigma_min_J0": float(sigma_J),
+        "initial_residual": float(r0),
+        "condition5": bool(condition5(r0, spec.sigma_A, sigma_J, lip)[2]),
+        "measurement_rate": float(kernel_min / cell.m),
     }
 
 

@@ -50,6 +50,9 @@ _CELL_TYPES = {
     "atol": (int, float),
     "panel": str,
     "kappa": (int, float),
+    "momentum": (int, float),
+    "alpha": (int, float),
+    "beta": (int, float),
 }
 _REQUIRED = ("m", "n", "k", "d")
 

@@ -8,6 +8,13 @@ import numpy as np
 from jaxtyping import Array, Bool, Float
 
 from ._activations import activation_constants, get_activation
+from ._certificates import (
+    condition5,
+    k_bound_factor,
+    lemma1_radii,
+    rate8,
+    stopping_time6,
+)
 from ._checks import is_concrete
 from ._jacobians import (
     lipschitz_bound,
@@ -158,7 +165,9 @@ def theorem1(net, problem: InverseProblem) -> Certificate:
 
     For [`dipflow.TwoLayerDIP`][], σ_min(J0) uses the closed-form Gram (equal to
     the autodiff path, as the tests check); other generators use `dipflow.jacobian`, and
-    Lemma 3 (hence (5), R) is not available for them (NaN).
+    Lemma 3 (hence (5), R) is not available for them (NaN). The formulas are
+    the array functions of `dipflow._certificates`, which studies evaluate on
+    each run too.
     """
     if not isinstance(problem, InverseProblem):
         raise TypeError(
@@ -189,10 +198,7 @@ def theorem1(net, problem: InverseProblem) -> Certificate:
             else bool(np.isfinite(V_DISTRIBUTIONS[net.v_dist]))
         )
         a4 = act.smooth
-        log_d = np.log(d)
-        k_factor = (
-            spec.kappa**2 * n * (np.sqrt(n) * (np.sqrt(log_d) + 1) + np.sqrt(m)) ** 2
-        )
+        k_factor = k_bound_factor(spec.kappa, n, m, d)
     else:
         sigma_J = sigma_min_jacobian(net)
         k = d = 0
@@ -212,14 +218,8 @@ def theorem1(net, problem: InverseProblem) -> Certificate:
         if problem.noise is not None
         else jnp.asarray(jnp.nan, dtype)
     )
-    lhs = r0 / spec.sigma_A
-    rhs = sigma_J**2 / (4 * lip)
-    rate = sigma_J**2 * spec.sigma_A**2 / (4 * m)
-    t_stop = jnp.where(
-        noise_norm > 0,
-        4 * m * jnp.log(r0 / noise_norm) / (spec.sigma_A**2 * sigma_J**2),
-        jnp.nan,
-    )
+    lhs, rhs, holds = condition5(r0, spec.sigma_A, sigma_J, lip)
+    R, R_prime = lemma1_radii(sigma_J, lip, r0, spec.sigma_A)
     return Certificate(
         m=m,
         n=n,
@@ -234,11 +234,11 @@ def theorem1(net, problem: InverseProblem) -> Certificate:
         noise_norm=noise_norm,
         condition5_lhs=lhs,
         condition5_rhs=rhs,
-        condition5_holds=lhs < rhs,
-        rate=rate,
-        early_stopping_time=t_stop,
-        R=sigma_J / (2 * lip),
-        R_prime=2 * r0 / (spec.sigma_A * sigma_J),
+        condition5_holds=holds,
+        rate=rate8(sigma_J, spec.sigma_A, m),
+        early_stopping_time=stopping_time6(r0, noise_norm, spec.sigma_A, sigma_J, m),
+        R=R,
+        R_prime=R_prime,
         measurement_rate=measurement_rate(net, problem),
         k_bound_factor=jnp.asarray(k_factor),
         C_phi=float(consts[0]),

@@ -213,3 +213,54 @@ def test_problem_is_a_pytree():
     np.testing.assert_allclose(
         np.asarray(batched[1]), 4 * np.asarray(batched[0]), rtol=1e-12
     )
+
+
+@pytest.mark.parametrize("backend", ["numpy", "jax"])
+@pytest.mark.parametrize("m, n, kappa", [(12, 20, 10.0), (20, 12, 100.0), (7, 7, 1.0)])
+def test_conditioned_has_the_prescribed_singular_values(backend, m, n, kappa):
+    rng = np.random.default_rng(m + n)
+    r = min(m, n)
+    G_left, G_right = rng.standard_normal((m, r)), rng.standard_normal((n, r))
+    if backend == "jax":
+        G_left, G_right = jnp.asarray(G_left), jnp.asarray(G_right)
+    U, V = (np.asarray(dip._draws.haar(G)) for G in (G_left, G_right))
+    np.testing.assert_allclose(U.T @ U, np.eye(r), atol=1e-13)
+    np.testing.assert_allclose(V.T @ V, np.eye(r), atol=1e-13)
+    A = np.asarray(dip._draws.conditioned(G_left, G_right, kappa))
+    s = (np.sqrt(m) + np.sqrt(n)) * kappa ** -np.linspace(0.0, 1.0, r)
+    np.testing.assert_allclose(A, (U * s) @ V.T, rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(np.linalg.svd(A, compute_uv=False), s, rtol=1e-12)
+
+
+def test_haar_is_haar():
+    # Haar O(p): E[Q_00] = 0, E[Q_00²] = 1/p, E[tr Q] = 0 and E[(tr Q)²] = 1 (the
+    # moments of scipy.stats.ortho_group). QR without the sign fix has Q_00 < 0
+    # always and fails every one of them but the second.
+    p, draws = 4, 4000
+    G = np.random.default_rng(0).standard_normal((draws, p, p))
+    for Q in (
+        np.stack([dip._draws.haar(g) for g in G]),
+        np.asarray(jax.vmap(dip._draws.haar)(jnp.asarray(G))),
+    ):
+        q00, tr = Q[:, 0, 0], np.trace(Q, axis1=1, axis2=2)
+        se = 1 / np.sqrt(draws)
+        assert abs(q00.mean()) < 5 * se / np.sqrt(p)
+        assert abs((q00**2).mean() - 1 / p) < 5 * se * np.sqrt(3) / p
+        assert abs(tr.mean()) < 5 * se
+        assert abs((tr**2).mean() - 1) < 5 * np.sqrt(2) * se
+
+
+def test_condition_number_draws_are_one_distribution():
+    # InverseProblem.with_condition_number and the studies' NumPy draws build A
+    # by the same construction from their Gaussian matrices.
+    m, n, kappa = 5, 8, 30.0
+    key_u, key_v = jax.random.split(jax.random.key(3), 4)[:2]
+    problem = dip.InverseProblem.with_condition_number(jax.random.key(3), m, n, kappa)
+    G_left = np.asarray(jax.random.normal(key_u, (m, m)))
+    G_right = np.asarray(jax.random.normal(key_v, (n, m)))
+    np.testing.assert_allclose(
+        np.asarray(problem.A),
+        dip._draws.conditioned(G_left, G_right, kappa),
+        rtol=1e-12,
+        atol=1e-12,
+    )

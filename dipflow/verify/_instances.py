@@ -18,11 +18,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._activations import get_activation
+from .._certificates import sigma_min_two_layer
 from .._checks import positive_int
+from .._draws import draw_instance, network_from_hidden
+from .._flows import GradientField, integrate
 from .._networks import V_DISTRIBUTIONS, TwoLayerDIP
 from .._problems import InverseProblem
 from .._reduced import ReducedDynamics
-from .._studies import _draw_v, _with_condition_number, network_from_hidden
 from .._theory import measurement_certificate, theorem1
 
 
@@ -113,14 +115,14 @@ def draw(
     """Instance `run` of a family of sizes (`kappa=None`: `A` iid N(0, 1); else
     Haar singular vectors and singular values from `√m + √n` down by κ)."""
     rng = rng_for(seed, family, (m, n, k, d), run)
-    V = _draw_v(rng, (n, k), v_dist)
-    z0 = rng.standard_normal(k)
-    A = rng.standard_normal((m, n))
-    if kappa is not None:
-        A = _with_condition_number(A, kappa, rng)
-    x = rng.standard_normal(n)
-    eps = noise * rng.standard_normal(m)
-    return Instance(A, V, z0, x, eps, activation, v_dist, d, rng.bit_generator.state)
+    arr = draw_instance(rng, m, n, k, v_dist, kappa=kappa, noise=noise)
+    return Instance(
+        **arr,
+        activation=activation,
+        v_dist=v_dist,
+        d=d,
+        rng_state=rng.bit_generator.state,
+    )
 
 
 def entry_bound(v_dist: str) -> float:
@@ -138,11 +140,7 @@ def dphi(activation: str, z: np.ndarray) -> np.ndarray:
 def sigma_min_closed_form(V: np.ndarray, dphi_z: np.ndarray) -> np.ndarray:
     """σ_min(J) of the two-layer net (`||u|| = 1`), batched over leading axes of
     `dphi_z`: `sqrt(λ_min(V diag(φ'(z)²) Vᵀ / k))`, 0 when n > k."""
-    n, k = V.shape
-    if n > k:
-        return np.zeros(dphi_z.shape[:-1])
-    G = np.einsum("ik,...k,jk->...ij", V, dphi_z**2, V) / k
-    return np.asarray(np.sqrt(np.maximum(np.linalg.eigvalsh(G)[..., 0], 0.0)))
+    return sigma_min_two_layer(V, np.asarray(dphi_z, np.float64))
 
 
 # -- argument checks (before any work) ---------------------------------------------
@@ -178,13 +176,24 @@ def assumptions_hold(activation: str, v_dist: str) -> bool:
 # -- exact flows on a grid -------------------------------------------------------------
 
 
-@functools.partial(jax.jit, static_argnames=("activation", "rtol", "atol"))
-def _flow_states(M, z0, y, ts, *, activation, rtol, atol):
-    """z(t) of the reduced flow (||u|| = 1) at the times `ts`, batched over the
-    leading axis of every argument."""
+@functools.partial(
+    jax.jit, static_argnames=("activation", "with_jacobian", "rtol", "atol")
+)
+def _flows(M, z0, y, V, A, x, ts, *, activation, with_jacobian, rtol, atol):
+    """The library's exact flow (`dipflow._flows.integrate` on the reduced
+    dynamics, Tsit5, never stopping early) of each instance, batched over the
+    leading axis of every argument, saved at `ts`: the residual, the distance,
+    the signal error `||V φ(z(t))/√k − x||`, and with `with_jacobian`
+    σ_min(J) and `λ_min(K_A)/m` on Im(A). The flow in `z` is set by `M`, `z0`,
+    `y` alone; `V`, `A` and `x` are the coordinates the diagnostics are read in
+    (`M = A V / √k`)."""
     m = M.shape[-2]
 
-    def one(M, z0, y, ts):
+    def one(M, z0, y, V, A, x, ts):
+        # W(0) = z0 e_1ᵀ with u = e_1 (d = 1): W(0) u = z0 and ||u|| = 1 exactly.
+        net0 = TwoLayerDIP(
+            V=V, W=z0[:, None], u=jnp.ones((1,), V.dtype), activation=activation
+        )
         dyn = ReducedDynamics(
             M=M,
             z0=z0,
@@ -192,22 +201,43 @@ def _flow_states(M, z0, y, ts, *, activation, rtol, atol):
             u_norm2=jnp.ones((), M.dtype),
             m=jnp.asarray(m, M.dtype),
             activation=activation,
+            net0=net0,
+            problem=InverseProblem(A=A, y=y, x_true=x),
+            with_sigma_min=with_jacobian,
+            with_kernel=with_jacobian,
+            with_signal=True,
         )
-        sol = diffrax.diffeqsolve(
-            diffrax.ODETerm(lambda t, z, args: dyn.descent(z)),
+        sol = integrate(
+            dyn,
+            GradientField(),
+            ts[-1],
+            jnp.zeros((), M.dtype),
+            ts,
             diffrax.Tsit5(),
-            t0=0.0,
-            t1=ts[-1],
-            dt0=None,
-            y0=z0,
-            saveat=diffrax.SaveAt(ts=ts),
-            stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
-            max_steps=500_000,
-            throw=False,
+            diffrax.PIDController(rtol=rtol, atol=atol),
+            None,
+            500_000,
         )
-        return sol.ys, sol.result == diffrax.RESULTS.successful
+        # tol = 0 never stops early: the flow reached the horizon or failed.
+        solved = (sol.t_final >= ts[-1]) & jnp.isfinite(sol.final_loss)
+        return sol.trajectory, solved
 
-    return jax.vmap(one)(M, z0, y, ts)
+    return jax.vmap(one)(M, z0, y, V, A, x, ts)
+
+
+def _row_coordinates(inst: Instance):
+    """`A = U S Wᵀ` (thin SVD, singular values below `σ_max · max(m, n) · eps`
+    dropped to zero rows): the instance in the coordinates of A's row space
+    (`V → Wᵀ V`, `x̄ → Wᵀ x̄`, `A → U S`), where the signal error is
+    `||P_row (g − x̄)||`, and scaled by S (`V → S Wᵀ V`, `x̄ → S Wᵀ x̄`,
+    `A → U`), where it is `||A (g − x̄)|| = ||y(t) − ȳ||`. Both keep
+    `M = A V / √k`, hence the flow."""
+    U, sv, Wt = np.linalg.svd(inst.A, full_matrices=False)
+    keep = sv > sv[0] * max(inst.A.shape) * np.finfo(np.float64).eps
+    Wt = Wt * keep[:, None]
+    row = (Wt @ inst.V, U * sv, Wt @ inst.x)
+    scaled = (sv[:, None] * row[0], U, sv * row[2])
+    return row, scaled, int(keep.sum())
 
 
 @dataclasses.dataclass
@@ -216,8 +246,9 @@ class FlowRun:
 
     Arrays over the grid `ts`: `residual` ||y(t) − y||, `prediction_error`
     ||y(t) − ȳ||, `distance` ||θ(t) − θ0||_F, `sigma_min` σ_min(J(θ(t))),
-    `kernel_min` λ_min(K_A(θ(t))), `signal_row`, `signal_ker` (the components
-    of g(t) − x̄ in ker(A)^⊥ and ker(A))."""
+    `kernel_min` λ_min(K_A(θ(t))) on Im(A), `signal_row`, `signal_ker` (the
+    components of g(t) − x̄ in ker(A)^⊥ and ker(A)). `solved`: the flow reached
+    the end of the grid with finite values."""
 
     run: int
     instance: Instance
@@ -232,28 +263,6 @@ class FlowRun:
     kernel_min: np.ndarray
     signal_row: np.ndarray
     signal_ker: np.ndarray
-
-
-def _quantities(inst: Instance, zs: np.ndarray) -> dict[str, np.ndarray]:
-    g = phi(inst.activation, zs) @ inst.V.T / math.sqrt(inst.k)
-    pred = g @ inst.A.T
-    dz = dphi(inst.activation, zs)
-    K = np.einsum("ik,tk,jk->tij", inst.M, dz**2, inst.M)
-    e = g - inst.x
-    # Project on ker(A)^⊥ through an orthonormal basis of A's row space: O(nm)
-    # per time, not the O(n²) of the projector (n reaches thousands).
-    _, sv, Vt = np.linalg.svd(inst.A, full_matrices=False)
-    basis = Vt[sv > sv[0] * max(inst.A.shape) * np.finfo(np.float64).eps]
-    row = (e @ basis.T) @ basis
-    return {
-        "residual": np.linalg.norm(pred - inst.y, axis=-1),
-        "prediction_error": np.linalg.norm(pred - inst.A @ inst.x, axis=-1),
-        "distance": np.linalg.norm(zs - inst.z0, axis=-1),
-        "sigma_min": sigma_min_closed_form(inst.V, dz),
-        "kernel_min": np.linalg.eigvalsh(K)[:, 0],
-        "signal_row": np.linalg.norm(row, axis=-1),
-        "signal_ker": np.linalg.norm(e - row, axis=-1),
-    }
 
 
 def flow_runs(
@@ -276,7 +285,7 @@ def flow_runs(
 ) -> list[FlowRun]:
     """Draw `runs` instances of each `(m, n, k)` in `sizes`, certify them
     (`dipflow.theorem1`, `dipflow.measurement_certificate`) and integrate the exact
-    flow (diffrax Tsit5, `rtol`, `atol`) to `horizon / (λ_min(K_A(θ0))/m)`, where
+    flow (the library's reduced flow, diffrax Tsit5, `rtol`, `atol`) to `horizon / (λ_min(K_A(θ0))/m)`, where
     the residual would have shrunk by `e^{-horizon}` at the initial rate.
 
     `extra_times(cert) -> float | None` adds one time to an instance's grid.
@@ -315,19 +324,53 @@ def flow_runs(
                 t_end = max(t_end, 3 * t_extra)
                 ts = np.sort(np.append(np.linspace(0.0, t_end, points - 1), t_extra))
             batch.append((r, inst, cert, mcert, ts))
-        zs, ok = _flow_states(
-            jnp.asarray(np.stack([b[1].M for b in batch])),
-            jnp.asarray(np.stack([b[1].z0 for b in batch])),
-            jnp.asarray(np.stack([b[1].y for b in batch])),
-            jnp.asarray(np.stack([b[4] for b in batch])),
-            activation=activation,
-            rtol=rtol,
-            atol=atol,
+        insts = [b[1] for b in batch]
+        ts = jnp.asarray(np.stack([b[4] for b in batch]))
+        stack = [
+            jnp.asarray(np.stack(a))
+            for a in zip(*((i.M, i.z0, i.y, i.V, i.A, i.x) for i in insts), strict=True)
+        ]
+        options = dict(activation=activation, rtol=rtol, atol=atol)
+        traj, solved = _flows(*stack, ts, with_jacobian=True, **options)
+        # The same flows again, read in row-space coordinates (plain and scaled).
+        coords = [_row_coordinates(i) for i in insts]
+        variants = [[c[0] for c in coords], [c[1] for c in coords]]
+        V_, A_, x_ = (
+            jnp.asarray(np.stack([v[j] for group in variants for v in group]))
+            for j in range(3)
         )
-        zs, ok = np.asarray(zs), np.asarray(ok)
-        for (r, inst, cert, mcert, ts), z, solved in zip(batch, zs, ok, strict=True):
+        twice = [jnp.concatenate([a, a]) for a in stack[:3]]
+        split, _ = _flows(
+            *twice,
+            V_,
+            A_,
+            x_,
+            jnp.concatenate([ts, ts]),
+            with_jacobian=False,
+            **options,
+        )
+        row, pred = np.split(np.asarray(split.signal_error), 2)
+        for i, (r, inst, cert, mcert, ts_) in enumerate(batch):
+            signal = np.asarray(traj.signal_error[i])
+            full_rank = coords[i][2] == inst.n
             out.append(
-                FlowRun(r, inst, cert, mcert, ts, bool(solved), **_quantities(inst, z))
+                FlowRun(
+                    r,
+                    inst,
+                    cert,
+                    mcert,
+                    ts_,
+                    bool(solved[i]),
+                    residual=np.asarray(traj.residual[i]),
+                    prediction_error=pred[i],
+                    distance=np.asarray(traj.distance[i]),
+                    sigma_min=np.asarray(traj.sigma_min[i]),
+                    kernel_min=np.asarray(traj.kernel_rate[i]) * inst.m,
+                    signal_row=row[i],
+                    signal_ker=np.zeros_like(signal)
+                    if full_rank
+                    else np.sqrt(np.maximum(signal**2 - row[i] ** 2, 0.0)),
+                )
             )
     return out
 
