@@ -41,13 +41,7 @@ from ._jacobians import (
     sigma_min_jacobian as sigma_min_jacobian,
 )
 from ._networks import MLPDIP as MLPDIP, TwoLayerDIP as TwoLayerDIP
-from ._plots import (
-    bootstrap_power_law as bootstrap_power_law,
-    fit_power_law as fit_power_law,
-    phase_diagram as phase_diagram,
-    plot_figure1 as plot_figure1,
-    transition_curve as transition_curve,
-)
+from ._plots import phase_diagram as phase_diagram, plot_figure1 as plot_figure1
 from ._problems import InverseProblem as InverseProblem, Spectrum as Spectrum
 from ._reduced import (
     ReducedDynamics as ReducedDynamics,
@@ -55,6 +49,11 @@ from ._reduced import (
     reduced_operator as reduced_operator,
 )
 from ._runner import run_study as run_study
+from ._statistics import (
+    bootstrap_power_law as bootstrap_power_law,
+    fit_power_law as fit_power_law,
+    transition_curve as transition_curve,
+)
 from ._store import StudyStore as StudyStore, load as load, summary as summary
 from ._studies import (
     Cell as Cell,
