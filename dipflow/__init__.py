@@ -1,8 +1,8 @@
 """dipflow: the theory of overparametrized Deep Inverse Prior networks, executable."""
 
+import importlib
 import importlib.metadata
 
-from . import verify as verify
 from ._activations import (
     Activation as Activation,
     ActivationConstants as ActivationConstants,
@@ -70,3 +70,15 @@ from ._theory import (
 )
 
 __version__ = importlib.metadata.version("dipflow")
+
+
+def __getattr__(name: str):
+    # `dipflow.verify` builds its tables with pandas: it is imported on first use,
+    # so that `import dipflow` imports neither pandas nor matplotlib.
+    if name == "verify":
+        return importlib.import_module(f"{__name__}.verify")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), "verify"})
