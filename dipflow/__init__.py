@@ -1,8 +1,8 @@
 """dipflow: the theory of overparametrized Deep Inverse Prior networks, executable."""
 
+import importlib
 import importlib.metadata
 
-from . import verify as verify
 from ._activations import (
     Activation as Activation,
     ActivationConstants as ActivationConstants,
@@ -38,13 +38,7 @@ from ._jacobians import (
     sigma_min_jacobian as sigma_min_jacobian,
 )
 from ._networks import MLPDIP as MLPDIP, TwoLayerDIP as TwoLayerDIP
-from ._plots import (
-    bootstrap_power_law as bootstrap_power_law,
-    fit_power_law as fit_power_law,
-    phase_diagram as phase_diagram,
-    plot_figure1 as plot_figure1,
-    transition_curve as transition_curve,
-)
+from ._plots import phase_diagram as phase_diagram, plot_figure1 as plot_figure1
 from ._problems import InverseProblem as InverseProblem, Spectrum as Spectrum
 from ._reduced import (
     ReducedDynamics as ReducedDynamics,
@@ -58,6 +52,11 @@ from ._solution import (
     Solution as Solution,
     Trajectory as Trajectory,
     result_name as result_name,
+)
+from ._statistics import (
+    bootstrap_power_law as bootstrap_power_law,
+    fit_power_law as fit_power_law,
+    transition_curve as transition_curve,
 )
 from ._store import StudyStore as StudyStore, load as load, summary as summary
 from ._studies import (
@@ -75,3 +74,15 @@ from ._theory import (
 )
 
 __version__ = importlib.metadata.version("dipflow")
+
+
+def __getattr__(name: str):
+    # `dipflow.verify` builds its tables with pandas: it is imported on first use,
+    # so that `import dipflow` imports neither pandas nor matplotlib.
+    if name == "verify":
+        return importlib.import_module(f"{__name__}.verify")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), "verify"})

@@ -42,14 +42,15 @@ import pathlib
 import platform
 import socket
 import sqlite3
-import statistics
 import sys
 import threading
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 try:
     import fcntl
@@ -700,6 +701,8 @@ class StudyStore:
 
 
 def _as_column(values: list, kind: str | None):
+    import pandas as pd
+
     has_null = any(v is None for v in values)
     if kind == "float":
         return np.array(values, dtype=np.float64)  # NULL (NaN, None) -> NaN
@@ -716,6 +719,8 @@ def _as_column(values: list, kind: str | None):
 
 def _load(path) -> tuple[pd.DataFrame, list[str]]:
     """The runs table and the cells' parameter names, from one snapshot."""
+    import pandas as pd
+
     db = _database(path)
 
     def read(conn):
@@ -807,21 +812,6 @@ def _load_meta(path) -> dict:
     return meta
 
 
-def wilson_interval(successes, trials, confidence: float = 0.95):
-    """The Wilson score interval of a binomial proportion (no continuity
-    correction), elementwise: `(low, high)` as NumPy arrays."""
-    k = np.asarray(successes, dtype=np.float64)
-    n = np.asarray(trials, dtype=np.float64)
-    z = statistics.NormalDist().inv_cdf(0.5 + 0.5 * confidence)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        denom = 2 * (n + z**2)
-        center = (2 * k + z**2) / denom
-        delta = z / denom * np.sqrt(4 * k * (n - k) / n + z**2)
-    low = np.where(k == 0, 0.0, center - delta)
-    high = np.where(k == n, 1.0, center + delta)
-    return np.clip(low, 0.0, 1.0), np.clip(high, 0.0, 1.0)
-
-
 def summary(
     path: str | os.PathLike,
     by: str | Sequence[str] | None = None,
@@ -842,6 +832,12 @@ def summary(
     converged), `p = successes / runs`, and the interval `ci_low`, `ci_high`,
     sorted by the `by` columns.
     """
+    import pandas as pd
+
+    # Here rather than at the top: the module imports no other dipflow module, so
+    # that its file alone can write a study (a writer process in the tests does).
+    from ._statistics import wilson_interval
+
     if not isinstance(confidence, numbers.Real) or not 0 < confidence < 1:
         raise ValueError(f"`confidence` must be in (0, 1), got {confidence!r}.")
     df, keys = _load(path)

@@ -11,9 +11,9 @@ import pytest
 
 import dipflow as dip
 from dipflow import verify
+from dipflow._statistics import fit_power_law, transition_width
 from dipflow.verify._instances import flow_runs, rng_for
 from dipflow.verify._result import check_row, probability_row, verdict
-from dipflow.verify._theorem import _fit, _k_star
 
 # The small flow family of `dipflow verify --quick`: compiled once, shared.
 FLOW_SIZES = ((2, 2, 1000), (2, 4, 60))
@@ -74,18 +74,27 @@ def test_check_rows_and_verdicts():
 
 
 def test_k_star_interpolates_in_log_k():
+    # Theorem 1(ii)'s k* is the transition width of the plots: the first upward
+    # crossing of the level, linear in log k, NaN where it is not on the grid.
     ks = [10, 20, 40, 80]
-    assert _k_star(ks, [0.0, 0.5, 1.0, 1.0], 0.9) == pytest.approx(
+    assert transition_width(ks, [0.0, 0.5, 1.0, 1.0], 0.9) == pytest.approx(
         math.exp(math.log(20) + 0.8 * math.log(2))
     )
-    assert _k_star(ks, [0.95, 0.95, 1.0, 1.0], 0.9) == 10
-    # Not from some k on: a late dip below the level moves k* past it.
-    assert _k_star(ks, [1.0, 0.5, 1.0, 1.0], 0.9) > 20
-    assert math.isnan(_k_star(ks, [0.0, 0.5, 1.0, 0.5], 0.9))
-    # Exponents: the slope of log k* over the finite k*, NaN with fewer than 2.
-    x = np.log([1.0, 2.0, 4.0, 8.0])
-    assert _fit(x, np.array([3.0, 12.0, 48.0, math.nan])) == pytest.approx(2.0)
-    assert math.isnan(_fit(x, np.array([3.0, math.nan, math.nan, math.nan])))
+    # Already above the level at the smallest k: below the grid, not k = 10.
+    assert math.isnan(transition_width(ks, [0.95, 0.95, 1.0, 1.0], 0.9))
+    # The first crossing counts; a later dip below the level does not move it.
+    assert transition_width(ks, [0.0, 0.5, 1.0, 0.5], 0.9) == pytest.approx(
+        math.exp(math.log(20) + 0.8 * math.log(2))
+    )
+    assert math.isnan(transition_width(ks, [0.0, 0.5, 0.8, 0.5], 0.9))
+    # Exponents: the slope of log k* over log x where k* is finite, NaN with
+    # fewer than 2 points.
+    x = np.array([1.0, 2.0, 4.0, 8.0])
+    alpha, _ = fit_power_law(x, np.array([3.0, 12.0, 48.0, math.nan]))
+    assert alpha == pytest.approx(2.0)
+    assert math.isnan(
+        fit_power_law(x, np.array([3.0, math.nan, math.nan, math.nan]))[0]
+    )
 
 
 # -- Lemma 3 --------------------------------------------------------------------------

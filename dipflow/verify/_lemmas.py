@@ -8,6 +8,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pandas as pd
 
 from .._activations import activation_constants, get_activation
@@ -183,26 +184,26 @@ def jacobian_difference_ratio(V, u, W, W_tilde, activation: str) -> float:
 
 
 def _adam_ascent(f, x0, steps: int, lr):
-    """Maximise `f` from each row of `x0` with Adam (fixed step count)."""
-    grad = jax.vmap(jax.value_and_grad(f))
+    """Maximise `f` from each row of `x0` with Adam (`optax.adam`, `steps` steps),
+    keeping the best point seen: `(best value, best point)` per row."""
+    value_and_grad = jax.vmap(jax.value_and_grad(f))
+    # Adam acts elementwise, so one optimiser over all rows is one per row.
+    optimiser = optax.adam(lr, eps=1e-12)
 
-    def body(i, state):
-        x, m1, m2, best_v, best_x = state
-        v, g = grad(x)
+    def body(_, state):
+        x, opt_state, best_v, best_x = state
+        v, g = value_and_grad(x)
         better = v > best_v
         best_v = jnp.where(better, v, best_v)
         best_x = jnp.where(better[:, None], x, best_x)
-        g = jnp.where(jnp.isfinite(g), g, 0.0)
-        m1 = 0.9 * m1 + 0.1 * g
-        m2 = 0.999 * m2 + 0.001 * g**2
-        t = i + 1
-        step = m1 / (1 - 0.9**t) / (jnp.sqrt(m2 / (1 - 0.999**t)) + 1e-12)
-        return x + lr * step, m1, m2, best_v, best_x
+        # Ascent: optax minimises, so it gets −∇f; no step where ∇f is not finite.
+        g = jnp.where(jnp.isfinite(g), -g, 0.0)
+        updates, opt_state = optimiser.update(g, opt_state, x)
+        return optax.apply_updates(x, updates), opt_state, best_v, best_x
 
-    zeros = jnp.zeros_like(x0)
-    init = (x0, zeros, zeros, jnp.full(x0.shape[0], -jnp.inf, x0.dtype), x0)
-    _, _, _, best_v, best_x = jax.lax.fori_loop(0, steps, body, init)
-    v, _ = grad(best_x)
+    init = (x0, optimiser.init(x0), jnp.full(x0.shape[0], -jnp.inf, x0.dtype), x0)
+    _, _, best_v, best_x = jax.lax.fori_loop(0, steps, body, init)
+    v, _ = value_and_grad(best_x)
     return jnp.maximum(best_v, v), best_x
 
 

@@ -10,6 +10,12 @@ import numpy as np
 import pandas as pd
 
 from .._checks import positive_int
+from .._statistics import (
+    bootstrap_power_law,
+    fit_power_law,
+    transition_width,
+    width_bound_shape,
+)
 from ._instances import assumptions_hold, flow_runs
 from ._result import (
     MEASURED,
@@ -325,37 +331,19 @@ FACTORS = ("n", "m", "d", "kappa")
 _NOMINAL = {"n": "n²", "m": "m", "d": "log d", "kappa": "κ²"}
 
 
-def _bound_factor(n, m, d, kappa):
-    return (
-        kappa**2 * n * (math.sqrt(n) * (math.sqrt(math.log(d)) + 1) + math.sqrt(m)) ** 2
-    )
-
-
 # Bootstrap resamples (of the runs of each cell) for the exponents' intervals.
 _BOOTSTRAP = 200
 
 
-def _fit(x, k_star) -> float:
-    """The slope of log k* against `x` over the finite k*, NaN with fewer than 2."""
-    good = np.isfinite(k_star)
-    if good.sum() < 2 or np.ptp(x[good]) == 0:
-        return math.nan
-    return float(np.polyfit(x[good], np.log(k_star[good]), 1)[0])
-
-
-def _k_star(ks, p, level):
-    """The smallest k from which the probability stays ≥ `level`, interpolated
-    linearly in (log k, p) between the last failing and the first passing k."""
-    ks, p = np.asarray(ks, float), np.asarray(p, float)
-    good = p >= level
-    if not good[-1]:
-        return math.nan
-    first = len(good) - int(np.argmin(good[::-1])) if not good.all() else 0
-    if first == 0:
-        return float(ks[0])
-    k0, k1, p0, p1 = ks[first - 1], ks[first], p[first - 1], p[first]
-    frac = (level - p0) / (p1 - p0) if p1 > p0 else 1.0
-    return float(math.exp(math.log(k0) + frac * (math.log(k1) - math.log(k0))))
+def _of_config(table: pd.DataFrame, c: dict) -> pd.DataFrame:
+    """The rows of `table` for the configuration `c` (its n, m, d and κ)."""
+    same = (
+        (table["m"] == c["m"])
+        & (table["n"] == c["n"])
+        & (table["d"] == c["d"])
+        & np.isclose(table["kappa"].astype(float), float(c["kappa"]))
+    )
+    return table[same]
 
 
 def overparametrization(
@@ -379,15 +367,18 @@ def overparametrization(
 
     A [`dipflow.Study`][] (the batched exact reduced GD, `step_size`,
     `max_steps`, success = loss < `tol`) over `ks` for the base configuration
-    and for each factor of `vary` changed alone; `k*` is the smallest width from
-    which the probability of convergence stays ≥ `level`. Fits `k* ∝ x^α` for
-    each factor x and sets α beside the bound's own local exponent over the same
-    range, and reports `k* / (κ² n (√n(√log d + 1) + √m)²)`: the constant C1
+    and for each factor of `vary` changed alone; `k*` is the width at which the
+    probability of convergence first reaches `level`
+    ([`dipflow.transition_curve`][]: NaN where it never does, or already does at
+    the smallest k). Fits `k* ∝ x^α` for each factor x (x = log d for d) with
+    [`dipflow.fit_power_law`][], with a bootstrap interval
+    ([`dipflow.bootstrap_power_law`][]), sets α beside the bound's own local
+    exponent over the same range, and reports `k* / (κ² n (√n(√log d + 1) + √m)²)`: the constant C1
     each configuration would need. The study is stored in `directory` (a
     temporary folder if `None`) and resumes there.
     """
     from .._runner import run_study
-    from .._store import load, summary as study_summary
+    from .._store import summary as study_summary
     from .._studies import Cell, Study
 
     base = dict(n=20, m=10, d=100, kappa=1.0) if base is None else dict(base)
@@ -444,20 +435,14 @@ def overparametrization(
     try:
         run_study(study, directory, workers=workers, progress=progress)
         table = study_summary(directory)
-        runs_df = load(directory)
     finally:
         if cleanup is not None:
             cleanup.cleanup()
     rows, data = [], []
     for f, _v, c in configs:
-        t = table[
-            (table["m"] == c["m"])
-            & (table["n"] == c["n"])
-            & (table["d"] == c["d"])
-            & np.isclose(table["kappa"].astype(float), float(c["kappa"]))
-        ].sort_values("k")
-        kstar = _k_star(t["k"], t["p"], level)
-        factor = _bound_factor(c["n"], c["m"], c["d"], c["kappa"])
+        t = _of_config(table, c).sort_values("k")
+        kstar = transition_width(t["k"], t["p"], level)
+        factor = float(width_bound_shape(c["n"], c["m"], c["d"], c["kappa"]))
         data.append(
             dict(
                 **c,
@@ -481,51 +466,26 @@ def overparametrization(
             )
         )
     df = pd.DataFrame(data)
-    # converged[i]: (len(ks), runs) booleans of configuration i, for the bootstrap.
-    converged = []
-    for _f, _v, c in configs:
-        r = runs_df[
-            (runs_df["m"] == c["m"])
-            & (runs_df["n"] == c["n"])
-            & (runs_df["d"] == c["d"])
-            & np.isclose(runs_df["kappa"].astype(float), float(c["kappa"]))
-        ]
-        converged.append(
-            np.stack(
-                [
-                    r[r["k"] == k].sort_values("run")["converged"].to_numpy(bool)
-                    for k in ks
-                ]
-            )
-        )
-    rng = np.random.default_rng([seed, 7])
-    boot_kstar = np.array(
-        [
-            [
-                _k_star(
-                    ks,
-                    conv[
-                        np.arange(len(ks))[:, None], rng.integers(0, runs, conv.shape)
-                    ].mean(axis=1),
-                    level,
-                )
-                for conv in converged
-            ]
-            for _ in range(_BOOTSTRAP)
-        ]
-    )
     exps, cis, findings = {}, {}, []
     for f in vary:
         idx = [i for i, (g, _v, c) in enumerate(configs) if g in (f, "base")]
         idx.sort(key=lambda i: float(configs[i][2][f]))
         values = np.array([float(configs[i][2][f]) for i in idx])
-        x = np.log(np.log(values)) if f == "d" else np.log(values)
-        alpha = _fit(x, df["k_star"].to_numpy()[idx])
-        beta = _fit(x, df["bound_factor"].to_numpy()[idx])
-        boots = np.array([_fit(x, kb[idx]) for kb in boot_kstar])
-        boots = boots[np.isfinite(boots)]
-        ci = tuple(np.percentile(boots, [2.5, 97.5])) if len(boots) else (math.nan,) * 2
-        exps[f], cis[f] = (alpha, beta), ci
+        x = np.log(values) if f == "d" else values
+        # One (x, k) grid of cells for this factor: its transition, fit and bootstrap.
+        cells = pd.concat(
+            [
+                _of_config(table, configs[i][2])[["k", "runs", "successes"]].assign(
+                    x=xi
+                )
+                for i, xi in zip(idx, x, strict=True)
+            ]
+        )
+        alpha, low, high = bootstrap_power_law(
+            cells, "x", level, n_boot=_BOOTSTRAP, seed=seed
+        )
+        beta, _ = fit_power_law(x, df["bound_factor"].to_numpy()[idx])
+        exps[f], cis[f] = (alpha, beta), (low, high)
         if not math.isfinite(alpha):
             findings.append(
                 f"{f}: k* was not reached at enough values to fit an exponent."
@@ -533,7 +493,7 @@ def overparametrization(
             continue
         what = "log d" if f == "d" else ("κ" if f == "kappa" else f)
         findings.append(
-            f"k* ∝ {what}^{alpha:.2f} (95 % bootstrap CI {ci[0]:.2f} to {ci[1]:.2f}; "
+            f"k* ∝ {what}^{alpha:.2f} (95 % bootstrap CI {low:.2f} to {high:.2f}; "
             f"fitted over {f} = {', '.join(f'{v:g}' for v in values)}); the bound's "
             f"factor grows like {what}^{beta:.2f} over the same range "
             f"(asymptotically {_NOMINAL[f]})."
