@@ -204,10 +204,10 @@ def check_momentum(momentum):
 
 
 def _train(
-    net,
-    problem,
     method: str,
     *,
+    net,
+    problem,
     step_size=None,
     momentum=None,
     optimizer=None,
@@ -248,25 +248,6 @@ def _train(
     return descend(dynamics, spec, jnp.asarray(tol, dtype), max_steps, save_every)
 
 
-_COMMON_ARGS = """
-    - `net`: the generator (e.g. [`dipflow.TwoLayerDIP`][]); any Equinox module
-      with a no-argument `__call__` returning a vector of size `n`.
-    - `problem`: the [`dipflow.InverseProblem`][].
-    - `max_steps`: the most updates to do.
-    - `tol`: the loss tolerance, ≥ 0 (`0` never stops early).
-    - `save_every`: save diagnostics every this many iterates, iterate 0
-      included (default: about 1000 saved points over `max_steps`).
-    - `save_sigma_min`: also save σ_min(J(θ)) (closed-form Gram on the reduced
-      path, autodiff Jacobian otherwise; costly for big generic nets).
-    - `save_kernel_rate`: also save `λ_min(A J Jᵀ Aᵀ)/m` on Im(A).
-    - `save_signal_error`: save `||g − x̄||` (default: when `x_true` is known).
-    - `trainable`: an Equinox filter spec overriding `net.trainable_filter()`."""
-
-_REDUCED_ARG = """
-    - `reduced`: run in `z = W u` (exact, O(mk) per step). Default: yes for a
-      `TwoLayerDIP` trained in `W` only; `False` forces the full path."""
-
-
 def gradient_descent(
     net,
     problem: InverseProblem,
@@ -281,8 +262,7 @@ def gradient_descent(
     trainable=None,
     reduced: bool | None = None,
 ) -> Solution:
-    (
-        """Gradient descent `θ ← θ − η ∇L(θ)` on the loss (2): the explicit-Euler
+    """Gradient descent `θ ← θ − η ∇L(θ)` on the loss (2): the explicit-Euler
     discretisation of the flow (3) with `dt = η`, so step `s` is flow time `s·η`.
 
     Stops at the first iterate whose loss is `< tol`, after `max_steps` updates,
@@ -293,105 +273,104 @@ def gradient_descent(
 
     **Arguments:**
 
+    - `net`: the generator (e.g. [`dipflow.TwoLayerDIP`][]); any Equinox module
+      with a no-argument `__call__` returning a vector of size `n`.
+    - `problem`: the [`dipflow.InverseProblem`][].
     - `step_size`: η > 0.
-    """
-        + _COMMON_ARGS
-        + _REDUCED_ARG
-        + """
+    - `max_steps`: the most updates to do.
+    - `tol`: the loss tolerance, ≥ 0 (`0` never stops early).
+    - `save_every`: save diagnostics every this many iterates, iterate 0
+      included (default: about 1000 saved points over `max_steps`).
+    - `save_sigma_min`, `save_kernel_rate`, `save_signal_error`: also save
+      σ_min(J(θ)), `λ_min(A J Jᵀ Aᵀ)/m` on Im(A), `||g − x̄||` (the last by
+      default when `x_true` is known).
+    - `trainable`: an Equinox filter spec overriding `net.trainable_filter()`.
+    - `reduced`: run in `z = W u` (exact, O(mk) per step). Default: yes for a
+      `TwoLayerDIP` trained in `W` only; `False` forces the full path.
 
     **Returns:** a [`dipflow.Solution`][]; `stats["stability_ratio"]` is
     `η · λ_max` of the Gauss–Newton curvature `A J Jᵀ Aᵀ / m` at θ0 (stable near
     a minimum only below 2). Works under `jax.jit` and `jax.vmap`.
     """
-    )
-    return _train(
-        net,
-        problem,
-        "gd",
-        step_size=step_size,
-        max_steps=max_steps,
-        tol=tol,
-        save_every=save_every,
-        save_sigma_min=save_sigma_min,
-        save_kernel_rate=save_kernel_rate,
-        save_signal_error=save_signal_error,
-        trainable=trainable,
-        reduced=reduced,
-    )
+    return _train("gd", **locals())
 
 
-def _momentum_method(method: str, title: str, rule: str):
-    def trainer(
-        net,
-        problem: InverseProblem,
-        step_size: float | ArrayLike = 1.0,
-        momentum: float | ArrayLike = 0.9,
-        max_steps: int = 25_000,
-        tol: float | ArrayLike = 1e-7,
-        *,
-        save_every: int | None = None,
-        save_sigma_min: bool = False,
-        save_kernel_rate: bool = False,
-        save_signal_error: bool | None = None,
-        trainable=None,
-        reduced: bool | None = None,
-    ) -> Solution:
-        return _train(
-            net,
-            problem,
-            method,
-            step_size=step_size,
-            momentum=momentum,
-            max_steps=max_steps,
-            tol=tol,
-            save_every=save_every,
-            save_sigma_min=save_sigma_min,
-            save_kernel_rate=save_kernel_rate,
-            save_signal_error=save_signal_error,
-            trainable=trainable,
-            reduced=reduced,
-        )
+def heavy_ball(
+    net,
+    problem: InverseProblem,
+    step_size: float | ArrayLike = 1.0,
+    momentum: float | ArrayLike = 0.9,
+    max_steps: int = 25_000,
+    tol: float | ArrayLike = 1e-7,
+    *,
+    save_every: int | None = None,
+    save_sigma_min: bool = False,
+    save_kernel_rate: bool = False,
+    save_signal_error: bool | None = None,
+    trainable=None,
+    reduced: bool | None = None,
+) -> Solution:
+    """Heavy-ball momentum (Polyak), `optax.sgd(step_size, momentum, nesterov=False)`:
 
-    trainer.__name__ = trainer.__qualname__ = method
-    trainer.__doc__ = (
-        f"""{title}, `optax.sgd(step_size, momentum, nesterov={method == "nesterov"})`:
+        t ← ∇L(θ) + μ t,   θ ← θ − η t
 
-        {rule}
-
-    with `t = 0` at the start. Stops as [`dipflow.gradient_descent`][] does.
-    A run whose budget ran out is `unstable` when the step size is beyond the
+    with `t = 0` at the start. Stops as [`dipflow.gradient_descent`][] does. A
+    run whose budget ran out is `unstable` when the step size is beyond the
     method's stability limit at θ0 (`stats["stability_ratio"] ≥ 2`, see
-    [`dipflow.stability_ratio`][]); the loss of a stable momentum run need not
-    decrease at every step, so monotonicity (`stats["monotone"]`) is reported
-    but does not decide.
+    [`dipflow.stability_ratio`][]); a stable momentum run's loss need not
+    decrease at every step, so `stats["monotone"]` is reported but does not
+    decide.
 
     **Arguments:**
 
     - `step_size`: η > 0.
     - `momentum`: μ in [0, 1).
-    """
-        + _COMMON_ARGS
-        + _REDUCED_ARG.replace(
-            "O(mk) per step", "O(mk) per step, plus a k-vector of velocity"
-        )
-        + """
+    - `net`, `problem`, `max_steps`, `tol`, `save_every`, `save_sigma_min`,
+      `save_kernel_rate`, `save_signal_error`, `trainable`, `reduced`: as in
+      [`dipflow.gradient_descent`][] (the reduced path adds a k-vector of trace).
 
     **Returns:** a [`dipflow.Solution`][]. Works under `jax.jit` and `jax.vmap`.
     """
-    )
-    return trainer
+    return _train("heavy_ball", **locals())
 
 
-heavy_ball = _momentum_method(
-    "heavy_ball",
-    "Heavy-ball momentum (Polyak)",
-    "t ← ∇L(θ) + μ t,   θ ← θ − η t",
-)
-nesterov = _momentum_method(
-    "nesterov",
-    "Nesterov momentum",
-    "t ← ∇L(θ) + μ t,   θ ← θ − η (∇L(θ) + μ t)",
-)
+def nesterov(
+    net,
+    problem: InverseProblem,
+    step_size: float | ArrayLike = 1.0,
+    momentum: float | ArrayLike = 0.9,
+    max_steps: int = 25_000,
+    tol: float | ArrayLike = 1e-7,
+    *,
+    save_every: int | None = None,
+    save_sigma_min: bool = False,
+    save_kernel_rate: bool = False,
+    save_signal_error: bool | None = None,
+    trainable=None,
+    reduced: bool | None = None,
+) -> Solution:
+    """Nesterov momentum, `optax.sgd(step_size, momentum, nesterov=True)`:
+
+        t ← ∇L(θ) + μ t,   θ ← θ − η (∇L(θ) + μ t)
+
+    with `t = 0` at the start. Stops as [`dipflow.gradient_descent`][] does. A
+    run whose budget ran out is `unstable` when the step size is beyond the
+    method's stability limit at θ0 (`stats["stability_ratio"] ≥ 2`, see
+    [`dipflow.stability_ratio`][]); a stable momentum run's loss need not
+    decrease at every step, so `stats["monotone"]` is reported but does not
+    decide.
+
+    **Arguments:**
+
+    - `step_size`: η > 0.
+    - `momentum`: μ in [0, 1).
+    - `net`, `problem`, `max_steps`, `tol`, `save_every`, `save_sigma_min`,
+      `save_kernel_rate`, `save_signal_error`, `trainable`, `reduced`: as in
+      [`dipflow.gradient_descent`][] (the reduced path adds a k-vector of trace).
+
+    **Returns:** a [`dipflow.Solution`][]. Works under `jax.jit` and `jax.vmap`.
+    """
+    return _train("nesterov", **locals())
 
 
 def optimize(
@@ -407,8 +386,7 @@ def optimize(
     save_signal_error: bool | None = None,
     trainable=None,
 ) -> Solution:
-    (
-        """Train with any optax optimizer: `optax.adam(1e-2)` (how DIP is trained in
+    """Train with any optax optimizer: `optax.adam(1e-2)` (how DIP is trained in
     practice), `optax.sgd(η, momentum)`, …, on the loss (2).
 
     Runs on the full parameters: an optimizer's update need not be a linear
@@ -425,29 +403,15 @@ def optimize(
 
     - `optimizer`: an `optax.GradientTransformation`. Reusing one object reuses
       its compilation.
-    """
-        + _COMMON_ARGS
-        + """
+    - `net`, `problem`, `max_steps`, `tol`, `save_every`, `save_sigma_min`,
+      `save_kernel_rate`, `save_signal_error`, `trainable`: as in
+      [`dipflow.gradient_descent`][].
 
     **Returns:** a [`dipflow.Solution`][]. Works under `jax.jit` and `jax.vmap`.
     """
-    )
     if not isinstance(optimizer, optax.GradientTransformation):
         raise TypeError(
             "`optimizer` must be an optax.GradientTransformation (e.g. "
             f"optax.adam(1e-2)), got {type(optimizer).__name__}."
         )
-    return _train(
-        net,
-        problem,
-        "optax",
-        optimizer=optimizer,
-        max_steps=max_steps,
-        tol=tol,
-        save_every=save_every,
-        save_sigma_min=save_sigma_min,
-        save_kernel_rate=save_kernel_rate,
-        save_signal_error=save_signal_error,
-        trainable=trainable,
-        reduced=False,
-    )
+    return _train("optax", reduced=False, **locals())

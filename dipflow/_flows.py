@@ -171,10 +171,10 @@ def integrate(
 
 
 def _solve(
-    net,
-    problem,
     field,
     *,
+    net,
+    problem,
     t1,
     tol,
     save_ts,
@@ -247,20 +247,6 @@ def _solve(
     )
 
 
-_FLOW_ARGS = """
-    - `net`, `problem`, `trainable`, `reduced`, `save_sigma_min`,
-      `save_kernel_rate`, `save_signal_error`: as in
-      [`dipflow.gradient_descent`][]. On the reduced path the solver integrates
-      `z = W u` (so `rtol`/`atol` apply to z).
-    - `t1`: the time horizon, > 0.
-    - `tol`: the loss tolerance, ≥ 0 (`0` never stops early).
-    - `save_ts`: times in `[0, t1]` at which to save (default: 101 equispaced).
-    - `solver`, `rtol`, `atol`, `dt0`, `stepsize_controller`: diffrax settings;
-      `stepsize_controller` defaults to `PIDController(rtol, atol)`.
-    - `max_steps`: the solver's step budget (`RESULTS.solver_max_steps` when
-      it runs out before `t1`)."""
-
-
 def gradient_flow(
     net,
     problem: InverseProblem,
@@ -280,8 +266,7 @@ def gradient_flow(
     trainable=None,
     reduced: bool | None = None,
 ) -> Solution:
-    (
-        """Integrate the gradient flow (3), `θ'(t) = −∇L(θ(t))`, with diffrax.
+    """Integrate the gradient flow (3), `θ'(t) = −∇L(θ(t))`, with diffrax.
 
     The default solver is `diffrax.Tsit5` with a PID step-size controller:
     θ has `k·d` entries, so implicit (stiff) solvers, which solve linear systems
@@ -295,32 +280,22 @@ def gradient_flow(
     loss is `< tol`.
 
     **Arguments:**
-    """
-        + _FLOW_ARGS
-        + """
+
+    - `net`, `problem`, `trainable`, `reduced`, `save_sigma_min`,
+      `save_kernel_rate`, `save_signal_error`: as in
+      [`dipflow.gradient_descent`][]. On the reduced path the solver integrates
+      `z = W u` (so `rtol`/`atol` apply to z).
+    - `t1`: the time horizon, > 0.
+    - `tol`: the loss tolerance, ≥ 0 (`0` never stops early).
+    - `save_ts`: times in `[0, t1]` at which to save (default: 101 equispaced).
+    - `solver`, `rtol`, `atol`, `dt0`, `stepsize_controller`: diffrax settings;
+      `stepsize_controller` defaults to `PIDController(rtol, atol)`.
+    - `max_steps`: the solver's step budget (`RESULTS.solver_max_steps` when
+      it runs out before `t1`).
 
     **Returns:** a [`dipflow.Solution`][]. Works under `jax.jit` and `jax.vmap`.
     """
-    )
-    return _solve(
-        net,
-        problem,
-        GradientField(),
-        t1=t1,
-        tol=tol,
-        save_ts=save_ts,
-        solver=solver,
-        rtol=rtol,
-        atol=atol,
-        dt0=dt0,
-        stepsize_controller=stepsize_controller,
-        max_steps=max_steps,
-        save_sigma_min=save_sigma_min,
-        save_kernel_rate=save_kernel_rate,
-        save_signal_error=save_signal_error,
-        trainable=trainable,
-        reduced=reduced,
-    )
+    return _solve(GradientField(), **locals())
 
 
 def inertial_flow(
@@ -344,8 +319,7 @@ def inertial_flow(
     trainable=None,
     reduced: bool | None = None,
 ) -> Solution:
-    (
-        """Integrate the inertial flow with Hessian-driven damping,
+    """Integrate the inertial flow with Hessian-driven damping,
 
         θ'' + α θ' + β d/dt ∇L(θ) + ∇L(θ) = 0,   θ(0) = θ0,  θ'(0) = 0,
 
@@ -362,32 +336,23 @@ def inertial_flow(
 
     - `alpha`: the viscous damping α ≥ 0.
     - `beta`: the Hessian-driven damping β ≥ 0.
-    """
-        + _FLOW_ARGS
-        + """
+    - `net`, `problem`, `trainable`, `reduced`, `save_sigma_min`,
+      `save_kernel_rate`, `save_signal_error`: as in
+      [`dipflow.gradient_descent`][]. On the reduced path the solver integrates
+      `z = W u` (so `rtol`/`atol` apply to z).
+    - `t1`: the time horizon, > 0.
+    - `tol`: the loss tolerance, ≥ 0 (`0` never stops early).
+    - `save_ts`: times in `[0, t1]` at which to save (default: 101 equispaced).
+    - `solver`, `rtol`, `atol`, `dt0`, `stepsize_controller`: diffrax settings;
+      `stepsize_controller` defaults to `PIDController(rtol, atol)`.
+    - `max_steps`: the solver's step budget (`RESULTS.solver_max_steps` when
+      it runs out before `t1`).
 
     **Returns:** a [`dipflow.Solution`][] (its `net` at the final θ). Works
     under `jax.jit` and `jax.vmap`.
     """
-    )
     nonnegative_scalar("alpha", alpha)
     nonnegative_scalar("beta", beta)
-    return _solve(
-        net,
-        problem,
-        InertialField(alpha=alpha, beta=beta),
-        t1=t1,
-        tol=tol,
-        save_ts=save_ts,
-        solver=solver,
-        rtol=rtol,
-        atol=atol,
-        dt0=dt0,
-        stepsize_controller=stepsize_controller,
-        max_steps=max_steps,
-        save_sigma_min=save_sigma_min,
-        save_kernel_rate=save_kernel_rate,
-        save_signal_error=save_signal_error,
-        trainable=trainable,
-        reduced=reduced,
-    )
+    options = dict(locals())
+    field = InertialField(alpha=options.pop("alpha"), beta=options.pop("beta"))
+    return _solve(field, **options)
