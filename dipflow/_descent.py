@@ -68,13 +68,21 @@ class _Discrete(eqx.Module):
     optimizer: optax.GradientTransformation | None
 
     def transformation(self) -> optax.GradientTransformation:
+        """The optax transformation, and whether it is fed the descent direction
+        `−∇L` rather than the gradient. The linear methods are: with the step
+        negated, `sgd(−η, μ)` on `−∇L` is `sgd(η, μ)` on `∇L` exactly, and saves
+        two negations per step (which show on small reduced cells)."""
         if self.method == "optax":
             return self.optimizer
         if self.method == "gd":
-            return optax.sgd(self.step_size)
+            return optax.sgd(-self.step_size)
         return optax.sgd(
-            self.step_size, self.momentum, nesterov=self.method == "nesterov"
+            -self.step_size, self.momentum, nesterov=self.method == "nesterov"
         )
+
+    @property
+    def feeds_descent(self) -> bool:
+        return self.method != "optax"
 
     def time_per_step(self, dtype):
         return jnp.ones((), dtype) if self.step_size is None else self.step_size
@@ -102,9 +110,17 @@ class _Discrete(eqx.Module):
         return RESULTS.where(L < tol, RESULTS.converged, finite)
 
 
-def _loop(dynamics: AbstractDynamics, tx, tol, max_steps):
-    """The initial state `(step, x, opt_state, L, grad, monotone)`, the stopping
-    rule and one step (with the monotonicity test)."""
+def _loop(dynamics: AbstractDynamics, method: _Discrete, tol, max_steps):
+    """The initial state `(step, x, opt_state, L, direction, monotone)`, the
+    stopping rule and one step (with the monotonicity test). `direction` is what
+    the transformation is fed: `−∇L` for the linear methods, else `∇L`."""
+    tx = method.transformation()
+
+    def direction(descent):
+        if method.feeds_descent:
+            return descent
+        return jax.tree_util.tree_map(jnp.negative, descent)
+
     x0 = dynamics.initial_state()
     L0, descent0 = dynamics.loss_and_descent(x0)
     eps = jnp.finfo(L0.dtype).eps
@@ -119,11 +135,16 @@ def _loop(dynamics: AbstractDynamics, tx, tol, max_steps):
         x = optax.apply_updates(x, updates)
         L, descent = dynamics.loss_and_descent(x)
         monotone = monotone & ~(L > L_prev * (1 + _MONOTONE_SLACK * eps) + eps * L0)
-        grad = jax.tree_util.tree_map(jnp.negative, descent)
-        return step + 1, x, opt_state, L, grad, monotone
+        return step + 1, x, opt_state, L, direction(descent), monotone
 
-    grad0 = jax.tree_util.tree_map(jnp.negative, descent0)
-    state = (jnp.asarray(0), x0, tx.init(x0), L0, grad0, jnp.asarray(True))
+    state = (
+        jnp.asarray(0),
+        x0,
+        tx.init(x0),
+        L0,
+        direction(descent0),
+        jnp.asarray(True),
+    )
     return state, running, one_step
 
 
@@ -168,7 +189,7 @@ def descend(
     (one flat loop: what studies run); else the diagnostics every `save_every`
     iterates."""
     dtype = tol.dtype
-    state, running, one_step = _loop(dynamics, method.transformation(), tol, max_steps)
+    state, running, one_step = _loop(dynamics, method, tol, max_steps)
     if save_every is None:
         state = jax.lax.while_loop(running, one_step, state)
         trajectory = None
