@@ -256,7 +256,8 @@ def verdict(rows: list[dict] | pd.DataFrame) -> str:
     return HELD
 
 
-def rows_frame(rows: list[dict]) -> pd.DataFrame:
+def rows_frame(rows: list[dict] | pd.DataFrame) -> pd.DataFrame:
+    """The check rows as a table, `held` as a nullable boolean."""
     df = pd.DataFrame(rows)
     if "held" in df:
         df["held"] = df["held"].astype("boolean")
@@ -271,3 +272,32 @@ def rerun_call(name: str, table: pd.DataFrame, **kwargs) -> str:
     w = checked.loc[checked["margin"].idxmin()]
     args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
     return f"dipflow.verify.{name}(sizes=[({w.m}, {w.n}, {w.k})], runs=[{w.instance}], {args})"
+
+
+def checked_claim(
+    rows: list[dict] | pd.DataFrame,
+    *,
+    data: list[dict] | pd.DataFrame,
+    rerun: str | dict,
+    **fields,
+) -> ClaimResult:
+    """A `ClaimResult` whose status is the `verdict` of its check `rows`.
+
+    **Arguments:**
+
+    - `rows`: the check rows (a list of dicts or their table).
+    - `data`: the raw measurements (a list of dicts or a DataFrame).
+    - `rerun`: the rerun code, or a dict of keyword arguments for the call that
+      reruns the worst checked instance alone (`rerun_call`).
+    - `fields`: the other fields of `ClaimResult` (`claim`, `name`, …).
+    """
+    table = rows_frame(rows)
+    if isinstance(rerun, dict):
+        rerun = rerun_call(fields["name"], table, **rerun)
+    return ClaimResult(
+        status=verdict(table),
+        rows=table,
+        data=data if isinstance(data, pd.DataFrame) else pd.DataFrame(data),
+        rerun=rerun,
+        **fields,
+    )
