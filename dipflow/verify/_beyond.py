@@ -6,9 +6,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ._instances import assumptions_hold, flow_runs
-from ._result import ClaimResult, check_row, rerun_call, rows_frame, verdict
-from ._theorem import _observed_rate, _worst_over_envelope
+from ._common import (
+    FlowSetup,
+    finish_figure,
+    flow_record,
+    new_figure,
+    observed_rate,
+    worst_over_envelope,
+)
+from ._result import ClaimResult, checked_claim
 
 
 def measurement_certificate(
@@ -28,40 +34,27 @@ def measurement_certificate(
     certifies (notably n > k, where (5) is vacuous), and how many converged;
     reports the observed rate against both certified rates.
     """
-    flows = flow_runs(
-        "flow",
-        sizes,
-        runs,
-        what="measurement_certificate",
-        seed=seed,
-        d=d,
-        activation=activation,
-        v_dist=v_dist,
-    )
-    ok = assumptions_hold(activation, v_dist)
+    setup = FlowSetup(d, activation, v_dist, seed)
+    flows = setup.flows("flow", sizes, runs, "measurement_certificate")
+    ok = setup.assumptions_hold
     rows, data = [], []
     for fr in flows:
         inst, cert, mc = fr.instance, fr.cert, fr.mcert
         r0, rate = float(mc.initial_residual), float(mc.rate)
-        worst = _worst_over_envelope(fr.ts, fr.residual, r0, rate)
-        observed = _observed_rate(fr.ts, fr.residual, r0)
+        worst = worst_over_envelope(fr.ts, fr.residual, r0, rate)
+        observed = observed_rate(fr.ts, fr.residual, r0)
         rows.append(
-            check_row(
+            setup.check(
+                fr,
                 "||y(t) − y|| ≤ measurement-space envelope",
-                sizes=dict(m=inst.m, n=inst.n, k=inst.k, d=d),
-                seed=seed,
-                instance=fr.run,
                 hypothesis=ok and bool(mc.holds) and fr.solved and inst.m <= inst.n,
                 observed=worst,
                 bound=1.0,
             )
         )
         data.append(
-            dict(
-                m=inst.m,
-                n=inst.n,
-                k=inst.k,
-                run=fr.run,
+            flow_record(
+                fr,
                 condition5=bool(cert.condition5_holds),
                 measurement_holds=bool(mc.holds),
                 converged=bool(fr.residual[-1] < 1e-6 * r0),
@@ -97,14 +90,13 @@ def measurement_certificate(
             else "."
         )
     )
-    table = rows_frame(rows)
-    return ClaimResult(
+    return checked_claim(
+        rows,
         claim=8,
         name="measurement_certificate",
         title="Beyond the paper — the measurement-space certificate",
         statement="If ||y(0) − y|| < λ_min(K_A(θ0)) / (4 Lip(A J)), then "
         "||y(t) − y|| ≤ ||y(0) − y|| exp(−λ_min(K_A(θ0)) t/(4m)) for all t.",
-        status=verdict(rows),
         summary={
             "instances": len(df),
             "certified_by_5": int(df.condition5.sum()),
@@ -112,25 +104,14 @@ def measurement_certificate(
             "converged": int(df.converged.sum()),
         },
         findings=findings,
-        rows=table,
         data=df,
-        rerun=rerun_call(
-            "measurement_certificate",
-            table,
-            d=d,
-            activation=activation,
-            v_dist=v_dist,
-            seed=seed,
-        ),
+        rerun=setup.rerun,
         figure=_plot_certificates(df),
     )
 
 
 def _plot_certificates(df):
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6, 4))
-    ax = fig.subplots()
+    fig, ax = new_figure()
     for i, ((m, n, k), t) in enumerate(df.groupby(["m", "n", "k"], sort=False)):
         c = f"C{i}"
         held = t[t.measurement_holds]
@@ -166,12 +147,14 @@ def _plot_certificates(df):
     ax.plot(lim, lim, "k--", lw=1, label="certified = observed")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("observed average rate")
-    ax.set_ylabel("certified rate λ/(4m)")
-    ax.set_title("Certified against observed rates (hollow: certificate fails)")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    return fig
+    return finish_figure(
+        fig,
+        ax,
+        xlabel="observed average rate",
+        ylabel="certified rate λ/(4m)",
+        title="Certified against observed rates (hollow: certificate fails)",
+        legend_size=7,
+    )
 
 
 def signal_space(
@@ -191,17 +174,8 @@ def signal_space(
     (A is Gaussian here, noise-free), and reports both components over time,
     for A invertible (m = n) and for m < n.
     """
-    flows = flow_runs(
-        "signal",
-        sizes,
-        runs,
-        what="signal_space",
-        seed=seed,
-        d=d,
-        activation=activation,
-        v_dist=v_dist,
-        kappa=None,
-    )
+    setup = FlowSetup(d, activation, v_dist, seed)
+    flows = setup.flows("signal", sizes, runs, "signal_space", kappa=None)
     rows, data = [], []
     for fr in flows:
         inst, cert = fr.instance, fr.cert
@@ -211,11 +185,9 @@ def signal_space(
         live = bound > 1e-6 * bound.max()
         ratio = float(np.max(fr.signal_row[live] / bound[live]))
         rows.append(
-            check_row(
+            setup.check(
+                fr,
                 "||P_row(g(t) − x̄)|| ≤ ||y(t) − ȳ||/σ_A",
-                sizes=dict(m=inst.m, n=inst.n, k=inst.k, d=d),
-                seed=seed,
-                instance=fr.run,
                 hypothesis=fr.solved,
                 observed=ratio,
                 bound=1.0,
@@ -227,11 +199,8 @@ def signal_space(
             zip(fr.ts, fr.signal_row, fr.signal_ker, strict=True)
         ):
             data.append(
-                dict(
-                    m=inst.m,
-                    n=inst.n,
-                    k=inst.k,
-                    run=fr.run,
+                flow_record(
+                    fr,
                     t=t,
                     t_rel=i / (len(fr.ts) - 1),  # the grid is equispaced
                     row_error=row / xn,
@@ -253,36 +222,24 @@ def signal_space(
         "The row-space part is recovered as the residual vanishes; the ker(A) part is "
         "whatever the network's implicit bias leaves there, not x̄'s."
     )
-    table = rows_frame(rows)
-    return ClaimResult(
+    return checked_claim(
+        rows,
         claim=9,
         name="signal_space",
         title="Signal space — what the flow recovers of x̄ (Remark 1)",
         statement="Theorem 1 bounds y(t) − ȳ only; g(u, θ(t)) − x̄ splits into a part in "
         "ker(A)^⊥, at most ||y(t) − ȳ||/σ_A, and a part in ker(A) that nothing controls.",
-        status=verdict(rows),
         summary={"instances": int(df.groupby(["m", "n", "k", "run"]).ngroups)},
         findings=findings,
-        rows=table,
         data=df,
-        rerun=rerun_call(
-            "signal_space",
-            table,
-            d=d,
-            activation=activation,
-            v_dist=v_dist,
-            seed=seed,
-        ),
+        rerun=setup.rerun,
         figure=_plot_signal(df),
     )
 
 
 def _plot_signal(df):
-    from matplotlib.figure import Figure
-
     groups = list(df.groupby(["m", "n", "k"], sort=False))
-    fig = Figure(figsize=(5 * len(groups), 3.6))
-    axes = fig.subplots(1, len(groups), squeeze=False)
+    fig, axes = new_figure((5 * len(groups), 3.6), ncols=len(groups))
     for ax, ((m, n, k), t) in zip(axes[0], groups, strict=True):
         med = t.groupby("t_rel")[["row_error", "ker_error"]].median()
         ax.semilogy(med.index, np.maximum(med.row_error, 1e-16), label="in ker(A)^⊥")

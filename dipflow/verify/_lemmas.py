@@ -14,6 +14,7 @@ import pandas as pd
 from .._activations import activation_constants, get_activation
 from .._checks import positive_int
 from .._studies import _draw_v
+from ._common import FlowSetup, finish_figure, flow_record, new_figure
 from ._instances import (
     as_runs,
     assumptions_hold,
@@ -22,7 +23,6 @@ from ._instances import (
     dphi,
     draw,
     entry_bound,
-    flow_runs,
     phi,
     require_x64,
     rng_for,
@@ -31,10 +31,9 @@ from ._instances import (
 from ._result import (
     ClaimResult,
     check_row,
+    checked_claim,
     probability_row,
-    rerun_call,
     rows_frame,
-    verdict,
 )
 
 # -- Lemma 2 ------------------------------------------------------------------------
@@ -111,7 +110,6 @@ def lemma2(
         # The smallest ratio from which every larger ratio of the grid passes.
         idx = len(good) - np.argmin(good[::-1]) if not good.all() else 0
         smallest[n] = float(t["ratio"].iloc[idx]) if idx < len(good) else math.nan
-    status = verdict(rows)
     findings = [
         f"C_φ' = {C_dphi:.4g}, so the threshold is C_φ'/2 = {threshold:.4g}; the "
         f"proof's Chernoff bound needs k ≥ {C_proof:.3g} · n log n.",
@@ -126,32 +124,27 @@ def lemma2(
             f"The proof's constant is {C_proof / max(finite):.3g}× larger than "
             "the largest empirical one: Lemma 2 is loose by that factor here."
         )
-    fig = _plot_lemma2(table, ns, C_proof)
-    return ClaimResult(
+    return checked_claim(
+        table,
         claim=1,
         name="lemma2",
         title="Lemma 2 — σ_min(J(θ0)) at initialisation",
         statement="σ_min(J(θ0)) ≥ C_φ'/2 with probability ≥ 1 − 1/n once k ≥ C n log n.",
-        status=status,
         summary={
             "C_phi_prime": C_dphi,
             "C_proof": C_proof,
             **{f"smallest_ratio_n{n}": v for n, v in smallest.items()},
         },
         findings=findings,
-        rows=table,
-        data=pd.DataFrame(data),
+        data=data,
         rerun=f"dipflow.verify.lemma2(ns={ns}, ratios={list(ratios)}, runs={runs}, "
         f"activation={activation!r}, v_dist={v_dist!r}, seed={seed})",
-        figure=fig,
+        figure=_plot_lemma2(table, ns, C_proof),
     )
 
 
 def _plot_lemma2(table, ns, C_proof):
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6, 4))
-    ax = fig.subplots()
+    fig, ax = new_figure()
     for i, n in enumerate(ns):
         t = table[table["n"] == n].sort_values("ratio")
         line = ax.plot(t["ratio"], t["observed"], "o-", color=f"C{i}", label=f"n = {n}")
@@ -162,12 +155,13 @@ def _plot_lemma2(table, ns, C_proof):
     if math.isfinite(C_proof):
         ax.axvline(C_proof, color="k", ls="--", lw=1, label="proof's C")
     ax.set_xscale("log")
-    ax.set_xlabel("k / (n log n)")
-    ax.set_ylabel("P(σ_min(J0) ≥ C_φ'/2)")
-    ax.set_title("Lemma 2 (dotted: 1 − 1/n; bands: 95 % CI)")
-    ax.legend()
-    fig.tight_layout()
-    return fig
+    return finish_figure(
+        fig,
+        ax,
+        xlabel="k / (n log n)",
+        ylabel="P(σ_min(J0) ≥ C_φ'/2)",
+        title="Lemma 2 (dotted: 1 − 1/n; bands: 95 % CI)",
+    )
 
 
 # -- Lemma 3 ------------------------------------------------------------------------
@@ -319,7 +313,6 @@ def lemma3(
             )
         )
     table = rows_frame(rows)
-    status = verdict(rows)
     worst = float((table["observed"] / table["bound"]).max())
     findings = [
         f"Largest ratio ||J(W) − J(W̃)|| / ||W − W̃||_F found: {worst:.3g} × the bound "
@@ -333,21 +326,20 @@ def lemma3(
             f"{activation} violates A-4 (φ' is not Lipschitz): the bound does not "
             "apply, and the adversary shows by how much it fails."
         )
-    fig = _plot_lemma3(pd.DataFrame(data))
-    return ClaimResult(
+    data = pd.DataFrame(data)
+    return checked_claim(
+        table,
         claim=2,
         name="lemma3",
         title="Lemma 3 — the Lipschitz constant of the Jacobian",
         statement="Lip(J) ≤ B D sqrt(n/k).",
-        status=status,
         summary={"largest_ratio_over_bound": worst, "lip_dphi": coord, "B": B},
         findings=findings,
-        rows=table,
-        data=pd.DataFrame(data),
+        data=data,
         rerun=f"dipflow.verify.lemma3(sizes={sizes}, d={d}, pairs={pairs}, "
         f"restarts={restarts}, steps={steps}, activation={activation!r}, "
         f"v_dist={v_dist!r}, seed={seed})",
-        figure=fig,
+        figure=_plot_lemma3(data),
     )
 
 
@@ -379,10 +371,7 @@ def _spectral_norm(X):
 
 
 def _plot_lemma3(data):
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6, 4))
-    ax = fig.subplots()
+    fig, ax = new_figure()
     kinds = list(dict.fromkeys(data["kind"]))
     labels = [
         f"n={n}, k={k}"
@@ -398,11 +387,13 @@ def _plot_lemma3(data):
     ax.axhline(1.0, color="k", ls="--", lw=1, label="bound B D sqrt(n/k)")
     ax.set_xticks(range(len(labels)), labels)
     ax.set_yscale("log")
-    ax.set_ylabel("ratio / bound")
-    ax.set_title("Lemma 3: ||J(W) − J(W̃)|| / ||W − W̃||_F against the bound")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+    return finish_figure(
+        fig,
+        ax,
+        ylabel="ratio / bound",
+        title="Lemma 3: ||J(W) − J(W̃)|| / ||W − W̃||_F against the bound",
+        legend_size=8,
+    )
 
 
 # -- Lemma 4 ------------------------------------------------------------------------
@@ -501,11 +492,11 @@ def lemma4(
         )
         + ".",
     ]
-    data_df = pd.DataFrame(data)
+    data = pd.DataFrame(data)
     findings.append(
         "With the proof's C, ||y(0) − y|| used at most "
-        f"{data_df['residual_over_bound'].max():.3g} of the bound (median "
-        f"{data_df['residual_over_bound'].median():.3g}): that is how loose Lemma 4 is here."
+        f"{data['residual_over_bound'].max():.3g} of the bound (median "
+        f"{data['residual_over_bound'].median():.3g}): that is how loose Lemma 4 is here."
     )
     if C_all <= 0:
         findings.append(
@@ -513,29 +504,24 @@ def lemma4(
             "||y(0) − y|| / ||A|| here, so the network's own contribution is never "
             "the binding term."
         )
-    fig = _plot_lemma4(pd.DataFrame(data), C_proof)
-    return ClaimResult(
+    return checked_claim(
+        table,
         claim=3,
         name="lemma4",
         title="Lemma 4 — the initial error",
         statement="||y(0) − y|| ≤ ||A|| (C sqrt(n log d) + √n ||x̄||_∞ + √m ||ε||_∞) "
         "with probability ≥ 1 − 1/d.",
-        status=verdict(rows),
         summary={"C_proof": C_proof, "C_smallest_all": C_all},
         findings=findings,
-        rows=table,
-        data=pd.DataFrame(data),
+        data=data,
         rerun=f"dipflow.verify.lemma4(sizes={sizes}, runs={runs}, noise={noise}, "
         f"activation={activation!r}, v_dist={v_dist!r}, seed={seed})",
-        figure=fig,
+        figure=_plot_lemma4(data, C_proof),
     )
 
 
 def _plot_lemma4(data, C_proof):
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6, 4))
-    ax = fig.subplots()
+    fig, ax = new_figure()
     for i, ((m, n, k, d), t) in enumerate(
         data.groupby(["m", "n", "k", "d"], sort=False)
     ):
@@ -547,12 +533,14 @@ def _plot_lemma4(data, C_proof):
             label=f"m={m}, n={n}, k={k}, d={d}",
         )
     ax.axvline(C_proof, color="k", ls="--", lw=1, label="proof's C")
-    ax.set_xlabel("smallest C making the bound hold")
-    ax.set_ylabel("instances")
-    ax.set_title("Lemma 4")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+    return finish_figure(
+        fig,
+        ax,
+        xlabel="smallest C making the bound hold",
+        ylabel="instances",
+        title="Lemma 4",
+        legend_size=8,
+    )
 
 
 # -- Lemma 1 ------------------------------------------------------------------------
@@ -581,21 +569,12 @@ def lemma1(
     - (iii) when R' < R, σ_min(J(θ(t))) ≥ σ_min(J0)/2 and ||θ(t) − θ0|| ≤ R' for
       all t of the grid.
     """
-    flows = flow_runs(
-        "flow",
-        sizes,
-        runs,
-        what="lemma1",
-        seed=seed,
-        d=d,
-        activation=activation,
-        v_dist=v_dist,
-    )
-    smooth = assumptions_hold(activation, v_dist)
+    setup = FlowSetup(d, activation, v_dist, seed)
+    flows = setup.flows("flow", sizes, runs, "lemma1")
+    smooth = setup.assumptions_hold
     rows, data = [], []
     for fr in flows:
         inst, cert = fr.instance, fr.cert
-        sz = dict(m=inst.m, n=inst.n, k=inst.k, d=d)
         s0 = float(cert.sigma_min_J0)
         R, Rp = float(cert.R), float(cert.R_prime)
         has_sigma = inst.n <= inst.k and s0 > 0
@@ -616,11 +595,9 @@ def lemma1(
             s_adv = _adversarial_sigma_min(inst, activation, R, restarts, steps, rng)
             worst_i = float(min(s_rand.min(), s_adv))
             rows.append(
-                check_row(
+                setup.check(
+                    fr,
                     "(i) σ_min on the ball B(θ0, R)",
-                    sizes=sz,
-                    seed=seed,
-                    instance=fr.run,
                     hypothesis=smooth,
                     observed=worst_i,
                     bound=s0 / 2,
@@ -635,11 +612,9 @@ def lemma1(
         upto = len(above) if above.all() else int(np.argmin(above))
         dist_max = float(fr.distance[:upto].max()) if upto else 0.0
         rows.append(
-            check_row(
+            setup.check(
+                fr,
                 "(ii) ||θ(t) − θ0|| ≤ R' while σ_min ≥ σ_min(J0)/2",
-                sizes=sz,
-                seed=seed,
-                instance=fr.run,
                 hypothesis=smooth and has_sigma and fr.solved and upto > 0,
                 observed=dist_max,
                 bound=Rp,
@@ -649,11 +624,9 @@ def lemma1(
         # (iii) when R' < R.
         hyp3 = smooth and has_sigma and fr.solved and Rp < R
         rows.append(
-            check_row(
+            setup.check(
+                fr,
                 "(iii) σ_min(J(θ(t))) ≥ σ_min(J0)/2 for all t when R' < R",
-                sizes=sz,
-                seed=seed,
-                instance=fr.run,
                 hypothesis=hyp3,
                 observed=float(fr.sigma_min.min()),
                 bound=s0 / 2,
@@ -661,22 +634,17 @@ def lemma1(
             )
         )
         rows.append(
-            check_row(
+            setup.check(
+                fr,
                 "(iii) ||θ(t) − θ0|| ≤ R' for all t when R' < R",
-                sizes=sz,
-                seed=seed,
-                instance=fr.run,
                 hypothesis=hyp3,
                 observed=float(fr.distance.max()),
                 bound=Rp,
             )
         )
         data.append(
-            dict(
-                m=inst.m,
-                n=inst.n,
-                k=inst.k,
-                run=fr.run,
+            flow_record(
+                fr,
                 sigma_min_J0=s0,
                 R=R,
                 R_prime=Rp,
@@ -686,7 +654,6 @@ def lemma1(
                 condition5=bool(cert.condition5_holds),
             )
         )
-    table = rows_frame(rows)
     df = pd.DataFrame(data)
     findings = []
     ball = df["ball_min_sigma"] / df["sigma_min_J0"]
@@ -703,21 +670,18 @@ def lemma1(
         )
     else:
         findings.append("R' < R held on no instance: (iii) was not exercised.")
-    return ClaimResult(
+    return checked_claim(
+        rows,
         claim=4,
         name="lemma1",
         title="Lemma 1 — σ_min near θ0 and along the flow",
         statement="(i) σ_min(J(θ)) ≥ σ_min(J0)/2 on B(θ0, R); (ii) ||θ(t) − θ0|| ≤ R' "
         "while σ_min(J(θ(s))) ≥ σ_min(J0)/2 on [0, t]; (iii) if R' < R, "
         "σ_min(J(θ(t))) ≥ σ_min(J0)/2 for all t.",
-        status=verdict(rows),
         summary={"instances": len(df), "R_prime_below_R": int(hyp.sum())},
         findings=findings,
-        rows=table,
         data=df,
-        rerun=rerun_call(
-            "lemma1", table, d=d, activation=activation, v_dist=v_dist, seed=seed
-        ),
+        rerun=setup.rerun,
         figure=_plot_lemma1(flows),
     )
 
@@ -753,10 +717,8 @@ def _sigma_adversary(V, z0, R, starts, *, activation, steps):
 
 
 def _plot_lemma1(flows):
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(10, 4))
-    axes = fig.subplots(1, 2)
+    fig, axes = new_figure((10, 4), ncols=2)
+    axes = axes[0]
     for fr in flows:
         s0 = float(fr.cert.sigma_min_J0)
         Rp = float(fr.cert.R_prime)

@@ -11,7 +11,7 @@ import re
 
 import pandas as pd
 
-from ._result import HYPOTHESIS_FAILS, MEASURED, VIOLATED, ClaimResult
+from ._result import HYPOTHESIS_FAILS, MEASURED, VIOLATED, ClaimResult, worst_row
 
 
 def _fmt(v) -> str:
@@ -32,7 +32,7 @@ def _check_table(result: ClaimResult) -> pd.DataFrame:
         hyp = t["hypothesis"].astype(bool)
         held = t["held"].fillna(False).astype(bool)
         checked = t[t["held"].notna()]
-        worst = checked.loc[checked["margin"].idxmin()] if len(checked) else None
+        worst = worst_row(t)
         out.append(
             {
                 "check": check,

@@ -86,10 +86,7 @@ class ClaimResult:
 
     def worst(self) -> pd.Series | None:
         """The checked row with the smallest margin (`None` if nothing was checked)."""
-        checked = self.rows[self.rows["held"].notna()]
-        if checked.empty or checked["margin"].isna().all():
-            return None
-        return checked.loc[checked["margin"].idxmin()]
+        return worst_row(self.rows)
 
     def counts(self) -> tuple[int, int, int]:
         """`(rows, rows whose hypotheses held, rows that held)`."""
@@ -166,6 +163,15 @@ def _plain(value):
     if isinstance(value, float) and math.isnan(value):
         return float("nan")
     return value
+
+
+def worst_row(table: pd.DataFrame) -> pd.Series | None:
+    """The checked row (`held` not missing) of `table` with the smallest margin;
+    `None` where no checked row has a margin."""
+    checked = table[table["held"].notna()]
+    if checked.empty or checked["margin"].isna().all():
+        return None
+    return checked.loc[checked["margin"].idxmin()]
 
 
 def check_row(
@@ -256,7 +262,8 @@ def verdict(rows: list[dict] | pd.DataFrame) -> str:
     return HELD
 
 
-def rows_frame(rows: list[dict]) -> pd.DataFrame:
+def rows_frame(rows: list[dict] | pd.DataFrame) -> pd.DataFrame:
+    """The check rows as a table, `held` as a nullable boolean."""
     df = pd.DataFrame(rows)
     if "held" in df:
         df["held"] = df["held"].astype("boolean")
@@ -264,10 +271,39 @@ def rows_frame(rows: list[dict]) -> pd.DataFrame:
 
 
 def rerun_call(name: str, table: pd.DataFrame, **kwargs) -> str:
-    """The `dipflow.verify` call that reruns the worst checked instance alone."""
-    checked = table[table["held"].notna()]
-    if checked.empty:
-        checked = table
-    w = checked.loc[checked["margin"].idxmin()]
+    """The `dipflow.verify` call that reruns the worst checked instance alone (the
+    worst instance of all where none was checked)."""
+    w = worst_row(table)
+    if w is None:
+        w = table.loc[table["margin"].idxmin()]
     args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
     return f"dipflow.verify.{name}(sizes=[({w.m}, {w.n}, {w.k})], runs=[{w.instance}], {args})"
+
+
+def checked_claim(
+    rows: list[dict] | pd.DataFrame,
+    *,
+    data: list[dict] | pd.DataFrame,
+    rerun: str | dict,
+    **fields,
+) -> ClaimResult:
+    """A `ClaimResult` whose status is the `verdict` of its check `rows`.
+
+    **Arguments:**
+
+    - `rows`: the check rows (a list of dicts or their table).
+    - `data`: the raw measurements (a list of dicts or a DataFrame).
+    - `rerun`: the rerun code, or a dict of keyword arguments for the call that
+      reruns the worst checked instance alone (`rerun_call`).
+    - `fields`: the other fields of `ClaimResult` (`claim`, `name`, …).
+    """
+    table = rows_frame(rows)
+    if isinstance(rerun, dict):
+        rerun = rerun_call(fields["name"], table, **rerun)
+    return ClaimResult(
+        status=verdict(table),
+        rows=table,
+        data=data if isinstance(data, pd.DataFrame) else pd.DataFrame(data),
+        rerun=rerun,
+        **fields,
+    )

@@ -16,30 +16,15 @@ from .._statistics import (
     transition_width,
     width_bound_shape,
 )
-from ._instances import assumptions_hold, flow_runs
-from ._result import (
-    MEASURED,
-    ClaimResult,
-    check_row,
-    rerun_call,
-    rows_frame,
-    verdict,
+from ._common import (
+    FlowSetup,
+    finish_figure,
+    flow_record,
+    new_figure,
+    observed_rate,
+    worst_over_envelope,
 )
-
-
-def _observed_rate(ts, residual, r0, floor=1e-9):
-    """The worst average rate `min_t −log(r(t)/r0)/t` over the grid points where
-    the residual is still above `floor · r0` (round-off below)."""
-    keep = (ts > 0) & (residual > floor * r0)
-    if not keep.any():
-        return math.nan
-    return float(np.min(-np.log(residual[keep] / r0) / ts[keep]))
-
-
-def _worst_over_envelope(ts, residual, r0, rate) -> float:
-    """`max_{t > 0} ||y(t) − y|| / (r0 e^{−rate t})` (at t = 0 both are r0)."""
-    later = ts > 0
-    return float(np.max(residual[later] / (r0 * np.exp(-rate * ts[later]))))
+from ._result import MEASURED, ClaimResult, check_row, checked_claim, rows_frame
 
 
 def theorem1_envelope(
@@ -59,30 +44,20 @@ def theorem1_envelope(
     envelope at 201 times. Also reports the observed average rate against the
     guaranteed one. Instances where (5) fails are reported, not checked.
     """
-    flows = flow_runs(
-        "flow",
-        sizes,
-        runs,
-        what="theorem1_envelope",
-        seed=seed,
-        d=d,
-        activation=activation,
-        v_dist=v_dist,
-    )
-    ok = assumptions_hold(activation, v_dist)
+    setup = FlowSetup(d, activation, v_dist, seed)
+    flows = setup.flows("flow", sizes, runs, "theorem1_envelope")
+    ok = setup.assumptions_hold
     rows, data = [], []
     for fr in flows:
-        inst, cert = fr.instance, fr.cert
+        cert = fr.cert
         r0, rate = float(cert.initial_residual), float(cert.rate)
-        worst = _worst_over_envelope(fr.ts, fr.residual, r0, rate)
-        observed = _observed_rate(fr.ts, fr.residual, r0)
+        worst = worst_over_envelope(fr.ts, fr.residual, r0, rate)
+        observed = observed_rate(fr.ts, fr.residual, r0)
         hyp = ok and bool(cert.condition5_holds) and fr.solved
         rows.append(
-            check_row(
+            setup.check(
+                fr,
                 "||y(t) − y|| ≤ envelope (8)",
-                sizes=dict(m=inst.m, n=inst.n, k=inst.k, d=d),
-                seed=seed,
-                instance=fr.run,
                 hypothesis=hyp,
                 observed=worst,
                 bound=1.0,
@@ -90,18 +65,14 @@ def theorem1_envelope(
             )
         )
         data.append(
-            dict(
-                m=inst.m,
-                n=inst.n,
-                k=inst.k,
-                run=fr.run,
+            flow_record(
+                fr,
                 condition5=bool(cert.condition5_holds),
                 guaranteed_rate=rate,
                 observed_rate=observed,
                 max_residual_over_envelope=worst,
             )
         )
-    table = rows_frame(rows)
     df = pd.DataFrame(data)
     held5 = df["condition5"]
     findings = [f"Condition (5) held on {int(held5.sum())} of {len(df)} instances."]
@@ -112,13 +83,13 @@ def theorem1_envelope(
             f"{ratio.max():.3g} × the guaranteed σ_min(J0)² σ_A² / (4m) (median "
             f"{ratio.median():.3g}): the envelope is that loose."
         )
-    return ClaimResult(
+    return checked_claim(
+        rows,
         claim=5,
         name="theorem1_envelope",
         title="Theorem 1(i) — exponential convergence under (5)",
         statement="If ||y − y(0)||/σ_A < σ_min(J0)²/(4 Lip(J)) (5), then "
         "||y(t) − y|| ≤ ||y(0) − y|| exp(−σ_min(J0)² σ_A² t/(4m)) for all t (8).",
-        status=verdict(rows),
         summary={
             "instances": len(df),
             "condition5": int(held5.sum()),
@@ -129,25 +100,14 @@ def theorem1_envelope(
             else math.nan,
         },
         findings=findings,
-        rows=table,
         data=df,
-        rerun=rerun_call(
-            "theorem1_envelope",
-            table,
-            d=d,
-            activation=activation,
-            v_dist=v_dist,
-            seed=seed,
-        ),
+        rerun=setup.rerun,
         figure=_plot_envelope(flows),
     )
 
 
 def _plot_envelope(flows):
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6, 4))
-    ax = fig.subplots()
+    fig, ax = new_figure()
     smax = 0.0
     for fr in flows:
         rate, r0 = float(fr.cert.rate), float(fr.cert.initial_residual)
@@ -158,12 +118,13 @@ def _plot_envelope(flows):
         ax.semilogy(s, np.maximum(fr.residual / r0, 1e-16), color="C0", alpha=0.5)
     s = np.linspace(0, smax or 1.0, 100)
     ax.semilogy(s, np.exp(-s), "k--", label="envelope (8)")
-    ax.set_xlabel("t × σ_min(J0)² σ_A² / (4m)")
-    ax.set_ylabel("||y(t) − y|| / ||y(0) − y||")
-    ax.set_title("Theorem 1(i): residuals where (5) holds")
-    ax.legend()
-    fig.tight_layout()
-    return fig
+    return finish_figure(
+        fig,
+        ax,
+        xlabel="t × σ_min(J0)² σ_A² / (4m)",
+        ylabel="||y(t) − y|| / ||y(0) − y||",
+        title="Theorem 1(i): residuals where (5) holds",
+    )
 
 
 def early_stopping(
@@ -188,21 +149,18 @@ def early_stopping(
         raise ValueError(
             f"`noise` must be > 0 (the claim is about noisy data), got {noise!r}."
         )
-    ok = assumptions_hold(activation, v_dist)
+    setup = FlowSetup(d, activation, v_dist, seed)
+    ok = setup.assumptions_hold
 
     def t_star(cert):
         t = float(cert.early_stopping_time)
         return t if math.isfinite(t) and t > 0 else None
 
-    flows = flow_runs(
+    flows = setup.flows(
         "noisy",
         sizes,
         runs,
-        what="early_stopping",
-        seed=seed,
-        d=d,
-        activation=activation,
-        v_dist=v_dist,
+        "early_stopping",
         noise=noise,
         extra_times=t_star,
         points=points,
@@ -220,11 +178,9 @@ def early_stopping(
         signal = np.hypot(fr.signal_row, fr.signal_ker) / np.linalg.norm(inst.x)
         best_signal = int(np.argmin(signal))
         rows.append(
-            check_row(
+            setup.check(
+                fr,
                 "||y(t) − ȳ|| ≤ 2||ε|| for t ≥ t* (6)",
-                sizes=dict(m=inst.m, n=inst.n, k=inst.k, d=d),
-                seed=seed,
-                instance=fr.run,
                 hypothesis=hyp,
                 observed=err_after if hyp else math.nan,
                 bound=2 * eps,
@@ -236,11 +192,8 @@ def early_stopping(
             else math.nan
         )
         data.append(
-            dict(
-                m=inst.m,
-                n=inst.n,
-                k=inst.k,
-                run=fr.run,
+            flow_record(
+                fr,
                 noise_norm=eps,
                 condition5=bool(cert.condition5_holds),
                 t_star=ts_star or math.nan,
@@ -256,7 +209,6 @@ def early_stopping(
                 signal_error_end=float(signal[-1]),
             )
         )
-    table = rows_frame(rows)
     df = pd.DataFrame(data)
     h = df["condition5"]
     findings = [
@@ -279,35 +231,23 @@ def early_stopping(
             f"{(d5.t_best_signal / d5.t_star).median():.3g} × t*, and "
             f"{d5.signal_error_end.median():.3g} at the end (medians)."
         )
-    return ClaimResult(
+    return checked_claim(
+        rows,
         claim=6,
         name="early_stopping",
         title="Theorem 1(i) with noise — early stopping",
         statement="Under (5), ||y(t) − ȳ|| ≤ 2||ε|| for all t ≥ 4m log(||y − y(0)||/||ε||)"
         " / (σ_A² σ_min(J0)²) (6).",
-        status=verdict(rows),
         summary={"instances": len(df), "condition5": int(h.sum())},
         findings=findings,
-        rows=table,
         data=df,
-        rerun=rerun_call(
-            "early_stopping",
-            table,
-            noise=noise,
-            d=d,
-            activation=activation,
-            v_dist=v_dist,
-            seed=seed,
-        ),
+        rerun={"noise": noise, **setup.rerun},
         figure=_plot_early_stopping(flows),
     )
 
 
 def _plot_early_stopping(flows):
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6, 4))
-    ax = fig.subplots()
+    fig, ax = new_figure()
     for fr in flows:
         t = float(fr.cert.early_stopping_time)
         eps = float(fr.cert.noise_norm)
@@ -316,12 +256,13 @@ def _plot_early_stopping(flows):
         ax.semilogy(fr.ts / t, fr.prediction_error / eps, color="C0", alpha=0.5)
     ax.axhline(2.0, color="k", ls="--", lw=1, label="2||ε||")
     ax.axvline(1.0, color="C3", ls=":", lw=1, label="t* of (6)")
-    ax.set_xlabel("t / t*")
-    ax.set_ylabel("||y(t) − ȳ|| / ||ε||")
-    ax.set_title("Theorem 1(i) with noise: early stopping")
-    ax.legend()
-    fig.tight_layout()
-    return fig
+    return finish_figure(
+        fig,
+        ax,
+        xlabel="t / t*",
+        ylabel="||y(t) − ȳ|| / ||ε||",
+        title="Theorem 1(i) with noise: early stopping",
+    )
 
 
 # -- Theorem 1(ii) ----------------------------------------------------------------
@@ -535,11 +476,9 @@ def overparametrization(
 
 
 def _plot_overparametrization(df, vary, exps):
-    from matplotlib.figure import Figure
     from matplotlib.ticker import LogLocator, NullLocator, ScalarFormatter
 
-    fig = Figure(figsize=(3.2 * len(vary), 3.4))
-    axes = fig.subplots(1, len(vary), squeeze=False)
+    fig, axes = new_figure((3.2 * len(vary), 3.4), ncols=len(vary))
     for ax, f in zip(axes[0], vary, strict=True):
         sub = (
             df[(df["varied"] == f) | (df["varied"] == "base")]
