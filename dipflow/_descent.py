@@ -235,11 +235,7 @@ def _train(
     max_steps,
     tol,
     save_every,
-    save_sigma_min,
-    save_kernel_rate,
-    save_signal_error,
-    trainable,
-    reduced,
+    **choices,
 ) -> Solution:
     check_pair(net, problem)
     if step_size is not None:
@@ -251,15 +247,8 @@ def _train(
     if save_every is None:
         save_every = max(1, max_steps // 1000)
     save_every = positive_int("save_every", save_every)
-    dynamics = make_dynamics(
-        net,
-        problem,
-        trainable=trainable,
-        reduced=reduced,
-        save_sigma_min=save_sigma_min,
-        save_kernel_rate=save_kernel_rate,
-        save_signal_error=save_signal_error,
-    )
+    # `choices`: trainable, reduced and the save_* flags, as make_dynamics takes them.
+    dynamics = make_dynamics(net, problem, **choices)
     dtype = state_dtype(dynamics)
 
     def arr(v):

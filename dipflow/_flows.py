@@ -184,11 +184,7 @@ def _solve(
     dt0,
     stepsize_controller,
     max_steps,
-    save_sigma_min,
-    save_kernel_rate,
-    save_signal_error,
-    trainable,
-    reduced,
+    **choices,
 ) -> Solution:
     """Check the arguments of a continuous trainer (eagerly), choose the state
     space and solve."""
@@ -210,15 +206,8 @@ def _solve(
         stepsize_controller = diffrax.PIDController(rtol=rtol, atol=atol)
     if isinstance(stepsize_controller, diffrax.ConstantStepSize) and dt0 is None:
         raise ValueError("a constant step size needs `dt0`.")
-    dynamics = make_dynamics(
-        net,
-        problem,
-        trainable=trainable,
-        reduced=reduced,
-        save_sigma_min=save_sigma_min,
-        save_kernel_rate=save_kernel_rate,
-        save_signal_error=save_signal_error,
-    )
+    # `choices`: trainable, reduced and the save_* flags, as make_dynamics takes them.
+    dynamics = make_dynamics(net, problem, **choices)
     dtype = state_dtype(dynamics)
     if save_ts is None:
         if not is_concrete(t1):
