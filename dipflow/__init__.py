@@ -37,7 +37,11 @@ from ._jacobians import (
     sigma_min_gram as sigma_min_gram,
     sigma_min_jacobian as sigma_min_jacobian,
 )
-from ._networks import MLPDIP as MLPDIP, TwoLayerDIP as TwoLayerDIP
+from ._networks import (
+    MLPDIP as MLPDIP,
+    AbstractGenerator as AbstractGenerator,
+    TwoLayerDIP as TwoLayerDIP,
+)
 from ._plots import phase_diagram as phase_diagram, plot_figure1 as plot_figure1
 from ._problems import InverseProblem as InverseProblem, Spectrum as Spectrum
 from ._reduced import (

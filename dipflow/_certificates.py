@@ -59,7 +59,9 @@ def min_eigenvalue_on_range(
     (singular values of `A` below `σ_max · max(m, n) · eps` count as zero)."""
     xp = array_namespace(K, A)
     m, n = A.shape
-    U, s, _ = xp.linalg.svd(A, full_matrices=True)
+    # Only the m×m basis U is needed: the thin SVD has it whole when m ≤ n, and
+    # the full one costs O(n³) for the n×n factor nobody reads.
+    U, s, _ = xp.linalg.svd(A, full_matrices=m > n)
     s = xp.concatenate([s, xp.zeros(m - s.shape[0], s.dtype)])
     in_range = s > s[0] * max(m, n) * xp.finfo(s.dtype).eps
     # K maps into Im(A), so in the basis U it is block diagonal; directions of

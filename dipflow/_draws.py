@@ -106,7 +106,7 @@ def network_from_hidden(
     z0: np.ndarray,
     d: int,
     rng: np.random.Generator,
-    activation: str,
+    activation,
     v_dist: str,
     dtype=None,
 ) -> TwoLayerDIP:

@@ -19,7 +19,7 @@ from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float, PyTree
 
 from ._jacobians import measurement_kernel, measurement_rate, sigma_min_jacobian
-from ._networks import TwoLayerDIP
+from ._networks import AbstractGenerator
 from ._problems import InverseProblem
 
 # Power iterations for λ_max of the Gauss–Newton curvature of a generic network.
@@ -129,7 +129,7 @@ class FullDynamics(AbstractDynamics):
 
     def curvature(self):
         net = self.net(self.params0)
-        if isinstance(net, TwoLayerDIP) and net.train == ("W",):
+        if isinstance(net, AbstractGenerator) and net.paper_model:
             K = measurement_kernel(net, self.problem)
             return jnp.linalg.eigvalsh(K)[-1] / self.problem.m
         return self._power_iteration()

@@ -11,14 +11,12 @@ from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float
 
 from . import _certificates
-from ._activations import get_activation
 from ._certificates import (
     lemma3_bound,
     sigma_min_two_layer,
-    two_layer_gram,
     two_layer_kernel,
 )
-from ._networks import TwoLayerDIP, default_trainable_filter
+from ._networks import AbstractGenerator, default_trainable_filter
 from ._problems import InverseProblem
 
 
@@ -81,47 +79,31 @@ def sigma_min_jacobian(net, trainable=None, mode: str = "auto") -> Float[Array, 
     return _sigma_min_from_singular_values(s, J.shape[0])
 
 
-def _require_two_layer(net, what: str) -> TwoLayerDIP:
-    if not isinstance(net, TwoLayerDIP):
-        raise TypeError(
-            f"{what} has a closed form only for TwoLayerDIP, got {type(net).__name__}."
-        )
-    return net
-
-
-def gram(
-    net: TwoLayerDIP, hidden: Float[Array, " k"] | None = None
-) -> Float[Array, "n n"]:
-    """Closed-form `J Jᵀ` of the two-layer network (DESIGN §1):
-
+def gram(net, hidden: Float[Array, " k"] | None = None) -> Float[Array, "n n"]:
+    """Closed-form `J Jᵀ` of a generator that has one (the two-layer network:
     `||u||² V diag(φ'(z)²) Vᵀ / k`, `z = W u`, plus `||φ(z)||² / k · I_n` when `V`
-    is trained too. `hidden` replaces `z = W u` (the reduced dynamics knows z
-    without W).
-    """
-    net = _require_two_layer(net, "gram")
-    act = get_activation(net.activation)
-    z = net.hidden() if hidden is None else hidden
-    k = net.k
-    G = jnp.zeros((net.n, net.n), net.V.dtype)
-    if "W" in net.train:
-        G = G + two_layer_gram(net.V, act.derivative(z), jnp.dot(net.u, net.u))
-    if "V" in net.train:
-        G = G + jnp.sum(act(z) ** 2) / k * jnp.eye(net.n, dtype=net.V.dtype)
+    is trained too; DESIGN §1). `hidden` replaces `z = W u` (the reduced dynamics
+    knows z without W)."""
+    G = net.gram(hidden) if isinstance(net, AbstractGenerator) else None
+    if G is None:
+        raise TypeError(
+            f"gram has a closed form only for generators that provide one (TwoLayerDIP), "
+            f"got {type(net).__name__}; use jacobian(net) for any generator."
+        )
     return G
 
 
-def sigma_min_gram(
-    net: TwoLayerDIP, hidden: Float[Array, " k"] | None = None
-) -> Float[Array, ""]:
-    """σ_min(J) from the closed-form Gram (two-layer net): `sqrt(λ_min(J Jᵀ))`,
-    or exactly 0 when `J` cannot have rank `n` (W-only training with `n > k`:
-    `J Jᵀ` then has rank ≤ k)."""
-    net = _require_two_layer(net, "sigma_min_gram")
-    if net.train == ("W",):
+def sigma_min_gram(net, hidden: Float[Array, " k"] | None = None) -> Float[Array, ""]:
+    """σ_min(J) from the closed-form Gram: `sqrt(λ_min(J Jᵀ))`, or exactly 0 when
+    `J` cannot have rank `n` (the paper's W-only training with `n > k`: `J Jᵀ` then
+    has rank ≤ k)."""
+    G = gram(net, hidden)
+    if net.paper_model:
         z = net.hidden() if hidden is None else hidden
-        dphi = get_activation(net.activation).derivative(z)
-        return sigma_min_two_layer(net.V, dphi, jnp.dot(net.u, net.u))
-    lam = jnp.linalg.eigvalsh(gram(net, hidden))[0]
+        return sigma_min_two_layer(
+            net.V, net.activation.derivative(z), jnp.dot(net.u, net.u)
+        )
+    lam = jnp.linalg.eigvalsh(G)[0]
     return jnp.sqrt(jnp.maximum(lam, 0.0))
 
 
@@ -134,12 +116,13 @@ def measurement_kernel(
     Uses the closed form `M diag(φ'(z)²) Mᵀ ||u||²` (`M = A V/√k`) for a two-layer
     net trained in `W` only, and `(A J)(A J)ᵀ` with the autodiff `J` otherwise.
     """
-    if isinstance(net, TwoLayerDIP) and net.train == ("W",) and trainable is None:
-        act = get_activation(net.activation)
+    if _is_paper_model(net) and trainable is None:
         M = jax.vmap(problem.forward, in_axes=1, out_axes=1)(net.V) / jnp.sqrt(
             net.k
         ).astype(net.V.dtype)
-        return two_layer_kernel(M, act.derivative(net.hidden()), jnp.dot(net.u, net.u))
+        return two_layer_kernel(
+            M, net.activation.derivative(net.hidden()), jnp.dot(net.u, net.u)
+        )
     J = jacobian(net, trainable)
     AJ = jax.vmap(problem.forward, in_axes=1, out_axes=1)(J)
     return AJ @ AJ.T
@@ -172,7 +155,11 @@ def lipschitz_bound(net) -> Float[Array, ""]:
     deterministically. Defined for [`dipflow.TwoLayerDIP`][] trained in `W` only;
     NaN for any other network or training choice, where Lemma 3 says nothing.
     """
-    if not (isinstance(net, TwoLayerDIP) and net.train == ("W",)):
+    if not _is_paper_model(net):
         return jnp.asarray(jnp.nan)
-    B = get_activation(net.activation).bound
+    B = net.activation.bound
     return lemma3_bound(B, net.entry_bound, net.n, net.k, jnp.dot(net.u, net.u))
+
+
+def _is_paper_model(net) -> bool:
+    return isinstance(net, AbstractGenerator) and net.paper_model

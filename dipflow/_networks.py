@@ -1,14 +1,16 @@
 """DIP generators: the paper's two-layer network (4) and a multilayer MLP.
 
-A generator is an Equinox module whose `__call__()` (no arguments: the random
-input `u` is one of its fields) returns the signal `x ∈ R^n`, and whose
-`trainable_filter()` says which of its arrays the flow trains. Any Equinox
-module with a no-argument `__call__` works with the generic path (autodiff Jacobians,
-diffrax); without `trainable_filter`, all its floating-point arrays train.
+A generator is an [`dipflow.AbstractGenerator`][]: an Equinox module whose
+`__call__()` (no arguments: the random input `u` is one of its fields) returns the
+signal `x ∈ R^n`, which says which of its arrays train, and which offers its
+closed-form Gram and exact reduced dynamics where they exist. Any other Equinox
+module with a no-argument `__call__` works with the generic path (autodiff
+Jacobians, diffrax); all its floating-point arrays train.
 """
 
 from __future__ import annotations
 
+import abc
 import math
 
 import equinox as eqx
@@ -18,7 +20,8 @@ import jax.tree_util as jtu
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._activations import get_activation
+from ._activations import Activation, get_activation
+from . import _certificates
 from ._checks import as_float_array, check_shape, is_concrete, positive_int
 
 # Distributions of V under A-3 and the bound D on their entries.
@@ -62,15 +65,54 @@ def _check_u(u) -> Array:
     return u
 
 
+class AbstractGenerator(eqx.Module):
+    """A DIP generator `θ ↦ g(u, θ) ∈ R^n`, with the random input `u` a field.
+
+    Subclasses say what trains and, where the structure allows, give the closed
+    forms the theory and the fast paths use (`None` where there is none).
+
+    **Fields:**
+
+    - `train`: the names of the trained parameter groups.
+    """
+
+    train: eqx.AbstractVar[tuple[str, ...]]
+
+    @abc.abstractmethod
+    def __call__(self) -> Float[Array, " n"]:
+        """The signal `x = g(u, θ)`."""
+
+    @abc.abstractmethod
+    def trainable_filter(self):
+        """A pytree of booleans, shaped like the generator: which leaves train."""
+
+    @abc.abstractmethod
+    def gram(self, hidden=None) -> Float[Array, "n n"] | None:
+        """The closed-form `J Jᵀ` at the current parameters, or `None`."""
+
+    @property
+    @abc.abstractmethod
+    def reduction(self) -> type | None:
+        """The [`dipflow.AbstractDynamics`][] class of this generator's exact
+        reduced dynamics (built with `reduction.from_network(net, problem)`), or
+        `None` when there is none."""
+
+    @property
+    @abc.abstractmethod
+    def paper_model(self) -> bool:
+        """Whether this is the paper's model (4) trained as in the paper (first
+        layer only), to which Theorem 1's closed forms and Lemma 3 apply."""
+
+
 def default_trainable_filter(net) -> object:
-    """Which leaves of `net` train: `net.trainable_filter()` if it has one, else every
-    floating-point array."""
-    if hasattr(net, "trainable_filter"):
+    """Which leaves of `net` train: what a generator says, else every
+    floating-point array of a plain Equinox module."""
+    if isinstance(net, AbstractGenerator):
         return net.trainable_filter()
     return jtu.tree_map(eqx.is_inexact_array, net)
 
 
-class TwoLayerDIP(eqx.Module):
+class TwoLayerDIP(AbstractGenerator):
     """The paper's network (4): `g(u, W) = V φ(W u) / √k`.
 
     **Fields:**
@@ -78,8 +120,8 @@ class TwoLayerDIP(eqx.Module):
     - `V`: output layer, shape `(n, k)`; fixed by default.
     - `W`: first layer, shape `(k, d)`; trained.
     - `u`: the random input, shape `(d,)`.
-    - `activation`: name of a registered activation (see
-      [`dipflow.register_activation`][]).
+    - `activation`: a [`dipflow.Activation`][] (a registered name is accepted
+      and resolved, see [`dipflow.register_activation`][]).
     - `train`: which of `"W"` and `"V"` the flow trains (the paper: `("W",)`).
     - `v_dist`, `w_dist`: how `V` and `W(0)` were drawn (`"custom"` when given as
       arrays); the certificate uses them to report assumptions A-2 and A-3.
@@ -88,7 +130,7 @@ class TwoLayerDIP(eqx.Module):
     V: Float[Array, "n k"]
     W: Float[Array, "k d"]
     u: Float[Array, " d"]
-    activation: str = eqx.field(static=True)
+    activation: Activation = eqx.field(static=True)
     train: tuple[str, ...] = eqx.field(static=True)
     v_dist: str = eqx.field(static=True)
     w_dist: str = eqx.field(static=True)
@@ -98,7 +140,7 @@ class TwoLayerDIP(eqx.Module):
         V,
         W,
         u,
-        activation: str = "sigmoid",
+        activation="sigmoid",
         train=("W",),
         v_dist: str = "custom",
         w_dist: str = "custom",
@@ -109,10 +151,9 @@ class TwoLayerDIP(eqx.Module):
         check_shape(
             "W", W, (V.shape[1], u.shape[0]), "(k, d) with k = columns of V, d = len(u)"
         )
-        get_activation(activation)
         dtype = jnp.result_type(V, W, u)
         self.V, self.W, self.u = V.astype(dtype), W.astype(dtype), u.astype(dtype)
-        self.activation = activation
+        self.activation = get_activation(activation)
         self.train = _check_train(train, ("W", "V"))
         if v_dist not in (*V_DISTRIBUTIONS, "custom"):
             raise ValueError(
@@ -127,7 +168,7 @@ class TwoLayerDIP(eqx.Module):
         n: int,
         k: int,
         d: int,
-        activation: str = "sigmoid",
+        activation="sigmoid",
         v_dist: str = "rademacher",
         train=("W",),
         dtype=None,
@@ -136,7 +177,7 @@ class TwoLayerDIP(eqx.Module):
         N(0, 1), `V` iid from `v_dist` (`"rademacher"`, `"uniform"` on (−√3, √3),
         or `"gaussian"`, which violates A-3's boundedness and is flagged)."""
         n, k, d = positive_int("n", n), positive_int("k", k), positive_int("d", d)
-        get_activation(activation)
+        activation = get_activation(activation)
         if v_dist not in V_DISTRIBUTIONS:
             raise ValueError(
                 f"`v_dist` must be one of {sorted(V_DISTRIBUTIONS)}, got {v_dist!r}."
@@ -170,8 +211,9 @@ class TwoLayerDIP(eqx.Module):
         return self.W @ self.u
 
     def __call__(self) -> Float[Array, " n"]:
-        phi = get_activation(self.activation)
-        return self.V @ phi(self.hidden()) / jnp.sqrt(self.k).astype(self.V.dtype)
+        return self.V @ self.activation(self.hidden()) / jnp.sqrt(self.k).astype(
+            self.V.dtype
+        )
 
     def trainable_filter(self) -> TwoLayerDIP:
         spec = jtu.tree_map(lambda _: False, self)
@@ -181,13 +223,44 @@ class TwoLayerDIP(eqx.Module):
             replace=[True] * len(self.train),
         )
 
+    def gram(self, hidden=None) -> Float[Array, "n n"]:
+        """`||u||² V diag(φ'(z)²) Vᵀ / k`, `z = W u`, plus `||φ(z)||² / k · I_n`
+        when `V` trains too (DESIGN §1). `hidden` replaces `z = W u` (the reduced
+        dynamics knows z without W)."""
+        z = self.hidden() if hidden is None else hidden
+        G = jnp.zeros((self.n, self.n), self.V.dtype)
+        if "W" in self.train:
+            G = G + _certificates.two_layer_gram(
+                self.V, self.activation.derivative(z), jnp.dot(self.u, self.u)
+            )
+        if "V" in self.train:
+            G = G + jnp.sum(self.activation(z) ** 2) / self.k * jnp.eye(
+                self.n, dtype=self.V.dtype
+            )
+        return G
+
+    @property
+    def reduction(self) -> type | None:
+        """[`dipflow.ReducedDynamics`][], the flow in `z = W u`, when only `W`
+        trains; `None` otherwise."""
+        if not self.paper_model:
+            return None
+        # Imported here: the reduced dynamics is built on this module's network.
+        from ._reduced import ReducedDynamics
+
+        return ReducedDynamics
+
+    @property
+    def paper_model(self) -> bool:
+        return self.train == ("W",)
+
     @property
     def entry_bound(self) -> Array:
         """`D`: the largest |V_ij|, which makes Lemma 3 hold for this very `V`."""
         return jnp.max(jnp.abs(self.V))
 
 
-class MLPDIP(eqx.Module):
+class MLPDIP(AbstractGenerator):
     """A multilayer DIP generator in the same (NTK) scaling as (4):
 
     `h_1 = φ(W_1 u)`, `h_{l+1} = φ(W_{l+1} h_l / √k_l)`, `g = V h_L / √k_L`.
@@ -207,10 +280,17 @@ class MLPDIP(eqx.Module):
     weights: tuple[Float[Array, "_ _"], ...]
     V: Float[Array, "n kL"]
     u: Float[Array, " d"]
-    activation: str = eqx.field(static=True)
+    activation: Activation = eqx.field(static=True)
     train: tuple[str, ...] = eqx.field(static=True)
 
-    def __init__(self, weights, V, u, activation: str = "sigmoid", train=("weights",)):
+    def __init__(
+        self,
+        weights,
+        V,
+        u,
+        activation="sigmoid",
+        train=("weights",),
+    ):
         if not isinstance(weights, (tuple, list)) or len(weights) == 0:
             raise TypeError("`weights` must be a non-empty tuple of 2-D arrays.")
         u = _check_u(u)
@@ -230,9 +310,8 @@ class MLPDIP(eqx.Module):
             raise ValueError(
                 f"`V` must have {fan_in} columns (the last width), got shape {tuple(V.shape)}."
             )
-        get_activation(activation)
         self.weights, self.V, self.u = tuple(ws), V, u
-        self.activation = activation
+        self.activation = get_activation(activation)
         self.train = _check_train(train, ("weights", "V"))
 
     @classmethod
@@ -242,7 +321,7 @@ class MLPDIP(eqx.Module):
         n: int,
         d: int,
         widths,
-        activation: str = "sigmoid",
+        activation="sigmoid",
         v_dist: str = "rademacher",
         train=("weights",),
         dtype=None,
@@ -269,7 +348,7 @@ class MLPDIP(eqx.Module):
         )
 
     def __call__(self) -> Float[Array, " n"]:
-        phi = get_activation(self.activation)
+        phi = self.activation
         h = phi(self.weights[0] @ self.u)
         for w in self.weights[1:]:
             h = phi(w @ h / jnp.sqrt(h.shape[-1]).astype(h.dtype))
@@ -284,3 +363,14 @@ class MLPDIP(eqx.Module):
         if "V" in self.train:
             spec = eqx.tree_at(lambda net: net.V, spec, replace=True)
         return spec
+
+    def gram(self, hidden=None) -> None:
+        return None  # no closed form: J Jᵀ comes from autodiff
+
+    @property
+    def reduction(self) -> None:
+        return None  # every step goes through autodiff
+
+    @property
+    def paper_model(self) -> bool:
+        return False

@@ -17,16 +17,21 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from ._activations import get_activation
+from ._activations import Activation, get_activation
 from ._dynamics import AbstractDynamics
 from ._jacobians import min_eigenvalue_on_range, sigma_min_gram
-from ._networks import TwoLayerDIP
+from ._networks import AbstractGenerator, TwoLayerDIP
 from ._problems import InverseProblem
 
 
 def is_reducible(net, trainable=None) -> bool:
-    """Whether the exact reduction applies: a `TwoLayerDIP` trained in `W` only."""
-    return isinstance(net, TwoLayerDIP) and net.train == ("W",) and trainable is None
+    """Whether an exact reduction applies: a generator that has one (a `TwoLayerDIP`
+    trained in `W` only) and no `trainable` override."""
+    return (
+        isinstance(net, AbstractGenerator)
+        and trainable is None
+        and net.reduction is not None
+    )
 
 
 def reduced_operator(net: TwoLayerDIP, problem: InverseProblem) -> Float[Array, "m k"]:
@@ -50,7 +55,7 @@ class ReducedDynamics(AbstractDynamics):
     - `y`: the observation.
     - `u_norm2`: `||u||²`.
     - `m`: the number of measurements the loss is divided by.
-    - `activation`: a registered activation name.
+    - `activation`: the network's [`dipflow.Activation`][] (or a registered name).
     - `net0`, `problem`: the network and problem the reduction came from (or
       `None`); needed to rebuild `W`, and for σ_min, `K_A` on Im(A) and the
       signal error.
@@ -61,7 +66,7 @@ class ReducedDynamics(AbstractDynamics):
     y: Float[Array, " m"]
     u_norm2: Float[Array, ""]
     m: Float[Array, ""]
-    activation: str = eqx.field(static=True)
+    activation: Activation = eqx.field(static=True, converter=get_activation)
     net0: TwoLayerDIP | None = None
     problem: InverseProblem | None = None
     with_sigma_min: bool = eqx.field(static=True, default=False)
@@ -78,7 +83,7 @@ class ReducedDynamics(AbstractDynamics):
         with_kernel=False,
     ) -> ReducedDynamics:
         """The exact reduction of `net` (a `TwoLayerDIP` trained in `W`) on `problem`."""
-        if not is_reducible(net):
+        if not (isinstance(net, TwoLayerDIP) and net.paper_model):
             raise ValueError(
                 "the reduced dynamics needs a TwoLayerDIP trained in W only (train=('W',))."
             )
@@ -100,12 +105,12 @@ class ReducedDynamics(AbstractDynamics):
         return self.z0
 
     def _residual(self, z):
-        return self.M @ get_activation(self.activation)(z) - self.y
+        return self.M @ self.activation(z) - self.y
 
     def loss_and_descent(self, z):
         r = self._residual(z)
         loss = jnp.dot(r, r) / (2 * self.m)
-        dphi = get_activation(self.activation).derivative(z)
+        dphi = self.activation.derivative(z)
         descent = -(self.u_norm2 / self.m) * dphi * (self.M.T @ r)
         return loss, descent
 
@@ -133,7 +138,7 @@ class ReducedDynamics(AbstractDynamics):
 
     def kernel(self, z) -> Float[Array, "m m"]:
         """`K_A = ||u||² M diag(φ'(z)²) Mᵀ`."""
-        act = get_activation(self.activation)
+        act = self.activation
         return self.u_norm2 * (self.M * act.derivative(z)[None, :] ** 2) @ self.M.T
 
     def kernel_rate(self, z):
@@ -157,7 +162,7 @@ class ReducedDynamics(AbstractDynamics):
             out["kernel_rate"] = self.kernel_rate(z)
         if self.with_signal:
             self._require("the signal error")
-            act = get_activation(self.activation)
+            act = self.activation
             g = self.net0.V @ act(z) / jnp.sqrt(self.net0.k).astype(z.dtype)
             out["signal_error"] = jnp.linalg.norm(g - self.problem.x_true)
         return out

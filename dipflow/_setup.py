@@ -11,9 +11,9 @@ from jaxtyping import Array, Float
 
 from ._dynamics import AbstractDynamics, FullDynamics
 from ._jacobians import partition
-from ._networks import TwoLayerDIP
+from ._networks import AbstractGenerator
 from ._problems import InverseProblem
-from ._reduced import ReducedDynamics, is_reducible
+from ._reduced import is_reducible
 
 
 def loss(net, problem: InverseProblem) -> Float[Array, ""]:
@@ -68,14 +68,14 @@ def make_dynamics(
     )
     reducible = is_reducible(net, trainable)
     if reduced and not reducible:
+        trained = f" with train={net.train}" if isinstance(net, AbstractGenerator) else ""
         raise ValueError(
-            "`reduced=True` needs a TwoLayerDIP trained in W only (train=('W',)) and no "
-            f"`trainable` override; got {type(net).__name__}"
-            + (f" with train={net.train}" if isinstance(net, TwoLayerDIP) else "")
-            + "."
+            "`reduced=True` needs a generator with an exact reduction (a TwoLayerDIP "
+            "trained in W only, train=('W',)) and no `trainable` override; got "
+            f"{type(net).__name__}{trained}."
         )
     if reducible and reduced is not False:
-        return ReducedDynamics.from_network(net, problem, **flags)
+        return net.reduction.from_network(net, problem, **flags)
     params, static = partition(net, trainable)
     return FullDynamics(params0=params, static=static, problem=problem, **flags)
 

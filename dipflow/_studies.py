@@ -42,7 +42,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ._activations import get_activation
+from ._activations import (
+    get_activation,
+    portable_activations,
+    restore_activations,
+)
 from ._certificates import (
     condition5,
     lemma3_bound,
@@ -519,6 +523,7 @@ def run_cell(
         )
     }
     full = cell.method not in REDUCED_METHODS
+    activation = get_activation(cell.activation)
 
     rows: list[dict] = []
     for start in range(0, study.runs, chunk):
@@ -535,7 +540,7 @@ def run_cell(
                     arr["z0"],
                     cell.d,
                     _rng(study.seed, cell, r, stream=1),
-                    cell.activation,
+                    activation,
                     cell.v_dist,
                     dtype,
                 )
@@ -553,7 +558,7 @@ def run_cell(
             out = _solve_full_batch(
                 *arrays,
                 hp,
-                activation=cell.activation,
+                activation=activation,
                 max_steps=cell.max_steps,
                 group=group,
                 mesh=mesh,
@@ -563,7 +568,7 @@ def run_cell(
                 *arrays,
                 np.full((batch,), cell.m, dtype),
                 hp,
-                activation=cell.activation,
+                activation=activation,
                 method=cell.method,
                 max_steps=cell.max_steps,
                 solver_steps=max(10 * cell.max_steps, 1000),
@@ -630,10 +635,11 @@ def _timed_cell(cell, study, chunk_size):
     return cell, rows, time.perf_counter() - start
 
 
-def _remote_cell(cell, study, chunk_size):
-    # A worker process has its own JAX configuration.
+def _remote_cell(cell, study, chunk_size, activations):
+    # A worker process has its own JAX configuration and activation registry.
     if study.dtype == "float64":
         jax.config.update("jax_enable_x64", True)
+    restore_activations(activations)
     return _timed_cell(cell, study, chunk_size)
 
 
@@ -654,8 +660,9 @@ def _exit_with_parent():
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def _init_worker(x64: bool, cache_dir: str | None):
+def _init_worker(x64: bool, cache_dir: str | None, activations: bytes):
     _exit_with_parent()
+    restore_activations(activations)
     # Ctrl-C is the parent's to handle: it stops the pool.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if x64:
@@ -690,9 +697,14 @@ def local_executor(
         else positive_int("workers", workers)
     )
     if workers <= 1:
-        for cell in ordered:
-            yield _timed_cell(cell, study, chunk_size)
-        return
+        return (_timed_cell(cell, study, chunk_size) for cell in ordered)
+    # Spawned workers import dipflow afresh: send them the user's activations
+    # (checked here, before any cell runs).
+    activations = portable_activations(c.activation for c in ordered)
+    return _pool_cells(ordered, study, chunk_size, workers, activations)
+
+
+def _pool_cells(ordered, study, chunk_size, workers, activations):
     # One BLAS thread per worker: the workers already fill the cores, and
     # oversubscribed BLAS threads spin against each other (10× slower eigh).
     saved_env = {v: os.environ.get(v) for v in _BLAS_THREADS}
@@ -701,7 +713,7 @@ def local_executor(
         max_workers=workers,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=_init_worker,
-        initargs=(study.dtype == "float64", _compilation_cache_dir()),
+        initargs=(study.dtype == "float64", _compilation_cache_dir(), activations),
     )
     finished = False
     try:
@@ -759,8 +771,10 @@ def dask_executor(
     else:
         client = Client(scheduler)
     try:
+        activations = portable_activations(c.activation for c in cells)
         futures = [
-            client.submit(_remote_cell, c, study, chunk_size, pure=False) for c in cells
+            client.submit(_remote_cell, c, study, chunk_size, activations, pure=False)
+            for c in cells
         ]
         for future in as_completed(futures):
             yield future.result()

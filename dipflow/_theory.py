@@ -7,7 +7,6 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float
 
-from ._activations import activation_constants, get_activation
 from ._certificates import (
     condition5,
     k_bound_factor,
@@ -24,7 +23,7 @@ from ._jacobians import (
     sigma_min_gram,
     sigma_min_jacobian,
 )
-from ._networks import V_DISTRIBUTIONS, TwoLayerDIP
+from ._networks import MLPDIP, V_DISTRIBUTIONS, TwoLayerDIP
 from ._problems import InverseProblem
 from ._reduced import reduced_operator
 
@@ -183,8 +182,8 @@ def theorem1(net, problem: InverseProblem) -> Certificate:
     if isinstance(net, TwoLayerDIP):
         sigma_J = sigma_min_gram(net)
         k, d = net.k, net.d
-        act = get_activation(net.activation)
-        consts = activation_constants(act.name)
+        act = net.activation
+        consts = act.constants
         D = net.entry_bound
         a1 = (
             bool(abs(float(jnp.linalg.norm(net.u)) - 1.0) < _UNIT_TOL)
@@ -202,15 +201,13 @@ def theorem1(net, problem: InverseProblem) -> Certificate:
     else:
         sigma_J = sigma_min_jacobian(net)
         k = d = 0
-        act_name = getattr(net, "activation", None)
-        consts = (
-            activation_constants(act_name)
-            if isinstance(act_name, str)
-            else (np.nan,) * 3
-        )
+        # An MLP has one activation whose constants can be reported; a generic
+        # module says nothing about its φ.
+        act = net.activation if isinstance(net, MLPDIP) else None
+        consts = (np.nan,) * 3 if act is None else act.constants
         D = jnp.asarray(jnp.nan, dtype)
         a1 = a2 = a3 = None
-        a4 = get_activation(act_name).smooth if isinstance(act_name, str) else None
+        a4 = None if act is None else act.smooth
         k_factor = jnp.asarray(jnp.nan, dtype)
     lip = lipschitz_bound(net)
     noise_norm = (
@@ -295,7 +292,7 @@ def measurement_certificate(
 ) -> MeasurementCertificate:
     """The [`dipflow.MeasurementCertificate`][] of a [`dipflow.TwoLayerDIP`][]
     trained in `W` only, at its current parameters, on `problem`."""
-    if not isinstance(net, TwoLayerDIP) or net.train != ("W",):
+    if not (isinstance(net, TwoLayerDIP) and net.paper_model):
         raise TypeError(
             "`net` must be a dipflow.TwoLayerDIP trained in W only (train=('W',)), "
             f"got {type(net).__name__}."
@@ -312,7 +309,7 @@ def measurement_certificate(
     )
     col = jnp.max(jnp.linalg.norm(M, axis=0))
     lip = (
-        get_activation(net.activation).bound
+        net.activation.bound
         * jnp.minimum(col, jnp.linalg.norm(M, 2))
         * jnp.dot(net.u, net.u)
     )

@@ -59,14 +59,14 @@ def jacobian_W(V, W, u, activation):
 
 
 def closed_form_jacobian_W(net):
-    return jacobian_W(*arrays(net), net.activation)
+    return jacobian_W(*arrays(net), net.activation.name)
 
 
 def closed_form_jacobian_V(net):
     """∂g_a/∂V_bc = δ_ab φ(z_c) / √k (row-major V)."""
     V, W, u = arrays(net)
     n, k = V.shape
-    phi = PHI[net.activation](W @ u)
+    phi = PHI[net.activation.name](W @ u)
     return np.kron(np.eye(n), phi[None, :]) / np.sqrt(k)
 
 
@@ -309,7 +309,7 @@ def lipschitz_ratios(net, num_pairs, seed):
         delta = rng.standard_normal(W.shape) * 10.0 ** rng.uniform(-4, 1)
         if i % 3 == 0:  # one row only: the direction that makes Lemma 3 tight
             delta[np.arange(W.shape[0]) != i % W.shape[0]] = 0.0
-        dJ = jacobian_W(V, W + delta, u, net.activation) - J0
+        dJ = jacobian_W(V, W + delta, u, net.activation.name) - J0
         ratios.append(np.linalg.norm(dJ, 2) / np.linalg.norm(delta))
     return np.array(ratios)
 

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import os
 import signal
@@ -7,6 +8,7 @@ import textwrap
 import time
 import uuid
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -261,6 +263,64 @@ def test_dask_executor_equals_local(tmp_path):
     for key in a:
         assert a[key][:2] == b[key][:2]
         np.testing.assert_allclose(a[key][2], b[key][2], rtol=1e-6)
+
+
+def _arctan(x):
+    return jnp.arctan(x)
+
+
+@pytest.fixture
+def user_activation():
+    # |φ'| = 1/(1 + x²) ≤ 1 and |φ''| ≤ 3√3/8: B = 1.
+    name = "_test_arctan"
+    dip.register_activation(name, _arctan, bound=1.0, overwrite=True)
+    yield name
+    del dip._activations._REGISTRY[name]
+
+
+def test_user_activation_reaches_worker_processes(tmp_path, user_activation):
+    # Spawned workers import dipflow afresh: the registered φ must travel with
+    # the study, and give the rows this process computes.
+    cells = tuple(dataclasses.replace(c, activation=user_activation) for c in CELLS[:2])
+    study = _study(cells=cells, runs=2)
+    dip.run_study(study, tmp_path, progress=False, workers=2)
+    rows = _rows_by_key(dip.load(tmp_path))
+    for cell in cells:
+        for row in run_cell(cell, study):
+            key = (cell.cell_id, row["run"])
+            assert rows[key][:2] == (row["num_steps"], row["status"])
+            np.testing.assert_allclose(rows[key][2], row["final_loss"], rtol=1e-12)
+
+
+@pytest.fixture
+def lambda_activation():
+    name = "_test_lambda"
+    dip.register_activation(name, lambda x: jnp.tanh(x), bound=1.0, overwrite=True)
+    yield name
+    del dip._activations._REGISTRY[name]
+
+
+def test_lambda_activation_travels_with_cloudpickle(tmp_path, lambda_activation):
+    pytest.importorskip("cloudpickle")
+    cells = (dataclasses.replace(CELLS[0], activation=lambda_activation),)
+    info = dip.run_study(_study(cells=cells, runs=2), tmp_path, progress=False, workers=2)
+    assert info["cells_run"] == 1 and len(dip.load(tmp_path)) == 2
+
+
+def test_unpicklable_activation_is_refused_before_any_work(
+    tmp_path, lambda_activation, monkeypatch
+):
+    monkeypatch.setitem(sys.modules, "cloudpickle", None)  # as if not installed
+    cells = (
+        dataclasses.replace(CELLS[0], activation=lambda_activation),
+        CELLS[1],
+    )
+    study = _study(cells=cells, runs=2)
+    with pytest.raises(ValueError, match="worker processes.*workers=1"):
+        dip.run_study(study, tmp_path, progress=False, workers=2)
+    # Nothing ran; the same folder then runs in this process.
+    info = dip.run_study(study, tmp_path, progress=False, workers=1)
+    assert info["cells_run"] == 2 and info["cells_skipped"] == 0
 
 
 def test_toml_validation(tmp_path):

@@ -32,7 +32,6 @@ def low_bound_tanh():
     )
     yield "_tanh_low_B"
     del dip._activations._REGISTRY["_tanh_low_B"]
-    dip.activation_constants.cache_clear()
 
 
 # -- the verdict logic ----------------------------------------------------------------
