@@ -31,7 +31,8 @@ import jax
 import numpy as np
 
 import dipflow as dip
-from dipflow._studies import M_PAD, _solve_batch, instance_arrays, seeds_per_group
+from dipflow._cell_solve import M_PAD, _solve_batch, seeds_per_group
+from dipflow._cells import instance_arrays
 
 
 def _median_time(fn, reps):

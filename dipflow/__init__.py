@@ -11,6 +11,9 @@ from ._activations import (
     get_activation as get_activation,
     register_activation as register_activation,
 )
+from ._both_layers import BothLayersDynamics as BothLayersDynamics
+from ._cell_solve import run_cell as run_cell
+from ._cells import Cell as Cell, Study as Study, study_instance as study_instance
 from ._descent import (
     gradient_descent as gradient_descent,
     heavy_ball as heavy_ball,
@@ -63,12 +66,6 @@ from ._statistics import (
     transition_curve as transition_curve,
 )
 from ._store import StudyStore as StudyStore, load as load, summary as summary
-from ._studies import (
-    Cell as Cell,
-    Study as Study,
-    run_cell as run_cell,
-    study_instance as study_instance,
-)
 from ._sweep_config import load_study as load_study, study_from_dict as study_from_dict
 from ._theory import (
     Certificate as Certificate,

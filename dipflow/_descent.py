@@ -295,8 +295,10 @@ def gradient_descent(
       σ_min(J(θ)), `λ_min(A J Jᵀ Aᵀ)/m` on Im(A), `||g − x̄||` (the last by
       default when `x_true` is known).
     - `trainable`: an Equinox filter spec overriding `net.trainable_filter()`.
-    - `reduced`: run in `z = W u` (exact, O(mk) per step). Default: yes for a
-      `TwoLayerDIP` trained in `W` only; `False` forces the full path.
+    - `reduced`: run in the generator's exact reduced state (for a `TwoLayerDIP`:
+      `z = W u`, O(mk) per step, when only `W` trains; `z` and `A V/√k`,
+      O(mk + m²), when `V` trains too). Default: yes wherever one exists;
+      `False` forces the full path.
 
     **Returns:** a [`dipflow.Solution`][]; `stats["stability_ratio"]` is
     `η · λ_max` of the Gauss–Newton curvature `A J Jᵀ Aᵀ / m` at θ0 (stable near
@@ -363,22 +365,10 @@ def nesterov(
 
         t ← ∇L(θ) + μ t,   θ ← θ − η (∇L(θ) + μ t)
 
-    with `t = 0` at the start. Stops as [`dipflow.gradient_descent`][] does. A
-    run whose budget ran out is `unstable` when the step size is beyond the
-    method's stability limit at θ0 (`stats["stability_ratio"] ≥ 2`, see
-    [`dipflow.stability_ratio`][]); a stable momentum run's loss need not
-    decrease at every step, so `stats["monotone"]` is reported but does not
-    decide.
-
-    **Arguments:**
-
-    - `step_size`: η > 0.
-    - `momentum`: μ in [0, 1).
-    - `net`, `problem`, `max_steps`, `tol`, `save_every`, `save_sigma_min`,
-      `save_kernel_rate`, `save_signal_error`, `trainable`, `reduced`: as in
-      [`dipflow.gradient_descent`][] (the reduced path adds a k-vector of trace).
-
-    **Returns:** a [`dipflow.Solution`][]. Works under `jax.jit` and `jax.vmap`.
+    with `t = 0` at the start: the gradient is looked at once more, with the
+    momentum it is about to receive. Stopping, results and arguments as in
+    [`dipflow.heavy_ball`][]; its stability limit is lower
+    ([`dipflow.stability_limit`][]).
     """
     return _train("nesterov", **locals())
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from ._cells import METHODS, Cell, Study
 from ._checks import positive_int
-from ._studies import METHODS, Cell, Study
 
 K_GRID = (20, 35, 50, 75, 100, 150, 200, 300, 500, 750, 1000)
 N_GRID = (30, 60, 100, 200, 300, 600, 1000, 2000, 3000)

@@ -20,8 +20,8 @@ import jax.tree_util as jtu
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._activations import Activation, get_activation
 from . import _certificates
+from ._activations import Activation, get_activation
 from ._checks import as_float_array, check_shape, is_concrete, positive_int
 
 # Distributions of V under A-3 and the bound D on their entries.
@@ -211,8 +211,10 @@ class TwoLayerDIP(AbstractGenerator):
         return self.W @ self.u
 
     def __call__(self) -> Float[Array, " n"]:
-        return self.V @ self.activation(self.hidden()) / jnp.sqrt(self.k).astype(
-            self.V.dtype
+        return (
+            self.V
+            @ self.activation(self.hidden())
+            / jnp.sqrt(self.k).astype(self.V.dtype)
         )
 
     def trainable_filter(self) -> TwoLayerDIP:
@@ -240,15 +242,15 @@ class TwoLayerDIP(AbstractGenerator):
         return G
 
     @property
-    def reduction(self) -> type | None:
-        """[`dipflow.ReducedDynamics`][], the flow in `z = W u`, when only `W`
-        trains; `None` otherwise."""
-        if not self.paper_model:
-            return None
-        # Imported here: the reduced dynamics is built on this module's network.
+    def reduction(self) -> type:
+        """[`dipflow.ReducedDynamics`][] (the flow in `z = W u`) when only `W`
+        trains, [`dipflow.BothLayersDynamics`][] (in `z`, `A V/√k`) when `V`
+        trains too."""
+        # Imported here: the reduced dynamics are built on this module's network.
+        from ._both_layers import BothLayersDynamics
         from ._reduced import ReducedDynamics
 
-        return ReducedDynamics
+        return ReducedDynamics if self.paper_model else BothLayersDynamics
 
     @property
     def paper_model(self) -> bool:

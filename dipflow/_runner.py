@@ -8,8 +8,9 @@ import time
 
 import jax
 
+from ._cells import Study
+from ._executors import dask_executor, local_executor
 from ._store import StudyStore
-from ._studies import Study, dask_executor, local_executor
 
 EXECUTORS = ("local", "dask")
 

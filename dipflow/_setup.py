@@ -59,7 +59,8 @@ def make_dynamics(
     save_signal_error: bool | None = None,
 ) -> AbstractDynamics:
     """The state space a run moves in: the exact reduced dynamics in `z = W u`
-    for a [`dipflow.TwoLayerDIP`][] trained in `W` only (unless `reduced=False`),
+    where the generator has one (a [`dipflow.TwoLayerDIP`][]: `z = W u` when
+    only `W` trains, `(z, A V/√k)` when `V` trains too) unless `reduced=False`,
     the full parameters θ otherwise."""
     flags = dict(
         with_sigma_min=bool(save_sigma_min),
@@ -68,10 +69,12 @@ def make_dynamics(
     )
     reducible = is_reducible(net, trainable)
     if reduced and not reducible:
-        trained = f" with train={net.train}" if isinstance(net, AbstractGenerator) else ""
+        trained = (
+            f" with train={net.train}" if isinstance(net, AbstractGenerator) else ""
+        )
         raise ValueError(
-            "`reduced=True` needs a generator with an exact reduction (a TwoLayerDIP "
-            "trained in W only, train=('W',)) and no `trainable` override; got "
+            "`reduced=True` needs a generator with an exact reduction (a TwoLayerDIP) "
+            "and no `trainable` override; got "
             f"{type(net).__name__}{trained}."
         )
     if reducible and reduced is not False:

@@ -30,7 +30,7 @@ import itertools
 import os
 import tomllib
 
-from ._studies import Cell, Study
+from ._cells import Cell, Study
 
 _TOP_KEYS = {"name": str, "runs": int, "seed": int, "dtype": str, "grid": (dict, list)}
 _CELL_TYPES = {
@@ -53,6 +53,9 @@ _CELL_TYPES = {
     "momentum": (int, float),
     "alpha": (int, float),
     "beta": (int, float),
+    "generator": str,
+    "train": str,
+    "depth": int,
 }
 _REQUIRED = ("m", "n", "k", "d")
 

@@ -217,7 +217,9 @@ def test_overwrite_keeps_built_networks_and_recompiles(registered_swish):
     problem = dip.InverseProblem.gaussian(jax.random.key(1), 6, 8)
     before = dip.TwoLayerDIP.init(jax.random.key(0), n=8, k=20, d=5, activation=SWISH)
     loss_before = float(dip.gradient_descent(before, problem, max_steps=0).final_loss)
-    np.testing.assert_allclose(loss_before, float(dip.loss(before, problem)), rtol=1e-12)
+    np.testing.assert_allclose(
+        loss_before, float(dip.loss(before, problem)), rtol=1e-12
+    )
     dip.register_activation(SWISH, jnp.tanh, bound=1.0, overwrite=True)
     after = dip.TwoLayerDIP.init(jax.random.key(0), n=8, k=20, d=5, activation=SWISH)
     assert before.activation.fn is swish and after.activation.fn is jnp.tanh

@@ -176,7 +176,9 @@ def test_flow_stops_at_tolerance():
     assert 0 < t < 1000
     # Saved values stop with the flow; before the stop, the loss is above tol.
     before = np.asarray(sol.trajectory.ts) <= t
-    assert np.all(np.isfinite(sol.trajectory.loss[before])) and np.all(np.isnan(sol.trajectory.loss[~before]))
+    assert np.all(np.isfinite(sol.trajectory.loss[before])) and np.all(
+        np.isnan(sol.trajectory.loss[~before])
+    )
     assert np.all(sol.trajectory.loss[before] >= tol)
     # A loss already below tol: converged at t = 0.
     sol0 = dip.gradient_flow(net, problem, t1=1000.0, tol=1e6, save_ts=[0.0, 10.0])
@@ -201,14 +203,18 @@ def test_flow_saves_sigma_min_and_signal_error():
     sol = dip.gradient_flow(
         net, problem, t1=3.0, tol=0.0, save_ts=ts, save_sigma_min=True
     )
-    np.testing.assert_allclose(sol.trajectory.sigma_min[0], dip.sigma_min_gram(net), rtol=1e-10)
+    np.testing.assert_allclose(
+        sol.trajectory.sigma_min[0], dip.sigma_min_gram(net), rtol=1e-10
+    )
     np.testing.assert_allclose(
         sol.trajectory.sigma_min[-1], dip.sigma_min_gram(sol.net), rtol=1e-6
     )
     err = jnp.linalg.norm(sol.net() - problem.x_true)
     np.testing.assert_allclose(sol.trajectory.signal_error[-1], err, rtol=1e-6)
     np.testing.assert_allclose(
-        sol.trajectory.residual, np.sqrt(2 * problem.m * np.asarray(sol.trajectory.loss)), rtol=1e-12
+        sol.trajectory.residual,
+        np.sqrt(2 * problem.m * np.asarray(sol.trajectory.loss)),
+        rtol=1e-12,
     )
 
 
@@ -229,7 +235,9 @@ def test_generic_generator_mlp():
     sol = dip.gradient_flow(
         net, problem, t1=25.0, tol=0.0, save_ts=[0.0, 25.0], save_sigma_min=True
     )
-    np.testing.assert_allclose(sol.trajectory.loss[-1], res.trajectory.loss[-1], rtol=0.05)
+    np.testing.assert_allclose(
+        sol.trajectory.loss[-1], res.trajectory.loss[-1], rtol=0.05
+    )
     np.testing.assert_allclose(
         sol.trajectory.sigma_min[0], dip.sigma_min_jacobian(net), rtol=1e-10
     )

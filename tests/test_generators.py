@@ -92,8 +92,8 @@ def test_two_layer_says_what_it_reduces_to():
     net = dip.TwoLayerDIP.init(jax.random.key(0), n=6, k=8, d=4)
     both = dip.TwoLayerDIP.init(jax.random.key(0), n=6, k=8, d=4, train=("W", "V"))
     assert net.paper_model and net.reduction is dip.ReducedDynamics
-    assert not both.paper_model and both.reduction is None
-    assert dip.is_reducible(net) and not dip.is_reducible(both)
+    assert not both.paper_model and both.reduction is dip.BothLayersDynamics
+    assert dip.is_reducible(net) and dip.is_reducible(both)
     assert not dip.is_reducible(net, trainable=net.trainable_filter())
 
 
@@ -107,7 +107,9 @@ def test_networks_hold_their_activation():
     expected = np.asarray(net.V) @ np.cos(z) / np.sqrt(8)
     np.testing.assert_allclose(np.asarray(net()), expected, rtol=1e-12)
     # φ' defaults to autodiff: −sin.
-    np.testing.assert_allclose(np.asarray(act.derivative(jnp.asarray(z))), -np.sin(z), rtol=1e-12)
+    np.testing.assert_allclose(
+        np.asarray(act.derivative(jnp.asarray(z))), -np.sin(z), rtol=1e-12
+    )
     # Two activations compile apart: the static field is part of the treedef.
     tanh_net = dip.TwoLayerDIP(net.V, net.W, net.u, activation="tanh")
     assert jax.tree_util.tree_structure(net) != jax.tree_util.tree_structure(tanh_net)
@@ -121,7 +123,9 @@ def test_networks_hold_their_activation():
 def test_activation_constants_of_a_module():
     act = dip.Activation("_scaled_tanh", lambda x: 2.0 * jnp.tanh(x), bound=2.0)
     tanh = dip.activation_constants("tanh")
-    np.testing.assert_allclose(act.constants, (2 * tanh.C_phi, 2 * tanh.C_phi_prime, 2.0), rtol=1e-12)
+    np.testing.assert_allclose(
+        act.constants, (2 * tanh.C_phi, 2 * tanh.C_phi_prime, 2.0), rtol=1e-12
+    )
     assert dip.activation_constants(act) == act.constants
 
 

@@ -1,6 +1,7 @@
 """The reduced dynamics in z = W u is exact: it reproduces the full path to round-off."""
 
 import diffrax
+import jax
 import numpy as np
 import pytest
 
@@ -80,9 +81,14 @@ def test_reduced_is_the_default_only_where_exact():
     assert isinstance(dip.make_dynamics(net, problem), dip.ReducedDynamics)
     assert isinstance(dip.make_dynamics(net, problem, reduced=False), dip.FullDynamics)
     both, _ = instance(train=("W", "V"))
-    assert isinstance(dip.make_dynamics(both, problem), dip.FullDynamics)
+    assert isinstance(dip.make_dynamics(both, problem), dip.BothLayersDynamics)
+    assert isinstance(dip.make_dynamics(both, problem, reduced=False), dip.FullDynamics)
+    mlp = dip.MLPDIP.init(jax.random.key(0), n=problem.n, d=4, widths=(8,))
+    assert isinstance(dip.make_dynamics(mlp, problem), dip.FullDynamics)
     with pytest.raises(ValueError, match="reduced=True"):
-        dip.make_dynamics(both, problem, reduced=True)
+        dip.make_dynamics(mlp, problem, reduced=True)
+    with pytest.raises(ValueError, match="reduced=True"):
+        dip.make_dynamics(net, problem, trainable=net.trainable_filter(), reduced=True)
 
 
 def test_stability_ratio_predicts_unstable_steps(linear_activation):

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 import dipflow as dip
+from dipflow._cell_solve import run_cell
 from dipflow._cli import main
-from dipflow._studies import run_cell
 
 # Tiny cells shared by the tests (one compiled shape per method).
 CELLS = (
@@ -224,7 +224,7 @@ def test_sharded_seeds_equal_one_device():
         import json, sys
         import jax
         import dipflow as dip
-        from dipflow._studies import run_cell
+        from dipflow._cell_solve import run_cell
         assert len(jax.devices()) == 2, jax.devices()
         cell = dip.Cell(m=4, n=6, k=8, d=5, max_steps=300, tol=0.5, panel="a")
         study = dip.Study(cells=(cell,), runs=4, dtype="float32", seed=3)
@@ -303,7 +303,9 @@ def lambda_activation():
 def test_lambda_activation_travels_with_cloudpickle(tmp_path, lambda_activation):
     pytest.importorskip("cloudpickle")
     cells = (dataclasses.replace(CELLS[0], activation=lambda_activation),)
-    info = dip.run_study(_study(cells=cells, runs=2), tmp_path, progress=False, workers=2)
+    info = dip.run_study(
+        _study(cells=cells, runs=2), tmp_path, progress=False, workers=2
+    )
     assert info["cells_run"] == 1 and len(dip.load(tmp_path)) == 2
 
 

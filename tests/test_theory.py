@@ -103,7 +103,9 @@ def test_residual_stays_under_envelope_when_condition5_holds():
     assert residual[-1] < 1e-3 * residual[0]
     # Lemma 1: R' < R, so θ(t) stays in B(θ0, R') and σ_min(J(θ(t))) ≥ σ_min(J0)/2.
     assert float(cert.R_prime) < float(cert.R)
-    assert np.all(np.asarray(sol.trajectory.distance) <= float(cert.R_prime) * (1 + 1e-8))
+    assert np.all(
+        np.asarray(sol.trajectory.distance) <= float(cert.R_prime) * (1 + 1e-8)
+    )
     assert np.all(np.asarray(sol.trajectory.sigma_min) >= float(cert.sigma_min_J0) / 2)
 
 

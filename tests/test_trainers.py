@@ -14,7 +14,7 @@ import pytest
 import scipy.integrate
 
 import dipflow as dip
-from dipflow._studies import run_cell
+from dipflow._cell_solve import run_cell
 
 from .helpers import instance, numpy_arrays, numpy_loss_and_grads
 

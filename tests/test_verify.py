@@ -254,7 +254,7 @@ def test_measurement_certificate_against_numpy_and_its_lipschitz_constant():
 
 
 def test_cell_kappa_draws_a_prescribed_condition_number():
-    from dipflow._studies import instance_arrays
+    from dipflow._cells import instance_arrays
 
     cell = dip.Cell(m=4, n=9, k=8, d=3, kappa=5.0)
     s = np.linalg.svd(instance_arrays(cell, 0, 1)["A"], compute_uv=False)

@@ -13,7 +13,7 @@ import pandas as pd
 
 from .._activations import activation_constants, get_activation
 from .._checks import positive_int
-from .._studies import _draw_v
+from .._draws import draw_v
 from ._common import FlowSetup, finish_figure, flow_record, new_figure
 from ._instances import (
     as_runs,
@@ -82,7 +82,7 @@ def lemma2(
             sig = []
             for r in runs_list:
                 rng = rng_for(seed, "lemma2", (n, k), r)
-                V = _draw_v(rng, (n, k), v_dist)
+                V = draw_v(rng, (n, k), v_dist)
                 z0 = rng.standard_normal(k)
                 sig.append(float(sigma_min_closed_form(V, dphi(activation, z0))))
             sig = np.array(sig)
@@ -246,7 +246,7 @@ def lemma3(
     rows, data = [], []
     for n, k in sizes:
         rng = rng_for(seed, "lemma3", (n, k, d), 0)
-        V = _draw_v(rng, (n, k), v_dist)
+        V = draw_v(rng, (n, k), v_dist)
         D = float(np.max(np.abs(V)))
         bound = B * D * math.sqrt(n / k)
         u = rng.standard_normal(d)

@@ -318,9 +318,9 @@ def overparametrization(
     each configuration would need. The study is stored in `directory` (a
     temporary folder if `None`) and resumes there.
     """
+    from .._cells import Cell, Study
     from .._runner import run_study
     from .._store import summary as study_summary
-    from .._studies import Cell, Study
 
     base = dict(n=20, m=10, d=100, kappa=1.0) if base is None else dict(base)
     vary = (
