@@ -74,9 +74,8 @@ def reduced_per_run(cell, study, steps, repeats):
         z0s.append(arr["z0"])
         ys.append(yp)
     f32 = np.float32
-    args = [np.stack(a).astype(f32) for a in (Ms, z0s, ys)] + [
-        np.full(study.runs, cell.m, f32)
-    ]
+    arrays = tuple(np.stack(a).astype(f32) for a in (Ms, z0s, ys))
+    m = np.full(study.runs, cell.m, f32)
     hp = {
         "step_size": f32(1.0),
         "momentum": f32(0.0),
@@ -91,9 +90,12 @@ def reduced_per_run(cell, study, steps, repeats):
 
     def run():
         return _solve_batch(
-            *args,
+            arrays,
+            m,
             hp,
-            activation="sigmoid",
+            reduction="W",
+            train_W=True,
+            activation=dip.get_activation("sigmoid"),
             method="gd",
             max_steps=steps,
             solver_steps=10,
@@ -149,7 +151,7 @@ def full_vmap_per_run(cell, study, steps, runs, repeats):
                     tol=0.0,
                     save_every=steps,
                     reduced=False,
-                ).loss
+                ).final_loss
             )
         )
     )

@@ -57,8 +57,8 @@ def study_step(cell, runs, steps, method, reps):
         y[: cell.m] = arr["A"] @ arr["x"]
         Ms.append(M), z0s.append(arr["z0"]), ys.append(y)
     f32 = np.float32
-    arrays = [np.stack(a).astype(f32) for a in (Ms, z0s, ys)]
-    arrays.append(np.full(runs, cell.m, f32))
+    arrays = tuple(np.stack(a).astype(f32) for a in (Ms, z0s, ys))
+    m = np.full(runs, cell.m, f32)
     hp = {
         "step_size": f32(0.5),
         "momentum": f32(0.5),
@@ -73,9 +73,12 @@ def study_step(cell, runs, steps, method, reps):
 
     def run():
         return _solve_batch(
-            *arrays,
+            arrays,
+            m,
             hp,
-            activation="sigmoid",
+            reduction="W",
+            train_W=True,
+            activation=dip.get_activation("sigmoid"),
             method=method,
             max_steps=steps,
             solver_steps=10,

@@ -103,6 +103,22 @@ class BothLayersDynamics(AbstractDynamics):
     def _sqrt_k(self):
         return jnp.sqrt(self.N0.shape[-1]).astype(self.N0.dtype)
 
+    @property
+    def num_measurements(self):
+        return self.m
+
+    def residual(self, state):
+        z, N, _ = state
+        return N @ self.activation(z) - self.y
+
+    def signal(self, state):
+        # V(t) φ(z)/√k with V(t) = V(0) + Aᵀ P: O(nk + nm), no n×k update.
+        self._require("the signal error")
+        z, _, P = state
+        phi = self.activation(z)
+        AtP_phi = self.problem.as_matrix().T @ (P @ phi)
+        return (self.net0.V @ phi + AtP_phi) / self._sqrt_k()
+
     def loss_and_descent(self, state):
         z, N, _ = state
         phi = self.activation(z)
@@ -160,23 +176,3 @@ class BothLayersDynamics(AbstractDynamics):
 
     def curvature(self):
         return jnp.linalg.eigvalsh(self.kernel(self.initial_state()))[-1] / self.m
-
-    def diagnostics(self, state):
-        z, N, P = state
-        r = N @ self.activation(z) - self.y
-        out = {
-            "loss": jnp.dot(r, r) / (2 * self.m),
-            "residual": jnp.linalg.norm(r),
-            "distance": self.distance(state),
-        }
-        if self.with_sigma_min:
-            out["sigma_min"] = self.sigma_min(state)
-        if self.with_kernel:
-            out["kernel_rate"] = self.kernel_rate(state)
-        if self.with_signal:
-            self._require("the signal error")
-            phi = self.activation(z)
-            AtP_phi = self.problem.as_matrix().T @ (P @ phi)
-            g = (self.net0.V @ phi + AtP_phi) / self._sqrt_k()
-            out["signal_error"] = jnp.linalg.norm(g - self.problem.x_true)
-        return out

@@ -33,6 +33,11 @@ class AbstractDynamics(eqx.Module):
     `with_signal`, `with_kernel` (which diagnostics to save).
     """
 
+    @property
+    @abc.abstractmethod
+    def num_measurements(self):
+        """`m`, what the loss is divided by (the true m of a padded problem)."""
+
     @abc.abstractmethod
     def initial_state(self) -> PyTree:
         """The state at t = 0."""
@@ -44,6 +49,14 @@ class AbstractDynamics(eqx.Module):
     @abc.abstractmethod
     def net(self, state):
         """The network at `state`."""
+
+    @abc.abstractmethod
+    def residual(self, state) -> Float[Array, " m"]:
+        """`A g(θ) − y` at `state`."""
+
+    @abc.abstractmethod
+    def signal(self, state) -> Float[Array, " n"]:
+        """The generator's output `g(θ)` at `state`."""
 
     @abc.abstractmethod
     def distance(self, state) -> Float[Array, ""]:
@@ -70,10 +83,9 @@ class AbstractDynamics(eqx.Module):
 
     def diagnostics(self, state) -> dict[str, Array]:
         """The quantities saved along a run."""
-        g = self.net(state)()
-        r = self.problem.forward(g) - self.problem.y
+        r = self.residual(state)
         out = {
-            "loss": jnp.dot(r, r) / (2 * self.problem.m),
+            "loss": jnp.dot(r, r) / (2 * self.num_measurements),
             "residual": jnp.linalg.norm(r),
             "distance": self.distance(state),
         }
@@ -82,7 +94,9 @@ class AbstractDynamics(eqx.Module):
         if self.with_kernel:
             out["kernel_rate"] = self.kernel_rate(state)
         if self.with_signal:
-            out["signal_error"] = jnp.linalg.norm(g - self.problem.x_true)
+            out["signal_error"] = jnp.linalg.norm(
+                self.signal(state) - self.problem.x_true
+            )
         return out
 
 
@@ -110,6 +124,16 @@ class FullDynamics(AbstractDynamics):
 
     def net(self, state):
         return eqx.combine(state, self.static)
+
+    @property
+    def num_measurements(self):
+        return self.problem.m
+
+    def residual(self, state):
+        return self.problem.forward(self.signal(state)) - self.problem.y
+
+    def signal(self, state):
+        return self.net(state)()
 
     def _spec(self, state):
         return jax.tree_util.tree_map(

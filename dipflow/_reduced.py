@@ -104,11 +104,20 @@ class ReducedDynamics(AbstractDynamics):
     def initial_state(self):
         return self.z0
 
-    def _residual(self, z):
+    @property
+    def num_measurements(self):
+        return self.m
+
+    def residual(self, z):
+        # Read off z: no k×d work per saved point.
         return self.M @ self.activation(z) - self.y
 
+    def signal(self, z):
+        self._require("the signal error")
+        return self.net0.V @ self.activation(z) / jnp.sqrt(self.net0.k).astype(z.dtype)
+
     def loss_and_descent(self, z):
-        r = self._residual(z)
+        r = self.residual(z)
         loss = jnp.dot(r, r) / (2 * self.m)
         dphi = self.activation.derivative(z)
         descent = -(self.u_norm2 / self.m) * dphi * (self.M.T @ r)
@@ -147,22 +156,3 @@ class ReducedDynamics(AbstractDynamics):
 
     def curvature(self):
         return jnp.linalg.eigvalsh(self.kernel(self.z0))[-1] / self.m
-
-    def diagnostics(self, z):
-        # Read everything off z: no k×d work per saved point.
-        r = self._residual(z)
-        out = {
-            "loss": jnp.dot(r, r) / (2 * self.m),
-            "residual": jnp.linalg.norm(r),
-            "distance": self.distance(z),
-        }
-        if self.with_sigma_min:
-            out["sigma_min"] = self.sigma_min(z)
-        if self.with_kernel:
-            out["kernel_rate"] = self.kernel_rate(z)
-        if self.with_signal:
-            self._require("the signal error")
-            act = self.activation
-            g = self.net0.V @ act(z) / jnp.sqrt(self.net0.k).astype(z.dtype)
-            out["signal_error"] = jnp.linalg.norm(g - self.problem.x_true)
-        return out
