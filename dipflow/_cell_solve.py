@@ -303,9 +303,11 @@ def run_cell(
                     _rng(study.seed, cell, r, stream=1),
                     activation,
                     cell.v_dist,
-                    np.float64,
+                    dtype,
                 )
-                V, W1, u = (np.asarray(a) for a in (net.V, net.W, net.u))
+                # In the study's dtype: the initial residual is that of the
+                # weights that train.
+                V, W1, u = (np.asarray(a, np.float64) for a in (net.V, net.W, net.u))
                 hidden = np.zeros((0, cell.k, cell.k))
                 r0 = None
                 if cell.generator_name == "mlp":
@@ -348,7 +350,7 @@ def run_cell(
             result = RESULT_NAMES[int(out["result"][i])]
             rows.append(
                 {
-                    **cell.params(),
+                    **study.row_params(cell),
                     "run": r,
                     "seed": study.seed,
                     "converged": result == "converged",

@@ -315,6 +315,20 @@ class Study:
         if len(set(ids)) != len(ids):
             raise ValueError("the study lists the same cell twice.")
 
+    def row_params(self, cell: Cell) -> dict:
+        """`cell.params()` with every optional field that any cell of the study
+        sets (`None` where this one does not): the rows of one study share their
+        keys, and a study whose cells set none of them keeps the keys it always had."""
+        keys = getattr(self, "_optional_keys", None)
+        if keys is None:
+            keys = [
+                name
+                for name in _OPTIONAL_FIELDS
+                if any(getattr(c, name) is not None for c in self.cells)
+            ]
+            object.__setattr__(self, "_optional_keys", keys)
+        return {name: None for name in keys} | cell.params()
+
     def config(self) -> dict:
         """Everything that determines the results (what the store checks on resume)."""
         return {

@@ -128,11 +128,15 @@ def _run_and_report(study, out, args) -> int:
 
 
 def _reproduce(args) -> int:
+    if args.figure == "beyond":
+        return _reproduce_beyond(args)
+    if args.variants is not None:
+        raise ValueError("`--variants` is only for `reproduce beyond`.")
     from ._figure1 import figure1_study
 
     study = figure1_study(
         panel=args.panel,
-        runs=args.runs,
+        runs=50 if args.runs is None else args.runs,
         method=args.method,
         quick=args.quick,
         seed=args.seed,
@@ -148,6 +152,46 @@ def _reproduce(args) -> int:
         jax.config.update("jax_enable_x64", True)
     out = args.out or ("figure1-quick" if args.quick else "figure1")
     return _run_and_report(study, out, args)
+
+
+def _reproduce_beyond(args) -> int:
+    from ._beyond import beyond_studies, report_beyond, run_beyond
+
+    studies = beyond_studies(
+        None if args.variants is None else args.variants.split(","),
+        runs=20 if args.runs is None else args.runs,
+        quick=args.quick,
+        seed=args.seed,
+        max_steps=args.max_steps,
+        dtype="float64" if args.x64 else "float32",
+    )
+    if args.x64:
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
+    out = args.out or ("beyond-quick" if args.quick else "beyond")
+    for part, study in studies.items():
+        print(
+            f"{study.name}: {len(study.cells)} cells × {study.runs} runs -> {out}/{part}",
+            file=sys.stderr,
+        )
+    code = run_beyond(
+        out,
+        studies,
+        dict(
+            executor=args.executor,
+            scheduler=args.scheduler,
+            chunk_size=args.chunk_size,
+            workers=args.workers,
+            progress=not args.no_progress,
+        ),
+    )
+    if code:
+        return code
+    paths = report_beyond(out, studies)
+    print(f"summary: {paths['summary']}\nreport: {paths['report']}")
+    print("figures: " + ", ".join(str(p) for p in paths["figures"]))
+    return 0
 
 
 def _sweep(args) -> int:
@@ -224,13 +268,30 @@ def main(argv: list[str] | None = None) -> int:
         "Rademacher V, GD with step 1, at most 25 000 steps, success = loss < 1e-7, d = 500. "
         "Resumable: run the same command again on the same --out to continue.",
     )
-    rep.add_argument("figure", choices=("fig1",), help="the figure to reproduce")
+    rep.add_argument(
+        "figure",
+        choices=("fig1", "beyond"),
+        help="fig1 (the paper's Figure 1) or beyond (its panels for the variants "
+        "beyond the paper: both layers, MLPs, other trainers)",
+    )
     rep.add_argument(
         "--out",
         default=None,
         help="study folder (default ./figure1 or ./figure1-quick)",
     )
-    rep.add_argument("--runs", type=int, default=50, help="runs per cell (default 50)")
+    rep.add_argument(
+        "--runs",
+        type=int,
+        default=None,
+        help="runs per cell (default 50 for fig1; 20 for beyond's reduced variants)",
+    )
+    rep.add_argument(
+        "--variants",
+        default=None,
+        help="beyond: comma-separated variants (default all: "
+        "paper_gd, paper_flow, both_layers, mlp_depth2, mlp_depth3, heavy_ball, "
+        "nesterov, inertial, adam)",
+    )
     rep.add_argument(
         "--panel",
         choices=("a", "b", "both"),

@@ -334,6 +334,7 @@ def plot_figure1(
     confidence: float = 0.95,
     kappa: str = "gaussian",
     dpi: int = 150,
+    title: str = "Figure 1: probability that the loss reaches the tolerance",
 ) -> list[Path]:
     """Draw Figure 1 from a study's tables and save it as PNG and PDF.
 
@@ -353,6 +354,7 @@ def plot_figure1(
       [`dipflow.phase_diagram`][].
     - `dpi`: the resolution of the PNG and of the heat map inside the PDF (the
       rest of the PDF is vector graphics).
+    - `title`: the figure's title.
 
     **Returns:**
 
@@ -425,7 +427,7 @@ def plot_figure1(
                 confidence=confidence,
                 kappa=kappa,
             )
-    fig.suptitle("Figure 1: probability that the loss reaches the tolerance")
+    fig.suptitle(title)
     paths = [stem.with_name(stem.name + ".png"), stem.with_name(stem.name + ".pdf")]
     fig.savefig(paths[0], dpi=dpi)
     fig.savefig(paths[1], dpi=dpi)
