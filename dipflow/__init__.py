@@ -31,6 +31,10 @@ from ._flows import (
     gradient_flow as gradient_flow,
     inertial_flow as inertial_flow,
 )
+from ._generic_certificate import (
+    GenericCertificate as GenericCertificate,
+    generic_certificate as generic_certificate,
+)
 from ._jacobians import (
     gram as gram,
     jacobian as jacobian,

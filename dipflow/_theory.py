@@ -164,7 +164,8 @@ def theorem1(net, problem: InverseProblem) -> Certificate:
 
     For [`dipflow.TwoLayerDIP`][], σ_min(J0) uses the closed-form Gram (equal to
     the autodiff path, as the tests check); other generators use `dipflow.jacobian`, and
-    Lemma 3 (hence (5), R) is not available for them (NaN). The formulas are
+    Lemma 3 (hence (5), R) is not available for them (NaN);
+    [`dipflow.generic_certificate`][] decides (5) for them. The formulas are
     the array functions of `dipflow._certificates`, which studies evaluate on
     each run too.
     """
