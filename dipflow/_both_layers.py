@@ -129,7 +129,8 @@ class BothLayersDynamics(AbstractDynamics):
         else:
             dz = jnp.zeros_like(z)
         dP = -jnp.outer(r, phi) / (self.m * self._sqrt_k())
-        dN = self.gram_A @ dP / self._sqrt_k()
+        # A Aᵀ dP / √k as (A Aᵀ r) φᵀ: O(m² + mk), not the O(m² k) of the product.
+        dN = -jnp.outer(self.gram_A @ r, phi) / (self.m * self._sqrt_k() ** 2)
         return loss, (dz, dN, dP)
 
     def _require(self, what):
