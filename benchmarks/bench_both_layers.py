@@ -13,22 +13,11 @@ and the ratio full/reduced is printed.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import jax
+from _timing import median_time  # benchmarks/_timing.py, beside this script
 
 import dipflow as dip
-
-
-def _median_time(fn, reps):
-    jax.block_until_ready(fn())  # compile
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main(argv=None):
@@ -68,7 +57,7 @@ def main(argv=None):
                 reduced=reduced,
             ).final_loss
 
-        seconds[path] = _median_time(run, args.reps) / args.steps
+        seconds[path] = median_time(run, args.reps) / args.steps
     for path, s in seconds.items():
         print(f"  {path:<8} {s * 1e6:10.2f} µs per step")
     print(f"  full / reduced: {seconds['full'] / seconds['reduced']:.1f}×")

@@ -30,33 +30,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import tempfile
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _timing import median_time  # benchmarks/_timing.py, beside this script
 
 import dipflow as dip
 from dipflow._cell_solve import M_PAD, _solve_batch, seeds_per_group
 from dipflow._cells import instance_arrays
 
 
-def _median_time(fn, repeats):
-    jax.block_until_ready(fn())  # compile
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def matmul_peak(size=2048, repeats=5):
     a = jnp.ones((size, size), jnp.float32)
     f = jax.jit(lambda x: x @ x)
-    t = _median_time(lambda: f(a), repeats)
+    t = median_time(lambda: f(a), repeats)
     return 2 * size**3 / t
 
 
@@ -103,7 +93,7 @@ def reduced_per_run(cell, study, steps, repeats):
             mesh=None,
         )["final_loss"]
 
-    return _median_time(run, repeats) / study.runs
+    return median_time(run, repeats) / study.runs
 
 
 def bare_per_run(cell, study, steps, repeats):
@@ -126,7 +116,7 @@ def bare_per_run(cell, study, steps, repeats):
         return jax.lax.fori_loop(0, steps, body, z)
 
     f = jax.jit(lambda M, z0, y: jax.lax.map(one, (M, z0, y), batch_size=group))
-    return _median_time(lambda: f(M, z0, y), repeats) / study.runs
+    return median_time(lambda: f(M, z0, y), repeats) / study.runs
 
 
 def _full_instances(cell, study, runs):
@@ -155,7 +145,7 @@ def full_vmap_per_run(cell, study, steps, runs, repeats):
             )
         )
     )
-    return _median_time(lambda: solve(nets, problems), repeats) / runs
+    return median_time(lambda: solve(nets, problems), repeats) / runs
 
 
 def full_loop_per_run(cell, study, steps, runs, repeats):
@@ -178,7 +168,7 @@ def full_loop_per_run(cell, study, steps, runs, repeats):
             out.append(W)
         return out
 
-    return _median_time(run, repeats) / runs
+    return median_time(run, repeats) / runs
 
 
 def eqx_tree_at_W(net, W):

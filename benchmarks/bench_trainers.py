@@ -23,26 +23,15 @@ Everything is compiled first (one warm-up call), timed with
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import diffrax
 import jax
 import numpy as np
+from _timing import median_time  # benchmarks/_timing.py, beside this script
 
 import dipflow as dip
 from dipflow._cell_solve import M_PAD, _solve_batch, seeds_per_group
 from dipflow._cells import instance_arrays
-
-
-def _median_time(fn, reps):
-    jax.block_until_ready(fn())  # compile
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def study_step(cell, runs, steps, method, reps):
@@ -86,7 +75,7 @@ def study_step(cell, runs, steps, method, reps):
             mesh=None,
         )["final_loss"]
 
-    return _median_time(run, reps) / (runs * steps)
+    return median_time(run, reps) / (runs * steps)
 
 
 def api_steps(net, problem, steps, reps):
@@ -96,7 +85,7 @@ def api_steps(net, problem, steps, reps):
     common = dict(tol=0.0, save_ts=[0.0], dt0=dt)
     const = diffrax.ConstantStepSize()
     out = {}
-    out["gd"] = _median_time(
+    out["gd"] = median_time(
         lambda: (
             dip.gradient_descent(
                 net, problem, dt, steps, tol=0.0, save_every=steps
@@ -105,7 +94,7 @@ def api_steps(net, problem, steps, reps):
         reps,
     )
     for solver_name, solver in (("euler", diffrax.Euler()), ("tsit5", diffrax.Tsit5())):
-        out[f"flow-{solver_name}"] = _median_time(
+        out[f"flow-{solver_name}"] = median_time(
             lambda solver=solver: (
                 dip.gradient_flow(
                     net, problem, t1, solver=solver, stepsize_controller=const, **common
@@ -113,7 +102,7 @@ def api_steps(net, problem, steps, reps):
             ),
             reps,
         )
-        out[f"inertial-{solver_name}"] = _median_time(
+        out[f"inertial-{solver_name}"] = median_time(
             lambda solver=solver: (
                 dip.inertial_flow(
                     net,
