@@ -149,15 +149,13 @@ def beyond_studies(
     }
 
 
-def variant_of(row) -> str:
-    """The variant a stored row (or cell parameters) belongs to."""
-    get = row.get if isinstance(row, dict) else row.__getitem__
+def variant_of(row: dict) -> str:
+    """The variant a stored row (or a cell's parameters) belongs to."""
 
     def value(key):
-        v = get(key) if key in row else None
-        if v is None or (isinstance(v, float) and math.isnan(v)):
-            return None
-        return v
+        v = row.get(key)
+        # An unset field is missing from a cell's parameters, NaN in a table.
+        return None if isinstance(v, float) and math.isnan(v) else v
 
     for variant in VARIANTS:
         wanted = variant.cell

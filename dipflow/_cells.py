@@ -319,15 +319,15 @@ class Study:
         """`cell.params()` with every optional field that any cell of the study
         sets (`None` where this one does not): the rows of one study share their
         keys, and a study whose cells set none of them keeps the keys it always had."""
-        keys = getattr(self, "_optional_keys", None)
-        if keys is None:
-            keys = [
-                name
-                for name in _OPTIONAL_FIELDS
-                if any(getattr(c, name) is not None for c in self.cells)
-            ]
-            object.__setattr__(self, "_optional_keys", keys)
-        return {name: None for name in keys} | cell.params()
+        return {name: None for name in self._optional_keys} | cell.params()
+
+    @functools.cached_property
+    def _optional_keys(self) -> list[str]:
+        return [
+            name
+            for name in _OPTIONAL_FIELDS
+            if any(getattr(c, name) is not None for c in self.cells)
+        ]
 
     def config(self) -> dict:
         """Everything that determines the results (what the store checks on resume)."""
