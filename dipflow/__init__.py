@@ -44,6 +44,7 @@ from ._jacobians import (
     sigma_min_gram as sigma_min_gram,
     sigma_min_jacobian as sigma_min_jacobian,
 )
+from ._lipschitz import layerwise_lip_bound as layerwise_lip_bound
 from ._networks import (
     MLPDIP as MLPDIP,
     AbstractGenerator as AbstractGenerator,

@@ -130,8 +130,10 @@ def _run_and_report(study, out, args) -> int:
 def _reproduce(args) -> int:
     if args.figure == "beyond":
         return _reproduce_beyond(args)
-    if args.variants is not None:
-        raise ValueError("`--variants` is only for `reproduce beyond`.")
+    if args.variants is not None or args.paper_grid:
+        raise ValueError(
+            "`--variants` and `--paper-grid` are only for `reproduce beyond`."
+        )
     from ._figure1 import figure1_study
 
     study = figure1_study(
@@ -161,6 +163,7 @@ def _reproduce_beyond(args) -> int:
         None if args.variants is None else args.variants.split(","),
         runs=20 if args.runs is None else args.runs,
         quick=args.quick,
+        paper_grid=args.paper_grid,
         seed=args.seed,
         max_steps=args.max_steps,
         dtype="float64" if args.x64 else "float32",
@@ -169,7 +172,13 @@ def _reproduce_beyond(args) -> int:
         import jax
 
         jax.config.update("jax_enable_x64", True)
-    out = args.out or ("beyond-quick" if args.quick else "beyond")
+    out = args.out or (
+        "beyond-quick"
+        if args.quick
+        else "beyond-paper-grid"
+        if args.paper_grid
+        else "beyond"
+    )
     for part, study in studies.items():
         print(
             f"{study.name}: {len(study.cells)} cells × {study.runs} runs -> {out}/{part}",
@@ -291,6 +300,12 @@ def main(argv: list[str] | None = None) -> int:
         help="beyond: comma-separated variants (default all: "
         "paper_gd, paper_flow, both_layers, mlp_depth2, mlp_depth3, heavy_ball, "
         "nesterov, inertial, adam)",
+    )
+    rep.add_argument(
+        "--paper-grid",
+        action="store_true",
+        help="beyond: the reduced variants on Figure 1's whole grid (default: every "
+        "other width and size, which fits 30 minutes on 2 cores)",
     )
     rep.add_argument(
         "--panel",

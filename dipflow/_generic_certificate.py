@@ -19,6 +19,7 @@ from jaxtyping import Array, Float
 
 from ._checks import nonnegative_int, nonnegative_scalar, positive_int
 from ._jacobians import flat_generator, lipschitz_bound, sigma_min_jacobian
+from ._lipschitz import layerwise_lip_bound
 from ._networks import TwoLayerDIP
 from ._problems import InverseProblem
 
@@ -152,15 +153,15 @@ def generic_certificate(
     starts at θ0. Every value it returns is attained by a pair in the ball and a
     unit `v`, so it is a valid lower bound, whatever the search converged to.
 
-    **The upper bounds.** For [`dipflow.TwoLayerDIP`][]:
-
-    - trained in `W` only: Lemma 3, `B D sqrt(n/k) ||u||²` (global);
-    - trained in `V` only: 0 (g is linear in `V`, J constant);
-    - trained in `W` and `V`: `B ||u|| (c + sqrt(c² + 4)) / (2 √k)` with
-      `c = ||u|| (max_i ||V0_i|| + radius)` ([Mathematics](../mathematics.md#a-certificate-for-any-generator)).
-
-    Other generators ([`dipflow.MLPDIP`][] included) have no derived bound
-    (NaN): their certificate can refute (5) but not certify it.
+    **The upper bounds.** For the paper's [`dipflow.TwoLayerDIP`][] (trained in
+    `W` only): Lemma 3, `B D sqrt(n/k) ||u||²` (global). For the two-layer net
+    with other trained layers and for [`dipflow.MLPDIP`][]: the layer-wise
+    bound on the ball ([`dipflow.layerwise_lip_bound`][],
+    [Mathematics](../mathematics.md#a-certificate-for-any-generator)); it is 0
+    for the two-layer net trained in `V` only (g is linear in `V`) and
+    `B ||u|| (c + sqrt(c² + 4)) / (2 √k)`, `c = ||u|| (max_i ||V0_i|| + radius)`,
+    for `W` and `V`. Other generators, and non-smooth activations, have no
+    derived bound (NaN): their certificate can refute (5) but not certify it.
     """
     if not (isinstance(net, eqx.Module) and callable(net)):
         raise TypeError(
@@ -238,17 +239,12 @@ def generic_certificate(
 def lip_upper_bound(net, radius) -> tuple[Float[Array, ""], str]:
     """An upper bound of Lip(J) on `B(θ0, radius)` and its name, or NaN and
     `"none"` where none is derived (see [`dipflow.generic_certificate`][])."""
-    if not isinstance(net, TwoLayerDIP):
-        return jnp.asarray(jnp.nan), "none"
-    if net.paper_model:
+    if isinstance(net, TwoLayerDIP) and net.paper_model:
         return jnp.asarray(lipschitz_bound(net)), "Lemma 3"
-    if net.train == ("V",):
-        return jnp.zeros((), net.V.dtype), "J constant in V"
-    u_norm = jnp.linalg.norm(net.u)
-    # On the ball every column of V moves by at most ||V − V0||_F ≤ radius.
-    c = u_norm * (jnp.max(jnp.linalg.norm(net.V, axis=0)) + radius)
-    bound = net.activation.bound * u_norm * (c + jnp.sqrt(c**2 + 4)) / 2
-    return bound / math.sqrt(net.k), "both layers"
+    bound = layerwise_lip_bound(net, radius)
+    if math.isnan(bound):
+        return jnp.asarray(jnp.nan), "none"
+    return jnp.asarray(bound), "layer-wise"
 
 
 @eqx.filter_jit

@@ -75,8 +75,17 @@ def sigma_min_jacobian(net, trainable=None, mode: str = "auto") -> Float[Array, 
 
     It is 0 when there are fewer parameters than outputs (p < n)."""
     J = jacobian(net, trainable, mode)
-    s = jnp.linalg.svd(J, compute_uv=False)
-    return _sigma_min_from_singular_values(s, J.shape[0])
+    return _sigma_min_from_singular_values(singular_values(J), J.shape[0])
+
+
+def singular_values(J: Float[Array, "n p"]) -> Float[Array, " r"]:
+    """The singular values of `J`, largest first, through the thin QR of its
+    long side: exact, O(n p min(n, p)) (an SVD of a very wide `J` allocates
+    `p × p` on some backends)."""
+    n, p = J.shape
+    if max(n, p) > 2 * min(n, p):
+        J = jnp.linalg.qr(J.T if p > n else J, mode="r")
+    return jnp.linalg.svd(J, compute_uv=False)
 
 
 def gram(net, hidden: Float[Array, " k"] | None = None) -> Float[Array, "n n"]:

@@ -125,7 +125,7 @@ def test_lip_lower_is_attained_in_the_ball(case, request):
     assert float(cert.lip_lower) >= 0.99 * exact
 
 
-@pytest.mark.parametrize("case", ["paper", "both_layers"])
+@pytest.mark.parametrize("case", ["paper", "both_layers", "mlp"])
 def test_upper_bound_bounds_difference_quotients(case, request):
     net, _, cert = request.getfixturevalue(case)
     theta0, jac = dense_jacobian(net)
@@ -149,11 +149,49 @@ def test_both_layers_bound_holds_on_a_small_ball():
     assert float(cert.radius) == 0.05
 
 
-def test_mlp_has_no_upper_bound(mlp):
+def test_mlp_upper_bound_is_layer_wise(mlp):
     _, _, cert = mlp
-    assert cert.upper_bound == "none" and np.isnan(cert.lip_upper)
-    assert cert.verdict in ("refuted", "undecided")
+    assert cert.upper_bound == "layer-wise" and np.isfinite(float(cert.lip_upper))
     assert (cert.verdict == "refuted") == bool(cert.lip_lower > cert.lip_threshold)
+    assert (cert.verdict == "certified") == bool(cert.lip_upper < cert.lip_threshold)
+
+
+def test_layer_wise_bound_reproduces_the_two_layer_bounds():
+    # W only (Rademacher V: max column norm = D √n): Lemma 3; W and V: the
+    # closed form c = ||u|| (max_i ||V0_i|| + R), B ||u|| (c + √(c² + 4))/(2√k).
+    k_net = jax.random.key(4)
+    paper = dip.TwoLayerDIP.init(k_net, n=4, k=8, d=3)
+    np.testing.assert_allclose(
+        dip.layerwise_lip_bound(paper, 0.3), dip.lipschitz_bound(paper), rtol=1e-12
+    )
+    net = dip.TwoLayerDIP.init(
+        k_net, n=4, k=8, d=3, train=("W", "V"), v_dist="gaussian"
+    )
+    R, u = 0.3, np.linalg.norm(np.asarray(net.u))
+    c = u * (np.max(np.linalg.norm(np.asarray(net.V), axis=0)) + R)
+    closed = net.activation.bound * u * (c + np.sqrt(c**2 + 4)) / (2 * np.sqrt(8))
+    np.testing.assert_allclose(dip.layerwise_lip_bound(net, R), closed, rtol=1e-12)
+    only_v = dip.TwoLayerDIP.init(k_net, n=4, k=8, d=3, train=("V",))
+    assert dip.layerwise_lip_bound(only_v, R) == 0.0
+
+
+@pytest.mark.parametrize("train", [("weights",), ("weights", "V"), ("V",)])
+def test_layer_wise_bound_bounds_a_deeper_mlp(train):
+    net = dip.MLPDIP.init(jax.random.key(5), n=3, d=2, widths=(4, 5, 4), train=train)
+    R = 0.5
+    upper = dip.layerwise_lip_bound(net, R)
+    theta0, jac = dense_jacobian(net)
+    quotients = [
+        difference_quotient(jac, t1, t2) for t1, t2 in random_pairs(theta0, R, 20)
+    ]
+    assert max(quotients) <= upper
+    if train == ("V",):
+        assert upper == 0.0 and max(quotients) < 1e-12
+
+
+def test_no_bound_without_a_second_derivative():
+    net = dip.MLPDIP.init(jax.random.key(5), n=3, d=2, widths=(4,), activation="relu")
+    assert np.isnan(dip.layerwise_lip_bound(net, 1.0))
 
 
 def test_linear_in_V_is_constant_jacobian():

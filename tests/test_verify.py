@@ -4,9 +4,11 @@ claim itself."""
 
 import math
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pandas as pd
 import pytest
 
 import dipflow as dip
@@ -253,6 +255,36 @@ def test_measurement_certificate_against_numpy_and_its_lipschitz_constant():
         assert ratio <= float(mc.lip_AJ) * (1 + 1e-12)
 
 
+def test_generic_certificates_hold_where_they_certify_and_can_fail(monkeypatch):
+    from dipflow.verify import _generic, _run
+
+    res = verify.generic_certificates(**_run.QUICK[10])
+    assert res.status == verify.HELD
+    data = res.data.set_index(["generator", "run"])
+    assert "certified" in set(data.verdict)
+    for _, row in res.rows.iterrows():
+        certified = data.loc[(row.generator, row.instance), "verdict"] == "certified"
+        assert row.hypothesis == certified
+        assert row.held is pd.NA or bool(row.held)
+    # The certificate's numbers are the library's for the same draw.
+    gen, m, n, k = _run.QUICK[10]["cases"][0]
+    net, problem = _generic._instance(gen, m, n, k, 10, 0, seed=0, activation="sigmoid")
+    cert = dip.generic_certificate(net, problem, steps=40, seed=0)
+    np.testing.assert_allclose(data.loc[(gen, 0), "R_prime"], cert.R_prime, rtol=1e-12)
+    # A certificate promising ten times the rate is caught by the envelope check.
+    real = _generic.generic_certificate
+
+    def overpromising(*args, **kwargs):
+        c = real(*args, **kwargs)
+        return eqx.tree_at(lambda c: c.rate, c, 10 * c.rate)
+
+    monkeypatch.setattr(_generic, "generic_certificate", overpromising)
+    cases = [c for c in _run.QUICK[10]["cases"] if c[0] == "both_layers"]
+    bad = verify.generic_certificates(cases=cases, runs=[0], search_steps=40)
+    assert bad.status == verify.VIOLATED
+    assert "generic_certificates(cases=[('both_layers'" in bad.rerun
+
+
 def test_cell_kappa_draws_a_prescribed_condition_number():
     from dipflow._cells import instance_arrays
 
@@ -289,7 +321,7 @@ def test_verify_quick_report_resume_and_refusal(tmp_path, capsys):
         and '<img src="claim9_signal_space.png"' in html
     )
     checks = dip.load(out)
-    assert sorted(set(checks["claim"])) == list(range(1, 10))
+    assert sorted(set(checks["claim"])) == list(range(1, 11))
     assert set(checks["status"]) <= {"held", "measured"}
     capsys.readouterr()
     # Again on the same folder: every claim is read back, none recomputed.
@@ -335,6 +367,8 @@ def test_verify_exit_code_and_report_on_a_violation(
         (lambda: verify.early_stopping(noise=0.0), "noise"),
         (lambda: verify.overparametrization(vary=dict(width=(1, 2))), "width"),
         (lambda: verify.run("unused", claims="1,12"), "claims"),
+        (lambda: verify.generic_certificates(cases=[("resnet", 1, 1, 9)]), "cases"),
+        (lambda: verify.generic_certificates(cases=[("mlp2", 1, 0, 9)]), "cases"),
     ],
 )
 def test_bad_input_is_a_clear_error(call, match):

@@ -17,12 +17,14 @@ report. All of them compute in float64: enable it first with
 | 7 | `overparametrization` | Theorem 1(ii): measured width exponents against the bound's |
 | 8 | `measurement_certificate` | the measurement-space certificate (beyond the paper) |
 | 9 | `signal_space` | g(t) − x̄ split into ker(A) and its complement (Remark 1) |
+| 10 | `generic_certificates` | the generic certificate on both-layer nets and MLPs, against their flows |
 """
 
 from ._beyond import (
     measurement_certificate as measurement_certificate,
     signal_space as signal_space,
 )
+from ._generic import generic_certificates as generic_certificates
 from ._instances import Instance as Instance, draw as draw
 from ._lemmas import (
     jacobian_difference_ratio as jacobian_difference_ratio,

@@ -13,6 +13,7 @@ import jax
 
 from .._store import StudyStore, load
 from ._beyond import measurement_certificate, signal_space
+from ._generic import generic_certificates
 from ._lemmas import lemma1, lemma2, lemma3, lemma4
 from ._report import blocks, to_html, to_markdown
 from ._result import VIOLATED, ClaimResult
@@ -29,6 +30,7 @@ CLAIMS = {
     7: overparametrization,
     8: measurement_certificate,
     9: signal_space,
+    10: generic_certificates,
 }
 
 # `--quick`: the same checks on small sizes (about a minute on a 2-core CPU).
@@ -50,6 +52,11 @@ QUICK = {
     ),
     8: dict(sizes=((1, 1200, 1000), (2, 2, 1000)), runs=2, d=10),
     9: dict(sizes=((2, 2, 1000), (2, 6, 1000)), runs=2, d=10),
+    10: dict(
+        cases=(("both_layers", 1, 1, 1000), ("mlp2", 1, 1, 100)),
+        runs=2,
+        search_steps=40,
+    ),
 }
 
 
@@ -79,7 +86,7 @@ def run(
     progress: bool = True,
     command: str | None = None,
 ) -> tuple[list[ClaimResult], int]:
-    """Check `claims` (default: all nine) and write `directory/report.md`,
+    """Check `claims` (default: all ten) and write `directory/report.md`,
     `report.html`, one PNG figure and one CSV of raw measurements per claim.
 
     The check rows are stored like a study (SQLite in `directory`, readable with
