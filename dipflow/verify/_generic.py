@@ -16,7 +16,7 @@ from .._networks import MLPDIP, TwoLayerDIP
 from .._problems import InverseProblem
 from ._common import new_figure, observed_rate, worst_over_envelope
 from ._instances import as_runs, check_model, family_word, require_x64
-from ._result import check_row, checked_claim
+from ._result import ClaimResult, check_row, checked_claim
 
 # Generators of this claim: the both-layer two-layer net, and MLPs of depth L
 # with every hidden layer of width k, all their layers trained.
