@@ -35,6 +35,8 @@ from ._generic_certificate import (
     GenericCertificate as GenericCertificate,
     generic_certificate as generic_certificate,
 )
+from ._image_metrics import psnr as psnr, ssim as ssim
+from ._images import available_images as available_images, load_image as load_image
 from ._jacobians import (
     gram as gram,
     jacobian as jacobian,
@@ -49,6 +51,17 @@ from ._networks import (
     MLPDIP as MLPDIP,
     AbstractGenerator as AbstractGenerator,
     TwoLayerDIP as TwoLayerDIP,
+)
+from ._operators import (
+    SingularValuesTag as SingularValuesTag,
+    compressed_sensing as compressed_sensing,
+    denoising as denoising,
+    fourier_sampling as fourier_sampling,
+    gaussian_blur as gaussian_blur,
+    image_operator as image_operator,
+    inpainting as inpainting,
+    operator_spectrum as operator_spectrum,
+    super_resolution as super_resolution,
 )
 from ._plots import phase_diagram as phase_diagram, plot_figure1 as plot_figure1
 from ._problems import InverseProblem as InverseProblem, Spectrum as Spectrum
