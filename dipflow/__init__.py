@@ -37,9 +37,13 @@ from ._generic_certificate import (
 )
 from ._jacobians import (
     gram as gram,
+    gram_matvec as gram_matvec,
+    gram_min_eigenvalue as gram_min_eigenvalue,
     jacobian as jacobian,
     lipschitz_bound as lipschitz_bound,
     measurement_kernel as measurement_kernel,
+    measurement_kernel_matvec as measurement_kernel_matvec,
+    measurement_min_eigenvalue as measurement_min_eigenvalue,
     measurement_rate as measurement_rate,
     sigma_min_gram as sigma_min_gram,
     sigma_min_jacobian as sigma_min_jacobian,
@@ -58,6 +62,10 @@ from ._reduced import (
 )
 from ._runner import run_study as run_study
 from ._setup import loss as loss, make_dynamics as make_dynamics
+from ._spectral import (
+    EigenEstimate as EigenEstimate,
+    smallest_eigenvalue as smallest_eigenvalue,
+)
 from ._solution import (
     RESULTS as RESULTS,
     Solution as Solution,
