@@ -9,9 +9,10 @@ there.
 - Lanczos (full reorthogonalisation): one run of `n` steps; the estimate after
   `j` steps is the smallest eigenvalue of the leading `j × j` block of its
   tridiagonal matrix, so one run gives the whole curve (1 matvec per step).
-- LOBPCG (`jax.experimental.sparse.linalg.lobpcg_standard` on `c·I − J Jᵀ`):
-  one run per iteration cap in a doubling grid, the early exit disabled;
-  matvecs = 12 (the shift) + block size × (iterations + 1).
+- LOBPCG (`jax.experimental.sparse.linalg.lobpcg_standard` on `c·I − J Jᵀ`,
+  `c` from 12 Lanczos steps), block sizes 1 and 4: one run, every iteration
+  recorded (its debug mode), no early exit; matvecs = 12 (the shift) + block
+  size × (iterations + 1).
 
 Then seconds per call of `sigma_min_jacobian` with `method="svd"` and with
 `method="lanczos"` at the iterations Lanczos needed for 1e-8 (both compiled
@@ -33,11 +34,11 @@ import numpy as np
 
 jax.config.update("jax_enable_x64", True)
 
+from _timing import median_time  # noqa: E402
+
 import dipflow as dip  # noqa: E402
 from dipflow import _spectral  # noqa: E402
 from dipflow._jacobians import gram_matvec  # noqa: E402
-
-from _timing import median_time  # noqa: E402
 
 TARGETS = (1e-4, 1e-8)
 
@@ -60,9 +61,7 @@ def cases(n: int):
 def lanczos_curve(matvec, n, key):
     k_start, k_restart = jax.random.split(key)
     v0 = jax.random.normal(k_start, (n,), jnp.float64)
-    _, alpha, beta = jax.jit(
-        lambda v: _spectral.lanczos(matvec, v, n, k_restart)
-    )(v0)
+    _, alpha, beta = jax.jit(lambda v: _spectral.lanczos(matvec, v, n, k_restart))(v0)
     T = np.asarray(_spectral.tridiagonal(alpha, beta))
     out = []
     for j in range(1, n + 1):
@@ -71,25 +70,37 @@ def lanczos_curve(matvec, n, key):
     return out  # (matvecs, λ_min estimate, residual / ||M||)
 
 
-def lobpcg_curve(matvec, n, key, block_size, max_iters):
-    out = []
-    iters = 1
-    while iters <= max_iters:
+def lobpcg_curve(matvec, n, key, block_size, iters):
+    # The same shift and start as dipflow.smallest_eigenvalue(method="lobpcg"),
+    # through the debug mode of jax's LOBPCG (private), which records the
+    # eigenvalues and residuals of every iteration in one run.
+    from jax.experimental.sparse.linalg import _lobpcg_standard_callable
 
-        @jax.jit
-        def run(key, iters=iters):
-            return _spectral.smallest_eigenvalue(
-                matvec, n, method="lobpcg", num_iters=iters, key=key,
-                tol=1e-300, block_size=block_size,
-            )  # fmt: skip
+    k_shift, k_restart, k_block = jax.random.split(key, 3)
+    shift_iters = min(_spectral._SHIFT_ITERS, n)
 
-        est = run(key)
-        # Minus the residual check, which the Lanczos curve does not pay.
-        out.append(
-            (int(est.num_matvecs) - 1, float(est.value), float(est.residual / est.norm))
+    @jax.jit
+    def run(key):
+        _, alpha, beta = _spectral.lanczos(
+            matvec,
+            jax.random.normal(k_shift, (n,), jnp.float64),
+            shift_iters,
+            k_restart,
         )
-        iters *= 2
-    return out
+        c = jnp.linalg.eigvalsh(_spectral.tridiagonal(alpha, beta))[-1]
+        block_mv = jax.vmap(matvec, in_axes=1, out_axes=1)
+        X0 = jax.random.normal(k_block, (n, block_size), jnp.float64)
+        *_, diag = _lobpcg_standard_callable(
+            lambda X: c * X - block_mv(X), X0, iters, 0.0, debug=True
+        )
+        return c - diag["lambda history"][:, 0], diag["residual history"][:, 0] / c
+
+    lam, res = run(key)
+    # Iteration i has cost the shift, the start block and i + 1 blocks.
+    return [
+        (shift_iters + block_size * (i + 2), float(lam[i]), float(res[i]))
+        for i in range(iters)
+    ]
 
 
 def first_reaching(curve, lam_ref):
@@ -108,7 +119,7 @@ def main():
     parser.add_argument("--n", type=int, default=200)
     parser.add_argument("--quick", action="store_true", help="n = 40")
     parser.add_argument("--reps", type=int, default=5)
-    parser.add_argument("--lobpcg-iters", type=int, default=1024)
+    parser.add_argument("--lobpcg-iters", type=int, default=1000)
     args = parser.parse_args()
     n = 40 if args.quick else args.n
     print(f"backend: {jax.default_backend()}, float64")
@@ -141,10 +152,12 @@ def main():
         k8 = first_reaching(rows["lanczos"], lam_ref).get(1e-8, (n_out, 0.0))[0]
         svd = eqx.filter_jit(lambda net: dip.sigma_min_jacobian(net, method="svd"))
         lan = eqx.filter_jit(
-            lambda net: dip.gram_min_eigenvalue(net, num_iters=k8, tol=math.inf).value
+            lambda net, k8=k8: (
+                dip.gram_min_eigenvalue(net, num_iters=k8, tol=math.inf).value
+            )
         )
-        t_svd = median_time(lambda: svd(net), args.reps)
-        t_lan = median_time(lambda: lan(net), args.reps)
+        t_svd = median_time(lambda svd=svd, net=net: svd(net), args.reps)
+        t_lan = median_time(lambda lan=lan, net=net: lan(net), args.reps)
         print(
             f"  time: SVD {t_svd * 1e3:.2f} ms, Lanczos ({k8} steps) "
             f"{t_lan * 1e3:.2f} ms, ratio SVD / Lanczos {t_svd / t_lan:.2f}"

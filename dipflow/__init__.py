@@ -26,6 +26,15 @@ from ._dynamics import (
     AbstractDynamics as AbstractDynamics,
     FullDynamics as FullDynamics,
 )
+from ._early_stopping import (
+    PatienceStop as PatienceStop,
+    WMVState as WMVState,
+    oracle_stop as oracle_stop,
+    patience_stop as patience_stop,
+    theory_stop as theory_stop,
+    windowed_variance as windowed_variance,
+    wmv_stop as wmv_stop,
+)
 from ._figure1 import figure1_study as figure1_study
 from ._flows import (
     gradient_flow as gradient_flow,
@@ -62,15 +71,15 @@ from ._reduced import (
 )
 from ._runner import run_study as run_study
 from ._setup import loss as loss, make_dynamics as make_dynamics
-from ._spectral import (
-    EigenEstimate as EigenEstimate,
-    smallest_eigenvalue as smallest_eigenvalue,
-)
 from ._solution import (
     RESULTS as RESULTS,
     Solution as Solution,
     Trajectory as Trajectory,
     result_name as result_name,
+)
+from ._spectral import (
+    EigenEstimate as EigenEstimate,
+    smallest_eigenvalue as smallest_eigenvalue,
 )
 from ._statistics import (
     bootstrap_power_law as bootstrap_power_law,

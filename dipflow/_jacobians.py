@@ -284,7 +284,9 @@ def measurement_min_eigenvalue(
     """
     method = _spectral.check_method(method, KERNEL_METHODS)
     if method == "dense":
-        return min_eigenvalue_on_range(measurement_kernel(net, problem, trainable), problem)
+        return min_eigenvalue_on_range(
+            measurement_kernel(net, problem, trainable), problem
+        )
     if not isinstance(problem, InverseProblem):
         raise TypeError(
             f"`problem` must be a dipflow.InverseProblem, got {type(problem).__name__}."

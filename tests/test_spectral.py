@@ -74,7 +74,10 @@ def test_lanczos_ritz_values_are_the_spectrum(name):
     G = J @ J.T
     est = dip.gram_min_eigenvalue(net)
     np.testing.assert_allclose(
-        np.asarray(est.ritz_values), np.linalg.eigvalsh(G), rtol=1e-9, atol=1e-12 * np.trace(G)
+        np.asarray(est.ritz_values),
+        np.linalg.eigvalsh(G),
+        rtol=1e-9,
+        atol=1e-12 * np.trace(G),
     )
     # The reported residual is the true one of the returned pair.
     v, lam = np.asarray(est.vector), float(est.value)
@@ -101,7 +104,9 @@ def test_few_iterations_bound_from_above_and_flag_it():
     )
     # sigma_min_jacobian refuses the unconverged value ...
     with pytest.raises(Exception, match="did not converge"):
-        jax.block_until_ready(dip.sigma_min_jacobian(net, method="lanczos", num_iters=3))
+        jax.block_until_ready(
+            dip.sigma_min_jacobian(net, method="lanczos", num_iters=3)
+        )
     # ... unless the check is off.
     off = dip.sigma_min_jacobian(net, method="lanczos", num_iters=3, tol=math.inf)
     assert float(off) == pytest.approx(math.sqrt(float(est.value)), rel=1e-12)
