@@ -26,6 +26,15 @@ from ._dynamics import (
     AbstractDynamics as AbstractDynamics,
     FullDynamics as FullDynamics,
 )
+from ._early_stopping import (
+    PatienceStop as PatienceStop,
+    WMVState as WMVState,
+    oracle_stop as oracle_stop,
+    patience_stop as patience_stop,
+    theory_stop as theory_stop,
+    windowed_variance as windowed_variance,
+    wmv_stop as wmv_stop,
+)
 from ._figure1 import figure1_study as figure1_study
 from ._flows import (
     gradient_flow as gradient_flow,
@@ -39,9 +48,13 @@ from ._image_metrics import psnr as psnr, ssim as ssim
 from ._images import available_images as available_images, load_image as load_image
 from ._jacobians import (
     gram as gram,
+    gram_matvec as gram_matvec,
+    gram_min_eigenvalue as gram_min_eigenvalue,
     jacobian as jacobian,
     lipschitz_bound as lipschitz_bound,
     measurement_kernel as measurement_kernel,
+    measurement_kernel_matvec as measurement_kernel_matvec,
+    measurement_min_eigenvalue as measurement_min_eigenvalue,
     measurement_rate as measurement_rate,
     sigma_min_gram as sigma_min_gram,
     sigma_min_jacobian as sigma_min_jacobian,
@@ -77,6 +90,10 @@ from ._solution import (
     Solution as Solution,
     Trajectory as Trajectory,
     result_name as result_name,
+)
+from ._spectral import (
+    EigenEstimate as EigenEstimate,
+    smallest_eigenvalue as smallest_eigenvalue,
 )
 from ._statistics import (
     bootstrap_power_law as bootstrap_power_law,

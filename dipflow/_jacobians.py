@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float
 
-from . import _certificates
+from . import _certificates, _spectral
 from ._certificates import (
     lemma3_bound,
     sigma_min_two_layer,
@@ -69,13 +69,123 @@ def _sigma_min_from_singular_values(s, n):
     return s[n - 1] if s.shape[0] >= n else jnp.zeros((), s.dtype)
 
 
-def sigma_min_jacobian(net, trainable=None, mode: str = "auto") -> Float[Array, ""]:
-    """σ_min(J(θ)) = sqrt(λ_min(J Jᵀ)) from the autodiff Jacobian (any generator;
-    `mode` as in [`dipflow.jacobian`][]).
+SIGMA_MIN_METHODS = ("svd", *_spectral.METHODS)
+KERNEL_METHODS = ("dense", *_spectral.METHODS)
 
-    It is 0 when there are fewer parameters than outputs (p < n)."""
-    J = jacobian(net, trainable, mode)
-    return _sigma_min_from_singular_values(singular_values(J), J.shape[0])
+
+# `method`, `num_iters`, `key`, `tol` unannotated: checked with messages that name them.
+def sigma_min_jacobian(
+    net,
+    trainable=None,
+    mode: str = "auto",
+    *,
+    method="svd",
+    num_iters=None,
+    key=None,
+    tol=None,
+) -> Float[Array, ""]:
+    """σ_min(J(θ)) = sqrt(λ_min(J Jᵀ)) of any generator.
+
+    It is exactly 0 when there are fewer parameters than outputs (p < n: J
+    cannot be onto R^n), whatever the method.
+
+    **Arguments:**
+
+    - `net`, `trainable`: the generator and, optionally, a filter spec of what trains.
+    - `mode`: how `method="svd"` forms J, as in [`dipflow.jacobian`][].
+    - `method`: `"svd"` (default: the singular values of the dense autodiff
+      Jacobian), or matrix-free, J never formed: `"lanczos"` (Lanczos with full
+      reorthogonalisation on `v ↦ J Jᵀ v`, one vjp and one jvp per step, memory
+      `num_iters × n`) or `"lobpcg"` (LOBPCG on a shifted `J Jᵀ`, memory `3 × n`;
+      needs n > 5). See [`dipflow.smallest_eigenvalue`][].
+    - `num_iters`: matrix-free iterations (Lanczos: default `min(n, 300)`, and
+      `num_iters = n` is exact; LOBPCG: at most 500 by default).
+    - `key`: PRNG key of the random start (default `jax.random.key(0)`).
+    - `tol`: a matrix-free estimate whose residual `||J Jᵀ v − λ v||` exceeds
+      `tol · ||J Jᵀ||` raises an error (`eqx.error_if`, also under `jit`);
+      default `sqrt(eps)`, `math.inf` turns the check off. The error in
+      σ_min² is then at most `tol · ||J||²`, and typically its square over the
+      spectral gap. [`dipflow.gram_min_eigenvalue`][] returns the estimate with
+      its residual instead of checking it.
+    """
+    if mode not in ("auto", "fwd", "rev"):
+        raise ValueError(f"`mode` must be 'auto', 'fwd' or 'rev', got {mode!r}.")
+    method = _spectral.check_method(method, SIGMA_MIN_METHODS)
+    if method == "svd":
+        J = jacobian(net, trainable, mode)
+        return _sigma_min_from_singular_values(singular_values(J), J.shape[0])
+    est = gram_min_eigenvalue(
+        net, trainable, method=method, num_iters=num_iters, key=key, tol=tol
+    )
+    return _checked_sqrt(est, "σ_min(J)", method)
+
+
+def gram_matvec(net, trainable=None):
+    """`v ↦ J Jᵀ v` at the current θ, linearised once (each call is one
+    transposed and one forward tangent pass, no primal pass): `(matvec, n, p)`."""
+    theta, g = flat_generator(net, trainable)
+    out, jvp = jax.linearize(g, theta)
+    vjp = jax.linear_transpose(jvp, theta)
+
+    def matvec(v):
+        return jvp(vjp(v)[0])
+
+    return matvec, out.shape[0], theta.size
+
+
+def measurement_kernel_matvec(net, problem: InverseProblem, trainable=None):
+    """`r ↦ K_A r = A J Jᵀ Aᵀ r` through `problem.forward` and `problem.adjoint`
+    (dense or matrix-free `A`), linearised once: `(matvec, m, p)`."""
+    gram_mv, _, p = gram_matvec(net, trainable)
+
+    def matvec(r):
+        return problem.forward(gram_mv(problem.adjoint(r)))
+
+    return matvec, problem.m, p
+
+
+# Arguments after `trainable` unannotated: checked with messages that name them.
+def gram_min_eigenvalue(
+    net, trainable=None, *, method="lanczos", num_iters=None, key=None, tol=None
+) -> _spectral.EigenEstimate:
+    """λ_min(J Jᵀ) matrix-free, with its residual: an [`dipflow.EigenEstimate`][]
+    (arguments as in [`dipflow.sigma_min_jacobian`][]; the estimate records
+    `converged` rather than raising). With fewer parameters than outputs (p < n)
+    the value is exactly 0, no iteration runs and `num_matvecs` is 0."""
+    method = _spectral.check_method(method, _spectral.METHODS)
+    theta, g = flat_generator(net, trainable)
+    n = jax.eval_shape(g, theta).shape[0]
+    return _estimate(net, None, trainable, n, theta, method, num_iters, key, tol)
+
+
+def _estimate(net, problem, trainable, n, theta, method, num_iters, key, tol):
+    # Checked here, before anything compiles.
+    tol = _spectral.check_tol(tol, theta.dtype)
+    if theta.size < n:
+        return _spectral.zero_estimate(n, theta.dtype, method)
+    k = _spectral.resolve_iters(method, num_iters, n)
+    return _run_estimate(net, problem, trainable, n, theta.dtype, method, k, key, tol)
+
+
+@eqx.filter_jit
+def _run_estimate(net, problem, trainable, n, dtype, method, k, key, tol):
+    if problem is None:
+        matvec = gram_matvec(net, trainable)[0]
+    else:
+        matvec = measurement_kernel_matvec(net, problem, trainable)[0]
+    return _spectral.smallest_eigenvalue(
+        matvec, n, method=method, num_iters=k, key=key, tol=tol, dtype=dtype
+    )
+
+
+def _checked_sqrt(est, what, method):
+    value = jnp.sqrt(jnp.maximum(est.value, 0.0))
+    return eqx.error_if(
+        value,
+        jnp.logical_not(est.converged),
+        f"{what}: the matrix-free estimate (method={method!r}) did not converge "
+        "to `tol`; raise `num_iters` (or `tol`).",
+    )
 
 
 def singular_values(J: Float[Array, "n p"]) -> Float[Array, " r"]:
@@ -147,6 +257,62 @@ def measurement_rate(net, problem: InverseProblem, trainable=None) -> Float[Arra
     return (
         min_eigenvalue_on_range(measurement_kernel(net, problem, trainable), problem)
         / problem.m
+    )
+
+
+# Arguments after `trainable` unannotated: checked with messages that name them.
+def measurement_min_eigenvalue(
+    net,
+    problem: InverseProblem,
+    trainable=None,
+    *,
+    method="dense",
+    num_iters=None,
+    key=None,
+    tol=None,
+) -> Float[Array, ""]:
+    """λ_min of the measurement kernel `K_A = A J Jᵀ Aᵀ`: `m` times
+    [`dipflow.measurement_rate`][].
+
+    **Arguments:**
+
+    - `net`, `problem`, `trainable`: as in [`dipflow.measurement_kernel`][].
+    - `method`: `"dense"` (default: `K_A` formed, its λ_min taken on Im(A), so
+      any rank of `A`; equal to `measurement_rate(net, problem) · m`), or
+      matrix-free, neither J nor K_A formed: `"lanczos"` or `"lobpcg"` on
+      `r ↦ A J Jᵀ Aᵀ r` through `problem.forward` and `problem.adjoint` (dense
+      `A` or a matrix-free lineax operator). These take λ_min over all of R^m,
+      so they **assume A has full row rank** (m ≤ n, Im(A) = R^m); a
+      rank-deficient `A` gives 0 there, which is λ_min(K_A) on R^m but not the
+      rate on Im(A).
+    - `num_iters`, `key`, `tol`: as in [`dipflow.sigma_min_jacobian`][]; an
+      unconverged matrix-free estimate raises.
+
+    It is exactly 0, by any matrix-free method, when p < m (K_A then has rank
+    ≤ p).
+    """
+    method = _spectral.check_method(method, KERNEL_METHODS)
+    if method == "dense":
+        return min_eigenvalue_on_range(
+            measurement_kernel(net, problem, trainable), problem
+        )
+    if not isinstance(problem, InverseProblem):
+        raise TypeError(
+            f"`problem` must be a dipflow.InverseProblem, got {type(problem).__name__}."
+        )
+    m, n = problem.m, problem.n
+    if m > n:
+        raise ValueError(
+            f"method={method!r} assumes A has full row rank, impossible with "
+            f"m = {m} > n = {n}; use method='dense'."
+        )
+    theta, _ = flat_generator(net, trainable)
+    est = _estimate(net, problem, trainable, m, theta, method, num_iters, key, tol)
+    return eqx.error_if(
+        est.value,
+        jnp.logical_not(est.converged),
+        f"λ_min(K_A): the matrix-free estimate (method={method!r}) did not "
+        "converge to `tol`; raise `num_iters` (or `tol`).",
     )
 
 
