@@ -1,0 +1,415 @@
+"""Deep Image Prior on one image: train a generator with the core's discrete
+trainers and measure, along the run, what the theory is about — the residual,
+‖y(t) − ȳ‖, PSNR/SSIM, ‖θ(t) − θ0‖, σ_min(J(θ_t)) — and where three stopping
+rules stop: the time (6), the oracle best PSNR, and ES-WMV.
+
+Training goes through the trainers' own step (`_descent._loop`): an image run
+is the same iteration as `dipflow.optimize` / `dipflow.gradient_descent`,
+chunked so that PSNR and the WMV rule see every iterate without storing them.
+Several seeds run as one program: the chunk is `vmap`ped over the networks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from ._checks import nonnegative_int, positive_int
+from ._descent import _Discrete, _loop
+from ._early_stopping import WMV_PATIENCE, WMV_WINDOW, WMVState, theory_stop
+from ._image_metrics import psnr, ssim as _ssim
+from ._jacobians import gram_min_eigenvalue
+from ._operators import operator_spectrum
+from ._problems import InverseProblem
+from ._setup import make_dynamics
+
+TRAINERS = ("adam", "gd", "heavy_ball", "nesterov")
+STOPS = ("theory", "oracle", "wmv")
+
+
+@dataclasses.dataclass
+class ImageFit:
+    """What [`dipflow.fit_image`][] measured, one entry per seed where batched.
+
+    **Fields:**
+
+    - `trajectory`: a `pandas.DataFrame`, one row per seed and recorded
+      iteration: `seed`, `iteration`, `loss`, `residual` (‖A g − y‖),
+      `prediction_error` (‖A g − ȳ‖), `psnr`, `ssim`, `distance` (‖θ − θ0‖),
+      `sigma_min` and `sigma_min_residual` (Lanczos at the chosen iterations,
+      NaN elsewhere; an estimate whose residual is large has not converged and
+      is too large), `wmv_variance`.
+    - `psnr_curve`: PSNR at every iteration, shape `(seeds, iters + 1)`.
+    - `stops`: one dict per seed, `{rule: {"iteration", "psnr", "ssim",
+      "reached"}}` for `theory` (the time (6) as an iteration), `oracle`
+      (best PSNR) and `wmv` (ES-WMV).
+    - `images`: per seed, `{"final", "theory", "oracle", "wmv"}` reconstructions
+      `(C, H, W)` (`theory` is `None` when the run stopped before (6)).
+    - `sec_per_iter`: wall time per training iteration (all seeds together),
+      compilation excluded.
+    - `sigma_A`, `sigma_min_J0` (per seed), `noise_norm`.
+    """
+
+    trajectory: object
+    psnr_curve: np.ndarray
+    stops: list[dict]
+    images: list[dict]
+    sec_per_iter: float
+    sigma_A: float
+    sigma_min_J0: np.ndarray
+    noise_norm: float
+
+    @property
+    def final_psnr(self) -> np.ndarray:
+        return self.psnr_curve[:, -1]
+
+    @property
+    def best_psnr(self) -> np.ndarray:
+        return np.nanmax(self.psnr_curve, axis=1)
+
+
+def _trainer(optimizer, lr, momentum) -> _Discrete:
+    if optimizer not in TRAINERS:
+        raise ValueError(f"`optimizer` must be one of {TRAINERS}, got {optimizer!r}.")
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"`lr` must be a positive number, got {lr!r}.")
+    if optimizer == "adam":
+        return _Discrete("optax", None, None, optax.adam(lr))
+    if optimizer == "gd":
+        return _Discrete("gd", jnp.asarray(lr), None, None)
+    mu = 0.9 if momentum is None else momentum
+    if not (0 <= mu < 1):
+        raise ValueError(f"`momentum` must be in [0, 1), got {momentum!r}.")
+    return _Discrete(optimizer, jnp.asarray(lr), jnp.asarray(mu), None)
+
+
+def _carry(dynamics, spec, truth, window, patience):
+    state, _, _ = _loop(dynamics, spec, jnp.asarray(0.0), 0)
+    x = dynamics.signal(state[1])
+    p = psnr(x, truth)
+    wmv = WMVState.init(x.size, window, patience, x.dtype).update(x)
+    return dict(state=state, wmv=wmv, best=p, x_best=x, best_at=jnp.asarray(0),
+                x_wmv=x, x_theory=x)  # fmt: skip
+
+
+def _chunk(dynamics, spec, carry, truth, theory_at, steps: int):
+    """`steps` training iterations; PSNR of every iterate, the WMV rule fed
+    every iterate, and the reconstructions at the stopping rules kept."""
+    _, _, one_step = _loop(dynamics, spec, jnp.asarray(0.0), 0)
+
+    def body(c, _):
+        state = one_step(c["state"])
+        t, x = state[0], dynamics.signal(state[1])
+        p = psnr(x, truth)
+        wmv = c["wmv"].update(x)
+        better = p > c["best"]
+        moved = wmv.best_index == t
+        new = dict(
+            state=state,
+            wmv=wmv,
+            best=jnp.where(better, p, c["best"]),
+            x_best=jnp.where(better, x, c["x_best"]),
+            best_at=jnp.where(better, t, c["best_at"]),
+            x_wmv=jnp.where(moved, x, c["x_wmv"]),
+            x_theory=jnp.where(t == theory_at, x, c["x_theory"]),
+        )
+        return new, (state[3], p, wmv.variance)
+
+    return jax.lax.scan(body, carry, None, length=steps)
+
+
+def _dynamics(net, problem):
+    return make_dynamics(net, problem, reduced=False)
+
+
+# The seeds are a stack of networks; the problem is shared (closed over inside
+# the vmap, so that a dense A is not copied per seed).
+@eqx.filter_jit
+def _start(nets, problem, spec, truth, window, patience):
+    def one(net):
+        return _carry(_dynamics(net, problem), spec, truth, window, patience)
+
+    return eqx.filter_vmap(one)(nets)
+
+
+@eqx.filter_jit
+def _advance(nets, problem, spec, carry, truth, theory_at, steps):
+    def one(net, c, t):
+        return _chunk(_dynamics(net, problem), spec, c, truth, t, steps)
+
+    return eqx.filter_vmap(one)(nets, carry, theory_at)
+
+
+@eqx.filter_jit
+def _measures(nets, problem, carry, y_clean):
+    def one(net, c):
+        d = _dynamics(net, problem)
+        x_state = c["state"][1]
+        g = d.signal(x_state)
+        return dict(
+            residual=jnp.linalg.norm(d.residual(x_state)),
+            prediction_error=jnp.linalg.norm(problem.forward(g) - y_clean),
+            distance=d.distance(x_state),
+            x=g,
+            net=d.net(x_state),
+        )
+
+    return eqx.filter_vmap(one)(nets, carry)
+
+
+@eqx.filter_jit
+def _initial(nets, problem, truth):
+    def one(net):
+        d = _dynamics(net, problem)
+        x = d.signal(d.initial_state())
+        return jnp.linalg.norm(d.residual(d.initial_state())), psnr(x, truth)
+
+    return eqx.filter_vmap(one)(nets)
+
+
+def fit_image(
+    nets,
+    problem,
+    truth,
+    *,
+    optimizer="adam",
+    lr=0.01,
+    momentum=None,
+    iters=1000,
+    record_every=10,
+    sigma_min_at=None,
+    lanczos_iters=100,
+    wmv_window=WMV_WINDOW,
+    wmv_patience=WMV_PATIENCE,
+    progress=True,
+) -> ImageFit:
+    """Fit generator(s) to one observed image and measure the theory along training.
+
+    **Arguments:**
+
+    - `nets`: a generator whose output is the image flattened, or a list of
+      seeds of one generator; they train together in one compiled program
+      (`vmap` over the seeds).
+    - `problem`: a [`dipflow.InverseProblem`][] with `x_true` unset or equal
+      to `truth` (the noise, if given as `problem.noise`, sets `||ε||` in (6)).
+    - `truth`: the clean image `(C, H, W)` (PSNR, SSIM and ȳ = A x̄).
+    - `optimizer`: `"adam"` (DIP's default), `"gd"`, `"heavy_ball"` or
+      `"nesterov"` (momentum `momentum`, default 0.9); `lr`: the step size.
+    - `iters`: training iterations; `record_every`: the trajectory's spacing.
+    - `sigma_min_at`: iterations at which σ_min(J(θ_t)) is estimated by Lanczos
+      with `lanczos_iters` matvecs (default: the first and the last).
+    - `wmv_window`, `wmv_patience`: ES-WMV's window W and patience
+      ([`dipflow.WMVState`][]).
+
+    **The stopping time (6)** is `4m log(||y − y(0)|| / ||ε||)/(σ_A² σ_min(J0)²)`,
+    a time of the gradient flow; it is reported as the iteration `t/lr` (exact
+    for GD to first order in the step; for Adam and momentum a convention).
+    Without noise it is undefined (NaN). σ_min(J0) is a Lanczos estimate: if it
+    has not converged it is too large and the time (6) too early.
+
+    **Returns:** an [`dipflow.ImageFit`][].
+    """
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    if not isinstance(problem, InverseProblem):
+        raise TypeError(
+            f"`problem` must be a dipflow.InverseProblem, got {type(problem).__name__}."
+        )
+    truth = jnp.asarray(truth)
+    if truth.ndim != 3:
+        raise ValueError(
+            f"`truth` must be an image (C, H, W), got shape {truth.shape}."
+        )
+    spec = _trainer(optimizer, lr, momentum)
+    iters = positive_int("iters", iters)
+    record_every = positive_int("record_every", record_every)
+    lanczos_iters = positive_int("lanczos_iters", lanczos_iters)
+    wmv_window = positive_int("wmv_window", wmv_window)
+    wmv_patience = positive_int("wmv_patience", wmv_patience)
+    sigma_min_at = (0, iters) if sigma_min_at is None else tuple(sigma_min_at)
+    for s in sigma_min_at:
+        nonnegative_int("sigma_min_at", s)
+        if s > iters:
+            raise ValueError(
+                f"`sigma_min_at` must be in [0, iters = {iters}], got {s}."
+            )
+
+    nets = _stack(nets)
+    out_shape = eqx.filter_eval_shape(lambda n: n(), _index(nets, 0)).shape
+    if out_shape != (truth.size,) or problem.n != truth.size:
+        raise ValueError(
+            f"the generator outputs shape {out_shape} and A has {problem.n} columns; "
+            f"both must be ({truth.size},), the image {tuple(truth.shape)} flattened."
+        )
+    seeds = jax.tree_util.tree_leaves(eqx.filter(nets, eqx.is_array))[0].shape[0]
+    flat_truth = truth.reshape(-1)
+
+    # The theory's quantities at θ0, before training.
+    sigma_A = float(operator_spectrum(problem.A).sigma_A)
+    noise_norm = (
+        float(jnp.linalg.norm(problem.noise)) if problem.noise is not None else 0.0
+    )
+    sig0 = [_sigma_min(_index(nets, i), lanczos_iters) for i in range(seeds)]
+    sigma_J0 = np.array([s[0] for s in sig0])
+    r0, p0 = (np.asarray(a) for a in _initial(nets, problem, flat_truth))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t_stop = np.asarray(
+            theory_stop(r0, noise_norm if noise_norm > 0 else np.nan, sigma_A,
+                        sigma_J0, problem.m, lr)
+        )  # fmt: skip
+    theory_at = jnp.asarray(
+        np.where(np.isfinite(t_stop), np.minimum(t_stop, 2**30), -1), int
+    )
+
+    y_clean = problem.forward(flat_truth)
+    carry = _start(nets, problem, spec, flat_truth, wmv_window, wmv_patience)
+    losses, psnrs, variances, records = [], [], [], []
+    bar = tqdm(total=iters, desc="DIP", disable=not progress, unit="it")
+    done, train_time, timed_iters, compiled = 0, 0.0, 0, set()
+    points = sorted(
+        set(range(0, iters + 1, record_every)) | set(sigma_min_at) | {iters}
+    )
+    records.append(_record(0, carry, nets, problem, y_clean, truth, sig0, seeds))
+    for point in points[1:]:
+        steps = point - done
+        start = time.perf_counter()
+        carry, (L, P, Var) = jax.block_until_ready(
+            _advance(nets, problem, spec, carry, flat_truth, theory_at, steps)
+        )
+        # A chunk length's first call compiles: left out of the timing.
+        if steps in compiled:
+            train_time += time.perf_counter() - start
+            timed_iters += steps
+        compiled.add(steps)
+        losses.append(np.asarray(L))
+        psnrs.append(np.asarray(P))
+        variances.append(np.asarray(Var))
+        done = point
+        sig = None
+        if point in sigma_min_at:
+            current = _measures(nets, problem, carry, y_clean)["net"]
+            sig = [_sigma_min(_index(current, i), lanczos_iters) for i in range(seeds)]
+        records.append(_record(point, carry, nets, problem, y_clean, truth, sig, seeds))
+        bar.update(steps)
+        bar.set_postfix_str(f"PSNR {float(np.max(np.asarray(P)[:, -1])):.2f} dB")
+    bar.close()
+    sec_per_iter = train_time / timed_iters if timed_iters else math.nan
+
+    curve = np.concatenate([p0[:, None], *psnrs], axis=1)
+    variance = np.concatenate([np.full((seeds, 1), np.nan), *variances], axis=1)
+    frame = pd.DataFrame([row for rec in records for row in rec])
+    frame["wmv_variance"] = [
+        variance[int(r.seed), int(r.iteration)] for r in frame.itertuples()
+    ]
+    stops, images = [], []
+    shape = tuple(truth.shape)
+    truth_np = np.asarray(truth)
+    final = np.asarray(_measures(nets, problem, carry, y_clean)["x"])
+    for i in range(seeds):
+        x_best = np.asarray(carry["x_best"][i]).reshape(shape)
+        x_wmv = np.asarray(carry["x_wmv"][i]).reshape(shape)
+        wmv_at = int(carry["wmv"].best_index[i])
+        t_i = t_stop[i]
+        reached = bool(np.isfinite(t_i) and t_i <= iters)
+        x_theory = np.asarray(carry["x_theory"][i]).reshape(shape) if reached else None
+        stops.append(
+            {
+                "theory": dict(
+                    iteration=float(t_i), reached=reached,
+                    psnr=float(curve[i, int(t_i)]) if reached else math.nan,
+                    ssim=ssim(x_theory, truth_np) if reached else math.nan,
+                ),
+                "oracle": dict(
+                    iteration=int(carry["best_at"][i]), reached=True,
+                    psnr=float(carry["best"][i]), ssim=ssim(x_best, truth_np),
+                ),
+                "wmv": dict(
+                    iteration=wmv_at, reached=bool(carry["wmv"].stopped[i]),
+                    psnr=float(curve[i, wmv_at]), ssim=ssim(x_wmv, truth_np),
+                ),
+            }
+        )  # fmt: skip
+        images.append(
+            dict(
+                final=final[i].reshape(shape), theory=x_theory, oracle=x_best, wmv=x_wmv
+            )
+        )
+    return ImageFit(
+        trajectory=frame,
+        psnr_curve=curve,
+        stops=stops,
+        images=images,
+        sec_per_iter=sec_per_iter,
+        sigma_A=sigma_A,
+        sigma_min_J0=sigma_J0,
+        noise_norm=noise_norm,
+    )
+
+
+def ssim(x, truth) -> float:
+    """SSIM with skimage's 7 × 7 window, shrunk (odd) for images smaller than
+    that; NaN below 3 × 3."""
+    side = min(truth.shape[-2:])
+    win = min(7, side if side % 2 else side - 1)
+    return _ssim(x, truth, win_size=win) if win >= 3 else math.nan
+
+
+def _stack(nets):
+    """One generator, or a list of generators of one structure (seeds), as a
+    stack along a leading axis of every array."""
+    nets = list(nets) if isinstance(nets, (list, tuple)) else [nets]
+    if not nets or not all(isinstance(n, eqx.Module) and callable(n) for n in nets):
+        raise TypeError("`nets` must be a generator or a non-empty list of generators.")
+    arrays = [eqx.filter(n, eqx.is_array) for n in nets]
+    statics = [eqx.filter(n, eqx.is_array, inverse=True) for n in nets]
+    if any(
+        jax.tree_util.tree_structure(a) != jax.tree_util.tree_structure(arrays[0])
+        for a in arrays
+    ) or not all(eqx.tree_equal(s, statics[0]) for s in statics):
+        raise ValueError(
+            "`nets` must be seeds of one generator: same structure and sizes."
+        )
+    stacked = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *arrays)
+    return eqx.combine(stacked, statics[0])
+
+
+def _index(nets, i):
+    return jax.tree_util.tree_map(lambda a: a[i] if eqx.is_array(a) else a, nets)
+
+
+def _sigma_min(net, lanczos_iters):
+    est = gram_min_eigenvalue(net, num_iters=lanczos_iters)
+    return float(jnp.sqrt(jnp.maximum(est.value, 0.0))), float(est.residual)
+
+
+def _record(point, carry, nets, problem, y_clean, truth, sig, seeds):
+    m = _measures(nets, problem, carry, y_clean)
+    shape = tuple(truth.shape)
+    truth_np = np.asarray(truth)
+    L = np.asarray(carry["state"][3])
+    rows = []
+    for i in range(seeds):
+        x = np.asarray(m["x"][i])
+        rows.append(
+            dict(
+                seed=i,
+                iteration=point,
+                loss=float(L[i]),
+                residual=float(m["residual"][i]),
+                prediction_error=float(m["prediction_error"][i]),
+                psnr=float(psnr(x, truth_np.reshape(-1))),
+                ssim=ssim(x.reshape(shape), truth_np),
+                distance=float(m["distance"][i]),
+                sigma_min=sig[i][0] if sig else math.nan,
+                sigma_min_residual=sig[i][1] if sig else math.nan,
+            )
+        )
+    return rows
