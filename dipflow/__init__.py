@@ -44,8 +44,8 @@ from ._generic_certificate import (
     GenericCertificate as GenericCertificate,
     generic_certificate as generic_certificate,
 )
-from ._image_metrics import psnr as psnr, ssim as ssim
 from ._image_fit import ImageFit as ImageFit, fit_image as fit_image
+from ._image_metrics import psnr as psnr, ssim as ssim
 from ._images import available_images as available_images, load_image as load_image
 from ._jacobians import (
     gram as gram,
