@@ -14,6 +14,7 @@ from ._activations import (
 from ._both_layers import BothLayersDynamics as BothLayersDynamics
 from ._cell_solve import run_cell as run_cell
 from ._cells import Cell as Cell, Study as Study, study_instance as study_instance
+from ._convdecoder import ConvDecoder as ConvDecoder
 from ._descent import (
     gradient_descent as gradient_descent,
     heavy_ball as heavy_ball,

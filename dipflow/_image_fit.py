@@ -6,7 +6,8 @@ rules stop: the time (6), the oracle best PSNR, and ES-WMV.
 Training goes through the trainers' own step (`_descent._loop`): an image run
 is the same iteration as `dipflow.optimize` / `dipflow.gradient_descent`,
 chunked so that PSNR and the WMV rule see every iterate without storing them.
-Several seeds run as one program: the chunk is `vmap`ped over the networks.
+Several seeds run as one program: the chunk is mapped over the networks
+(`vmap`, or `lax.map` where vectorised convolutions are slow).
 """
 
 from __future__ import annotations
@@ -129,26 +130,56 @@ def _dynamics(net, problem):
     return make_dynamics(net, problem, reduced=False)
 
 
-# The seeds are a stack of networks; the problem is shared (closed over inside
-# the vmap, so that a dense A is not copied per seed).
+BATCHINGS = ("vmap", "map")
+
+
+def default_batching() -> str:
+    """`"map"` on a CPU, `"vmap"` on an accelerator.
+
+    A `vmap` over per-seed convolution weights lowers to a grouped convolution,
+    which XLA's CPU backend runs several times slower than the seeds one after
+    another (`benchmarks/bench_conv_batch.py`); on an accelerator the batch
+    fills the device."""
+    return "map" if jax.default_backend() == "cpu" else "vmap"
+
+
+def _over_seeds(fn, batching, *args):
+    """`fn` applied to every seed of `args` (stacked along a leading axis):
+    vectorised (`vmap`) or one seed after another in one program (`lax.map`)."""
+    if batching == "vmap":
+        return eqx.filter_vmap(fn)(*args)
+    dynamic, static = eqx.partition(args, eqx.is_array)
+    out_static = []
+
+    def one(d):
+        out_dynamic, s = eqx.partition(fn(*eqx.combine(d, static)), eqx.is_array)
+        out_static.append(s)  # traced once: the outputs' non-array part
+        return out_dynamic
+
+    out = jax.lax.map(one, dynamic)
+    return eqx.combine(out, out_static[0])
+
+
+# The seeds are a stack of networks; the problem is shared (closed over, so
+# that a dense A is not copied per seed).
 @eqx.filter_jit
-def _start(nets, problem, spec, truth, window, patience):
+def _start(nets, problem, spec, truth, window, patience, batching):
     def one(net):
         return _carry(_dynamics(net, problem), spec, truth, window, patience)
 
-    return eqx.filter_vmap(one)(nets)
+    return _over_seeds(one, batching, nets)
 
 
 @eqx.filter_jit
-def _advance(nets, problem, spec, carry, truth, theory_at, steps):
+def _advance(nets, problem, spec, carry, truth, theory_at, steps, batching):
     def one(net, c, t):
         return _chunk(_dynamics(net, problem), spec, c, truth, t, steps)
 
-    return eqx.filter_vmap(one)(nets, carry, theory_at)
+    return _over_seeds(one, batching, nets, carry, theory_at)
 
 
 @eqx.filter_jit
-def _measures(nets, problem, carry, y_clean):
+def _measures(nets, problem, carry, y_clean, batching):
     def one(net, c):
         d = _dynamics(net, problem)
         x_state = c["state"][1]
@@ -161,17 +192,17 @@ def _measures(nets, problem, carry, y_clean):
             net=d.net(x_state),
         )
 
-    return eqx.filter_vmap(one)(nets, carry)
+    return _over_seeds(one, batching, nets, carry)
 
 
 @eqx.filter_jit
-def _initial(nets, problem, truth):
+def _initial(nets, problem, truth, batching):
     def one(net):
         d = _dynamics(net, problem)
         x = d.signal(d.initial_state())
         return jnp.linalg.norm(d.residual(d.initial_state())), psnr(x, truth)
 
-    return eqx.filter_vmap(one)(nets)
+    return _over_seeds(one, batching, nets)
 
 
 def fit_image(
@@ -188,6 +219,7 @@ def fit_image(
     lanczos_iters=100,
     wmv_window=WMV_WINDOW,
     wmv_patience=WMV_PATIENCE,
+    batching=None,
     progress=True,
 ) -> ImageFit:
     """Fit generator(s) to one observed image and measure the theory along training.
@@ -207,6 +239,10 @@ def fit_image(
       with `lanczos_iters` matvecs (default: the first and the last).
     - `wmv_window`, `wmv_patience`: ES-WMV's window W and patience
       ([`dipflow.WMVState`][]).
+    - `batching`: how seeds share the program: `"vmap"` (vectorised) or
+      `"map"` (one after another, `lax.map`); default `"map"` on a CPU, where a
+      vectorised convolution is slower than the seeds in turn, `"vmap"` on an
+      accelerator. The results are the same either way.
 
     **The stopping time (6)** is `4m log(||y − y(0)|| / ||ε||)/(σ_A² σ_min(J0)²)`,
     a time of the gradient flow; it is reported as the iteration `t/lr` (exact
@@ -234,6 +270,9 @@ def fit_image(
     lanczos_iters = positive_int("lanczos_iters", lanczos_iters)
     wmv_window = positive_int("wmv_window", wmv_window)
     wmv_patience = positive_int("wmv_patience", wmv_patience)
+    batching = default_batching() if batching is None else batching
+    if batching not in BATCHINGS:
+        raise ValueError(f"`batching` must be one of {BATCHINGS}, got {batching!r}.")
     sigma_min_at = (0, iters) if sigma_min_at is None else tuple(sigma_min_at)
     for s in sigma_min_at:
         nonnegative_int("sigma_min_at", s)
@@ -259,7 +298,7 @@ def fit_image(
     )
     sig0 = [_sigma_min(_index(nets, i), lanczos_iters) for i in range(seeds)]
     sigma_J0 = np.array([s[0] for s in sig0])
-    r0, p0 = (np.asarray(a) for a in _initial(nets, problem, flat_truth))
+    r0, p0 = (np.asarray(a) for a in _initial(nets, problem, flat_truth, batching))
     with np.errstate(divide="ignore", invalid="ignore"):
         t_stop = np.asarray(
             theory_stop(r0, noise_norm if noise_norm > 0 else np.nan, sigma_A,
@@ -270,19 +309,21 @@ def fit_image(
     )
 
     y_clean = problem.forward(flat_truth)
-    carry = _start(nets, problem, spec, flat_truth, wmv_window, wmv_patience)
+    carry = _start(nets, problem, spec, flat_truth, wmv_window, wmv_patience, batching)
     losses, psnrs, variances, records = [], [], [], []
     bar = tqdm(total=iters, desc="DIP", disable=not progress, unit="it")
     done, train_time, timed_iters, compiled = 0, 0.0, 0, set()
     points = sorted(
         set(range(0, iters + 1, record_every)) | set(sigma_min_at) | {iters}
     )
-    records.append(_record(0, carry, nets, problem, y_clean, truth, sig0, seeds))
+    records.append(
+        _record(0, carry, nets, problem, y_clean, truth, sig0, seeds, batching)
+    )
     for point in points[1:]:
         steps = point - done
         start = time.perf_counter()
         carry, (L, P, Var) = jax.block_until_ready(
-            _advance(nets, problem, spec, carry, flat_truth, theory_at, steps)
+            _advance(nets, problem, spec, carry, flat_truth, theory_at, steps, batching)
         )
         # A chunk length's first call compiles: left out of the timing.
         if steps in compiled:
@@ -295,9 +336,11 @@ def fit_image(
         done = point
         sig = None
         if point in sigma_min_at:
-            current = _measures(nets, problem, carry, y_clean)["net"]
+            current = _measures(nets, problem, carry, y_clean, batching)["net"]
             sig = [_sigma_min(_index(current, i), lanczos_iters) for i in range(seeds)]
-        records.append(_record(point, carry, nets, problem, y_clean, truth, sig, seeds))
+        records.append(
+            _record(point, carry, nets, problem, y_clean, truth, sig, seeds, batching)
+        )
         bar.update(steps)
         bar.set_postfix_str(f"PSNR {float(np.max(np.asarray(P)[:, -1])):.2f} dB")
     bar.close()
@@ -312,7 +355,7 @@ def fit_image(
     stops, images = [], []
     shape = tuple(truth.shape)
     truth_np = np.asarray(truth)
-    final = np.asarray(_measures(nets, problem, carry, y_clean)["x"])
+    final = np.asarray(_measures(nets, problem, carry, y_clean, batching)["x"])
     for i in range(seeds):
         x_best = np.asarray(carry["x_best"][i]).reshape(shape)
         x_wmv = np.asarray(carry["x_wmv"][i]).reshape(shape)
@@ -390,8 +433,8 @@ def _sigma_min(net, lanczos_iters):
     return float(jnp.sqrt(jnp.maximum(est.value, 0.0))), float(est.residual)
 
 
-def _record(point, carry, nets, problem, y_clean, truth, sig, seeds):
-    m = _measures(nets, problem, carry, y_clean)
+def _record(point, carry, nets, problem, y_clean, truth, sig, seeds, batching):
+    m = _measures(nets, problem, carry, y_clean, batching)
     shape = tuple(truth.shape)
     truth_np = np.asarray(truth)
     L = np.asarray(carry["state"][3])

@@ -23,7 +23,9 @@ def setup():
     noise = 0.05 * jax.random.normal(jax.random.key(1), (m,))
     problem = dip.InverseProblem(A=op, x_true=truth.reshape(-1), noise=noise)
     nets = [
-        dip.MLPDIP.init(jax.random.key(s), n=25, d=4, widths=(12,), train=("weights", "V"))
+        dip.MLPDIP.init(
+            jax.random.key(s), n=25, d=4, widths=(12,), train=("weights", "V")
+        )
         for s in range(2)
     ]
     fit = dip.fit_image(
@@ -56,11 +58,15 @@ def test_batched_seeds_are_a_plain_adam_loop(setup):
         xs = plain_adam(net, problem, truth, ITERS)
         ref = [float(dip.psnr(x, truth.reshape(-1))) for x in xs]
         np.testing.assert_allclose(fit.psnr_curve[i], ref, rtol=1e-12)
-        np.testing.assert_allclose(fit.images[i]["final"].reshape(-1), xs[-1], rtol=1e-12)
+        np.testing.assert_allclose(
+            fit.images[i]["final"].reshape(-1), xs[-1], rtol=1e-12
+        )
         # The oracle and WMV rules on the whole stored sequence.
         best = int(np.argmax(ref))
         assert fit.stops[i]["oracle"]["iteration"] == best
-        np.testing.assert_allclose(fit.images[i]["oracle"].reshape(-1), xs[best], rtol=1e-12)
+        np.testing.assert_allclose(
+            fit.images[i]["oracle"].reshape(-1), xs[best], rtol=1e-12
+        )
         wmv = dip.wmv_stop(xs, window=5, patience=10)
         assert fit.stops[i]["wmv"]["iteration"] == int(wmv.index)
         np.testing.assert_allclose(
@@ -85,10 +91,29 @@ def test_trajectory_records_the_theory(setup):
     assert np.isfinite(traj[traj.iteration == ITERS].sigma_min).all()
     # The stopping time (6) as an iteration of step lr.
     r0 = first.residual.to_numpy()
-    t6 = dip.theory_stop(r0, fit.noise_norm, fit.sigma_A, fit.sigma_min_J0, problem.m, 0.01)
+    t6 = dip.theory_stop(
+        r0, fit.noise_norm, fit.sigma_A, fit.sigma_min_J0, problem.m, 0.01
+    )
     assert [s["theory"]["iteration"] for s in fit.stops] == list(np.asarray(t6))
     assert fit.sigma_A == pytest.approx(1.0)
     assert np.isfinite(fit.sec_per_iter) and fit.sec_per_iter > 0
+
+
+def test_vmap_and_map_batching_agree(setup):
+    truth, problem, nets, fit = setup
+    assert dip._image_fit.default_batching() == "map"  # the tests run on a CPU
+    vmapped = dip.fit_image(
+        nets, problem, truth, iters=ITERS, record_every=20, wmv_window=5,
+        wmv_patience=10, batching="vmap", progress=False,
+    )  # fmt: skip
+    np.testing.assert_allclose(vmapped.psnr_curve, fit.psnr_curve, rtol=1e-10)
+    for a, b in zip(vmapped.stops, fit.stops, strict=True):
+        for rule in ("theory", "oracle", "wmv"):
+            assert a[rule]["iteration"] == b[rule]["iteration"]
+            np.testing.assert_allclose(a[rule]["psnr"], b[rule]["psnr"], rtol=1e-10)
+    np.testing.assert_allclose(
+        vmapped.trajectory.distance, fit.trajectory.distance, rtol=1e-10, atol=1e-14
+    )
 
 
 @pytest.mark.parametrize(
@@ -97,6 +122,7 @@ def test_trajectory_records_the_theory(setup):
         (dict(optimizer="lbfgs"), "optimizer"),
         (dict(lr=-1.0), "lr"),
         (dict(iters=0), "iters"),
+        (dict(batching="pmap"), "batching"),
         (dict(sigma_min_at=(100,)), "sigma_min_at"),
         (dict(truth=jnp.zeros((5, 5))), "truth"),
         (dict(truth=jnp.zeros((1, 4, 4))), "flattened"),
@@ -106,4 +132,6 @@ def test_bad_input_is_a_clear_error(setup, kwargs, match):
     truth, problem, nets, _ = setup
     args = dict(truth=truth) | kwargs
     with pytest.raises((ValueError, TypeError), match=match):
-        dip.fit_image(nets[0], problem, iters=args.pop("iters", 10), progress=False, **args)
+        dip.fit_image(
+            nets[0], problem, iters=args.pop("iters", 10), progress=False, **args
+        )

@@ -1,0 +1,272 @@
+"""`dipflow image`: one image, one operator, a convolutional generator, the
+theory along training; written as `summary.json`, `trajectory.csv` and
+`figure.png`."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import equinox as eqx
+import jax
+import numpy as np
+
+from ._checks import nonnegative_scalar, positive_int
+from ._early_stopping import WMV_PATIENCE, WMV_WINDOW
+from ._image_fit import fit_image
+from ._images import load_image
+from ._networks import default_trainable_filter
+from ._operators import image_operator
+from ._problems import InverseProblem
+
+GENERATORS = ("convdecoder",)
+DEFAULT_ACTIVATION = {"convdecoder": "relu"}
+
+# Each task's options and their defaults (`None`: the operator's own default;
+# `m` of compressed sensing defaults to a quarter of the pixels).
+TASK_OPTIONS = {
+    "denoise": {},
+    "inpaint": {"missing": 0.5},
+    "deblur": {"sigma": 1.0},
+    "super_resolution": {"factor": 2, "sigma": None},
+    "compressed_sensing": {"m": None, "kind": "structured"},
+    "fourier": {"fraction": 0.3},
+}
+_RANDOM_TASKS = ("inpaint", "compressed_sensing", "fourier")
+
+
+def image_problem(truth, task, *, noise=0.0, key, **options):
+    """The [`dipflow.InverseProblem`][] of `task` on the image `truth` (C, H, W):
+    the operator of [`dipflow.image_operator`][] (random parts drawn from
+    `key`) with the options of `TASK_OPTIONS` (an option of another task is an
+    error; `None` takes the default), iid Gaussian noise of standard deviation
+    `noise` on `y`."""
+    if task not in TASK_OPTIONS:
+        raise ValueError(f"`task` must be one of {list(TASK_OPTIONS)}, got {task!r}.")
+    nonnegative_scalar("noise", noise)
+    foreign = sorted(
+        k for k, v in options.items() if v is not None and k not in TASK_OPTIONS[task]
+    )
+    if foreign:
+        raise ValueError(
+            f"task {task!r} takes the options {sorted(TASK_OPTIONS[task]) or 'none'}; "
+            f"got {foreign}."
+        )
+    wanted = dict(TASK_OPTIONS[task])
+    wanted.update({k: v for k, v in options.items() if v is not None})
+    if task == "compressed_sensing" and wanted["m"] is None:
+        wanted["m"] = max(truth.size // 4, 1)
+    wanted = {k: v for k, v in wanted.items() if v is not None}
+    k_op, k_noise = jax.random.split(key)
+    if task in _RANDOM_TASKS:
+        wanted["key"] = k_op
+    op = image_operator(task, tuple(truth.shape), dtype=truth.dtype, **wanted)
+    m = op.out_structure().shape[0]
+    eps = noise * jax.random.normal(k_noise, (m,), truth.dtype) if noise > 0 else None
+    return InverseProblem(A=op, x_true=truth.reshape(-1), noise=eps)
+
+
+def make_generator(name, key, image_shape, *, channels, layers, activation=None):
+    """A [`dipflow.ConvDecoder`][] of `layers` blocks of `channels` for `image_shape`."""
+    from ._convdecoder import ConvDecoder
+
+    if name not in GENERATORS:
+        raise ValueError(
+            f"`generator` must be one of {list(GENERATORS)}, got {name!r}."
+        )
+    activation = DEFAULT_ACTIVATION[name] if activation is None else activation
+    return ConvDecoder.init(
+        key, image_shape, channels=channels, layers=layers, activation=activation
+    )
+
+
+def run_image(
+    out,
+    *,
+    image="camera",
+    size=64,
+    color=False,
+    task="inpaint",
+    noise=0.0,
+    generator="convdecoder",
+    channels=64,
+    layers=4,
+    activation=None,
+    optimizer="adam",
+    lr=0.01,
+    momentum=None,
+    iters=1000,
+    record_every=10,
+    seed=0,
+    seeds=1,
+    sigma_min_at=None,
+    lanczos_iters=100,
+    wmv_window=WMV_WINDOW,
+    wmv_patience=WMV_PATIENCE,
+    progress=True,
+    **task_options,
+) -> dict:
+    """Run `dipflow image` into the folder `out`; returns the summary.
+
+    `task_options` are the task's options (`missing`, `sigma`, `factor`, `m`,
+    `kind`, `fraction`: see `TASK_OPTIONS`). Everything is checked (image name,
+    task and its options, generator sizes, trainer) before anything compiles.
+    See the [Images](../images.md) guide.
+    """
+    seeds = positive_int("seeds", seeds)
+    activation = DEFAULT_ACTIVATION.get(generator) if activation is None else activation
+    truth = load_image(image, size, color=color)
+    key = jax.random.PRNGKey(seed)
+    k_problem, k_nets = jax.random.split(key)
+    problem = image_problem(truth, task, noise=noise, key=k_problem, **task_options)
+    nets = [
+        make_generator(
+            generator, k, tuple(truth.shape), channels=channels, layers=layers,
+            activation=activation,
+        )
+        for k in jax.random.split(k_nets, seeds)
+    ]  # fmt: skip
+    fit = fit_image(
+        nets, problem, truth, optimizer=optimizer, lr=lr, momentum=momentum,
+        iters=iters, record_every=record_every, sigma_min_at=sigma_min_at,
+        lanczos_iters=lanczos_iters, wmv_window=wmv_window,
+        wmv_patience=wmv_patience, progress=progress,
+    )  # fmt: skip
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    fit.trajectory.to_csv(out / "trajectory.csv", index=False)
+    np.savetxt(out / "psnr_curve.csv", fit.psnr_curve.T, delimiter=",",
+               header=",".join(f"seed{i}" for i in range(seeds)), comments="")  # fmt: skip
+    summary = {
+        "image": image,
+        "size": list(truth.shape),
+        "task": task,
+        "task_options": {k: v for k, v in task_options.items() if v is not None},
+        "noise": noise,
+        "m": problem.m,
+        "n": problem.n,
+        "generator": generator,
+        "channels": channels,
+        "layers": layers,
+        "activation": activation,
+        "parameters": _trained_parameters(nets[0]),
+        "optimizer": optimizer,
+        "lr": lr,
+        "iters": iters,
+        "seeds": seeds,
+        "final_psnr": float(np.mean(fit.final_psnr)),
+        "best_psnr": float(np.mean(fit.best_psnr)),
+        "sec_per_iter": fit.sec_per_iter,
+        "sigma_A": fit.sigma_A,
+        "sigma_min_J0": [float(s) for s in fit.sigma_min_J0],
+        "noise_norm": fit.noise_norm,
+        "stops": {
+            rule: {
+                key: _mean([s[rule][key] for s in fit.stops])
+                for key in ("iteration", "psnr", "ssim")
+            }
+            | {"reached": all(s[rule]["reached"] for s in fit.stops)}
+            for rule in ("theory", "oracle", "wmv")
+        },
+        "per_seed": [
+            {"final_psnr": float(f), "best_psnr": float(b), "stops": s}
+            for f, b, s in zip(fit.final_psnr, fit.best_psnr, fit.stops, strict=True)
+        ],
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=_plain))
+    plot_image_fit(fit, truth, problem, out / "figure.png", title=_title(summary))
+    return summary
+
+
+def _trained_parameters(net) -> int:
+    trained = eqx.filter(net, default_trainable_filter(net))
+    return int(sum(a.size for a in jax.tree_util.tree_leaves(trained)))
+
+
+def _mean(values):
+    values = [float(v) for v in values]
+    finite = [v for v in values if math.isfinite(v)]
+    return float(np.mean(finite)) if finite else math.nan
+
+
+def _plain(v):
+    return v.item() if hasattr(v, "item") else str(v)
+
+
+def _title(s) -> str:
+    return (
+        f"{s['image']} {s['size'][1]}×{s['size'][2]}, {s['task']}, noise {s['noise']}; "
+        f"{s['generator']} ({s['channels']} ch, {s['layers']} layers, {s['activation']}), "
+        f"{s['optimizer']} lr {s['lr']}"
+    )
+
+
+def _observation_image(problem, shape):
+    """What a person would look at: Aᵀ y shown as an image."""
+    return np.asarray(problem.adjoint(problem.y)).reshape(shape)
+
+
+def plot_image_fit(fit, truth, problem, path, *, title="", seed=0):
+    """Truth, observation (Aᵀ y), the reconstruction at each stopping rule and
+    the final one, above the curves (PSNR, loss and ‖y(t) − ȳ‖, σ_min(J))."""
+    from matplotlib.figure import Figure
+
+    shape = tuple(truth.shape)
+    stops = fit.stops[seed]
+    panels = [
+        ("truth", np.asarray(truth)),
+        ("observation Aᵀy", _observation_image(problem, shape)),
+    ]
+    for rule, label in (("theory", "(6)"), ("oracle", "oracle"), ("wmv", "ES-WMV")):
+        img = fit.images[seed][rule]
+        s = stops[rule]
+        text = (
+            f"{label}: it {int(s['iteration'])}, {s['psnr']:.2f} dB"
+            if s["reached"] or rule != "theory"
+            else f"{label}: it {s['iteration']:.3g} (not reached)"
+        )
+        panels.append((text, img))
+    panels.append((f"final: {fit.final_psnr[seed]:.2f} dB", fit.images[seed]["final"]))
+    fig = Figure(figsize=(3 * len(panels), 6.8), layout="constrained")
+    grid = fig.add_gridspec(2, len(panels), height_ratios=(1, 1))
+    for i, (label, img) in enumerate(panels):
+        ax = fig.add_subplot(grid[0, i])
+        if img is not None:
+            show = np.clip(np.moveaxis(img, 0, -1), 0, 1)
+            ax.imshow(
+                show[..., 0] if show.shape[-1] == 1 else show,
+                cmap="gray",
+                vmin=0,
+                vmax=1,
+            )
+        ax.set_title(label, fontsize=8)
+        ax.axis("off")
+    third = max(len(panels) // 3, 1)
+    traj = fit.trajectory[fit.trajectory.seed == seed]
+    ax = fig.add_subplot(grid[1, :third])
+    ax.plot(fit.psnr_curve[seed])
+    for rule, style in (("oracle", "g--"), ("wmv", "r:"), ("theory", "k-.")):
+        s = stops[rule]
+        if rule != "theory" or s["reached"]:
+            ax.axvline(s["iteration"], color=style[0], ls=style[1:], label=rule)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("PSNR (dB)")
+    ax.legend(fontsize=7)
+    ax = fig.add_subplot(grid[1, third : 2 * third])
+    ax.semilogy(traj.iteration, traj.residual, label="‖A g − y‖")
+    ax.semilogy(traj.iteration, traj.prediction_error, label="‖A g − ȳ‖")
+    if fit.noise_norm > 0:
+        ax.axhline(fit.noise_norm, color="0.5", ls=":", label="‖ε‖")
+    ax.set_xlabel("iteration")
+    ax.legend(fontsize=7)
+    ax = fig.add_subplot(grid[1, 2 * third :])
+    sig = traj.dropna(subset=["sigma_min"])
+    ax.plot(sig.iteration, sig.sigma_min, "o-", label="σ_min(J(θ_t)) (Lanczos)")
+    ax.plot(traj.iteration, traj.distance / max(traj.distance.max(), 1e-300) * sig.sigma_min.max(),
+            color="0.6", label="‖θ − θ0‖ (scaled)")  # fmt: skip
+    ax.set_xlabel("iteration")
+    ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.savefig(path, dpi=120)
+    return path

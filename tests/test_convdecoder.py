@@ -1,0 +1,106 @@
+"""The ConvDecoder against an independent NumPy forward pass (loops for the
+convolution, torch's nearest-index rule, batch-norm statistics), its block
+sizes against deepinv's rule, matrix-free σ_min against the SVD, and bad input."""
+
+import math
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import dipflow as dip
+
+
+def numpy_decoder(net, relu=True):
+    def conv(x, w, b):
+        C, H, W = x.shape
+        kh = w.shape[2]
+        p = kh // 2
+        xp = np.pad(x, ((0, 0), (p, p), (p, p)))
+        out = np.zeros((w.shape[0], H, W))
+        for o in range(w.shape[0]):
+            for i in range(H):
+                for j in range(W):
+                    out[o, i, j] = np.sum(xp[:, i : i + kh, j : j + kh] * w[o]) + b[o]
+        return out
+
+    x = np.asarray(net.u)
+    for w, b, s, t, (H, W) in zip(
+        net.weights, net.biases, net.scales, net.shifts, net.sizes, strict=True
+    ):
+        h, wd = x.shape[1:]
+        x = x[:, [math.floor(i * h / H) for i in range(H)]]
+        x = x[:, :, [math.floor(j * wd / W) for j in range(W)]]
+        x = conv(x, np.asarray(w), np.asarray(b))
+        x = np.maximum(x, 0) if relu else x
+        mean = x.mean(axis=(1, 2), keepdims=True)
+        var = x.var(axis=(1, 2), keepdims=True)
+        x = (x - mean) / np.sqrt(var + 1e-5) * np.asarray(s)[:, None, None]
+        x = x + np.asarray(t)[:, None, None]
+    return conv(x, np.asarray(net.out_weight), np.asarray(net.out_bias)).ravel()
+
+
+@pytest.fixture(scope="module")
+def net():
+    key = jax.random.PRNGKey(0)
+    net = dip.ConvDecoder.init(key, (3, 7, 6), channels=3, layers=3, input_size=(2, 3))
+    # Non-trivial normalisation parameters, so that they are exercised too.
+    rng = np.random.default_rng(0)
+    return eqx.tree_at(
+        lambda n: (n.scales, n.shifts),
+        net,
+        replace=(
+            tuple(jnp.asarray(rng.uniform(0.5, 2, 3)) for _ in net.scales),
+            tuple(jnp.asarray(rng.normal(size=3)) for _ in net.shifts),
+        ),
+    )
+
+
+def test_forward_matches_numpy(net):
+    assert net().shape == (3 * 7 * 6,)
+    np.testing.assert_allclose(net(), numpy_decoder(net), rtol=1e-10, atol=1e-12)
+
+
+def test_block_sizes_follow_deepinv():
+    # deepinv: ceil(scale**i * in) for i = 1 .. layers − 2, scale = (out/in)**(1/(layers − 1)),
+    # then the image size for the last two blocks.
+    net = dip.ConvDecoder.init(jax.random.PRNGKey(1), (1, 64, 64), channels=2, layers=4)
+    assert net.sizes == ((11, 11), (26, 26), (64, 64), (64, 64))
+    assert net.u.shape == (2, 4, 4)
+
+
+def test_trained_groups_and_lanczos_sigma_min():
+    net = dip.ConvDecoder.init(
+        jax.random.PRNGKey(2), (1, 4, 4), channels=2, layers=2, input_size=(2, 2),
+        activation="softplus",
+    )  # fmt: skip
+    spec = net.trainable_filter()
+    assert spec.weights == (True, True) and spec.u is False
+    norm_only = dip.ConvDecoder.init(
+        jax.random.PRNGKey(2), (1, 4, 4), channels=2, layers=2, input_size=(2, 2),
+        train=("norm",),
+    )  # fmt: skip
+    assert norm_only.trainable_filter().weights == (False, False)
+    dense = float(dip.sigma_min_jacobian(net))
+    lanczos = float(dip.sigma_min_jacobian(net, method="lanczos"))
+    assert dense > 0
+    assert lanczos == pytest.approx(dense, rel=1e-4)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(image_shape=(2, 8, 8)), "image_shape"),
+        (dict(image_shape=(8, 8)), "image_shape"),
+        (dict(channels=0), "channels"),
+        (dict(layers=1), "layers"),
+        (dict(input_size=(16, 16)), "input_size"),
+        (dict(train=("skip",)), "train"),
+    ],
+)
+def test_bad_input(kwargs, match):
+    args = dict(image_shape=(1, 8, 8)) | kwargs
+    with pytest.raises((ValueError, TypeError), match=match):
+        dip.ConvDecoder.init(jax.random.PRNGKey(0), args.pop("image_shape"), **args)
