@@ -21,20 +21,18 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from ._activations import Activation, get_activation
 from ._checks import positive_int
 from ._networks import AbstractGenerator, _check_train
+from ._operators import check_image_shape
 
 _EPS = 1e-5  # BatchNorm2d's default
 
 
-def check_image_shape(image_shape) -> tuple[int, int, int]:
-    shape = (
-        tuple(int(s) for s in image_shape) if hasattr(image_shape, "__len__") else ()
-    )
-    if len(shape) != 3 or shape[0] not in (1, 3) or min(shape[1:]) < 1:
+def _decoder_image_shape(image_shape) -> tuple[int, int, int]:
+    C, H, W = check_image_shape(image_shape)
+    if C not in (1, 3):
         raise ValueError(
-            "`image_shape` must be (C, H, W) with C = 1 (grayscale) or 3 (colour), "
-            f"got {image_shape!r}."
+            f"`image_shape` must have C = 1 (grayscale) or 3 (colour), got {(C, H, W)}."
         )
-    return shape
+    return C, H, W
 
 
 def block_sizes(image_hw, input_size, layers: int) -> tuple[tuple[int, int], ...]:
@@ -125,7 +123,7 @@ class ConvDecoder(AbstractGenerator):
           (`"relu"` as in the original; a smooth one so that A-4 holds).
         - `train`: which groups train; `dtype`: default JAX float.
         """
-        C, H, W = check_image_shape(image_shape)
+        C, H, W = _decoder_image_shape(image_shape)
         ch = positive_int("channels", channels)
         layers = positive_int("layers", layers)
         if layers < 2:
