@@ -87,6 +87,7 @@ from ._reduced import (
 )
 from ._runner import run_study as run_study
 from ._setup import loss as loss, make_dynamics as make_dynamics
+from ._skipnet import ConvBlock as ConvBlock, SkipLevel as SkipLevel, SkipNet as SkipNet
 from ._solution import (
     RESULTS as RESULTS,
     Solution as Solution,

@@ -225,6 +225,14 @@ def _relu(x):
     return jax.nn.relu(x)
 
 
+def _leaky_relu(x):
+    return jax.nn.leaky_relu(x, negative_slope=0.2)
+
+
+def _leaky_relu_derivative(x):
+    return jnp.where(x > 0, 1.0, 0.2).astype(jnp.result_type(x))
+
+
 def _relu_derivative(x):
     return jnp.where(x > 0, 1.0, 0.0).astype(jnp.result_type(x))
 
@@ -235,6 +243,14 @@ register_activation("sigmoid", _sigmoid, bound=0.25, derivative=_sigmoid_derivat
 register_activation("tanh", _tanh, bound=1.0, derivative=_tanh_derivative)
 register_activation("softplus", _softplus, bound=1.0, derivative=_sigmoid)
 register_activation("relu", _relu, bound=1.0, derivative=_relu_derivative, smooth=False)
+# The DIP code's LeakyReLU(0.2).
+register_activation(
+    "leaky_relu",
+    _leaky_relu,
+    bound=1.0,
+    derivative=_leaky_relu_derivative,
+    smooth=False,
+)
 
 # What `import dipflow` registers: every process has these, so workers need only
 # the others.

@@ -483,17 +483,18 @@ def main(argv: list[str] | None = None) -> int:
                      help="standard deviation of the Gaussian noise on y (default 0)")  # fmt: skip
     img.add_argument(
         "--generator",
-        choices=("convdecoder",),
+        choices=("convdecoder", "skipnet"),
         default="convdecoder",
-        help="the generator (default convdecoder)",
+        help="convdecoder (Darestani & Heckel, deepinv's layout) or skipnet (the DIP "
+        "encoder-decoder with skip connections); default convdecoder",
     )
     img.add_argument(
         "--channels", type=int, default=64, help="channels per layer (default 64)"
     )
     img.add_argument("--layers", type=int, default=4,
-                     help="ConvDecoder blocks (default 4)")  # fmt: skip
+                     help="ConvDecoder blocks or SkipNet levels (default 4)")  # fmt: skip
     img.add_argument("--activation", default=None,
-                     help="activation (default relu)")  # fmt: skip
+                     help="activation (default relu; leaky_relu for skipnet)")  # fmt: skip
     img.add_argument("--optimizer", choices=("adam", "gd", "heavy_ball", "nesterov"),
                      default="adam", help="trainer (default adam)")  # fmt: skip
     img.add_argument(

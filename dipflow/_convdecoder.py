@@ -20,19 +20,14 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._activations import Activation, get_activation
 from ._checks import positive_int
+from ._conv_layers import (
+    channel_norm,
+    conv2d,
+    generator_image_shape,
+    resize_nearest,
+    torch_uniform,
+)
 from ._networks import AbstractGenerator, _check_train
-from ._operators import check_image_shape
-
-_EPS = 1e-5  # BatchNorm2d's default
-
-
-def _decoder_image_shape(image_shape) -> tuple[int, int, int]:
-    C, H, W = check_image_shape(image_shape)
-    if C not in (1, 3):
-        raise ValueError(
-            f"`image_shape` must have C = 1 (grayscale) or 3 (colour), got {(C, H, W)}."
-        )
-    return C, H, W
 
 
 def block_sizes(image_hw, input_size, layers: int) -> tuple[tuple[int, int], ...]:
@@ -45,29 +40,6 @@ def block_sizes(image_hw, input_size, layers: int) -> tuple[tuple[int, int], ...
         (math.ceil(sx**i * h0), math.ceil(sy**i * w0)) for i in range(1, layers - 1)
     )
     return (*inner, (H, W), (H, W))
-
-
-def conv2d(x: Float[Array, "c h w"], w: Float[Array, "o c kh kw"], b) -> Array:
-    """Cross-correlation with zero 'SAME' padding, as `torch.nn.Conv2d`."""
-    out = jax.lax.conv_general_dilated(x[None], w, (1, 1), "SAME")[0]
-    return out + b[:, None, None]
-
-
-def resize_nearest(x: Float[Array, "c h w"], size: tuple[int, int]) -> Array:
-    """`torch.nn.Upsample(size, mode="nearest")`: pixel `i` of the output
-    copies pixel `floor(i · h / H)` of the input."""
-    (H, W), (h, w) = size, x.shape[1:]
-    rows = (jnp.arange(H) * h) // H
-    cols = (jnp.arange(W) * w) // W
-    return x[:, rows][:, :, cols]
-
-
-def channel_norm(x: Float[Array, "c h w"], scale, shift) -> Array:
-    mean = jnp.mean(x, axis=(1, 2), keepdims=True)
-    var = jnp.mean((x - mean) ** 2, axis=(1, 2), keepdims=True)
-    return (x - mean) / jnp.sqrt(var + _EPS) * scale[:, None, None] + shift[
-        :, None, None
-    ]
 
 
 class ConvDecoder(AbstractGenerator):
@@ -123,7 +95,7 @@ class ConvDecoder(AbstractGenerator):
           (`"relu"` as in the original; a smooth one so that A-4 holds).
         - `train`: which groups train; `dtype`: default JAX float.
         """
-        C, H, W = _decoder_image_shape(image_shape)
+        C, H, W = generator_image_shape(image_shape)
         ch = positive_int("channels", channels)
         layers = positive_int("layers", layers)
         if layers < 2:
@@ -139,8 +111,7 @@ class ConvDecoder(AbstractGenerator):
         keys = jax.random.split(key, 2 * layers + 3)
 
         def uniform(k, shape, fan_in):
-            bound = 1 / math.sqrt(fan_in)
-            return jax.random.uniform(k, shape, dtype, -bound, bound)
+            return torch_uniform(k, shape, fan_in, dtype)
 
         weights = tuple(
             uniform(keys[2 * i], (ch, ch, 3, 3), 9 * ch) for i in range(layers)

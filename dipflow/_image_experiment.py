@@ -20,8 +20,8 @@ from ._networks import default_trainable_filter
 from ._operators import image_operator
 from ._problems import InverseProblem
 
-GENERATORS = ("convdecoder",)
-DEFAULT_ACTIVATION = {"convdecoder": "relu"}
+GENERATORS = ("convdecoder", "skipnet")
+DEFAULT_ACTIVATION = {"convdecoder": "relu", "skipnet": "leaky_relu"}
 
 # Each task's options and their defaults (`None`: the operator's own default;
 # `m` of compressed sensing defaults to a quarter of the pixels).
@@ -68,14 +68,23 @@ def image_problem(truth, task, *, noise=0.0, key, **options):
 
 
 def make_generator(name, key, image_shape, *, channels, layers, activation=None):
-    """A [`dipflow.ConvDecoder`][] of `layers` blocks of `channels` for `image_shape`."""
+    """The generator `name` for `image_shape`: a [`dipflow.ConvDecoder`][] of
+    `layers` blocks of `channels`, or a [`dipflow.SkipNet`][] of `layers`
+    levels of `channels` (skip connections of 4 channels, as in the DIP code)."""
     from ._convdecoder import ConvDecoder
+    from ._skipnet import SkipNet
 
     if name not in GENERATORS:
         raise ValueError(
             f"`generator` must be one of {list(GENERATORS)}, got {name!r}."
         )
     activation = DEFAULT_ACTIVATION[name] if activation is None else activation
+    if name == "skipnet":
+        channels = positive_int("channels", channels)
+        levels = positive_int("layers", layers)
+        return SkipNet.init(
+            key, image_shape, channels=(channels,) * levels, activation=activation
+        )
     return ConvDecoder.init(
         key, image_shape, channels=channels, layers=layers, activation=activation
     )

@@ -56,6 +56,7 @@ def test_image_problem_bad_options(task, options, match):
         (["--seeds", "0"], "seeds"),
         (["--channels", "0"], "channels"),
         (["--layers", "1"], "layers"),
+        (["--generator", "skipnet", "--size", "8", "--layers", "4"], "divisible"),
     ],
 )
 def test_bad_input_fails_before_training(argv, match, monkeypatch, capsys, tmp_path):

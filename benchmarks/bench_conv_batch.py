@@ -1,0 +1,142 @@
+"""Several seeds of a convolutional generator in one program: which batching
+is fastest per run-iteration on this platform.
+
+One training iteration is an Adam step of the ConvDecoder on an inpainting
+problem (dipflow's own trainer step, through `dipflow.fit_image`'s loop, without
+its measurements). Timed, per run and iteration, for `--seeds` seeds:
+
+- `single`: one seed (the baseline: S separate runs cost S times this);
+- `vmap`: the seeds vectorised (per-seed weights: XLA sees a grouped
+  convolution);
+- `map`: the seeds one after another inside one program (`lax.map`);
+- `patches+vmap`: vectorised, with every convolution written as patch
+  extraction (no weights) and a batched matrix product (the per-seed weights
+  become a batch dimension of a matmul); `patches` alone for one seed.
+
+Each program is compiled first, then timed with `jax.block_until_ready`
+(median of `--reps`); ratios are against `single`. A ratio ≤ 1 means the
+batch costs no more per run-iteration than separate runs.
+
+    python benchmarks/bench_conv_batch.py            # 64×64, 64 channels, 4 layers, 8 seeds
+    python benchmarks/bench_conv_batch.py --quick    # smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from _timing import median_time  # benchmarks/_timing.py, beside this script
+
+import dipflow as dip
+from dipflow import _convdecoder
+from dipflow._descent import _loop
+from dipflow._dynamics import make_dynamics
+from dipflow._image_experiment import image_problem
+from dipflow._image_fit import _over_seeds, _trainer
+
+
+def conv2d_patches(x, w, b, *, stride=1, padding="zeros"):
+    """The same convolution as `dipflow._conv_layers.conv2d` (zero padding,
+    stride 1), as patches times a matrix."""
+    o, c, kh, kw = w.shape
+    patches = jax.lax.conv_general_dilated_patches(x[None], (kh, kw), (1, 1), "SAME")[0]
+    return (
+        jnp.einsum("ok,khw->ohw", w.reshape(o, c * kh * kw), patches) + b[:, None, None]
+    )
+
+
+@contextlib.contextmanager
+def patched_convolutions():
+    original = _convdecoder.conv2d
+    _convdecoder.conv2d = conv2d_patches
+    try:
+        yield
+    finally:
+        _convdecoder.conv2d = original
+
+
+def make_program(problem, steps, batching):
+    trainer = _trainer("adam", 0.01, None)
+
+    def run_one(net):
+        dyn = make_dynamics(net, problem, reduced=False)
+        state, _, one_step = _loop(dyn, trainer, jnp.asarray(0.0), 0)
+        state = jax.lax.fori_loop(0, steps, lambda _, s: one_step(s), state)
+        return dyn.signal(state[1])
+
+    @eqx.filter_jit
+    def program(nets):
+        if batching is None:
+            return run_one(nets)
+        return _over_seeds(run_one, batching, nets)
+
+    return program
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--channels", type=int, default=64)
+    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--seeds", type=int, default=8)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--json", default=None, help="also write the results here")
+    p.add_argument("--quick", action="store_true")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.size, args.channels, args.layers, args.seeds = 16, 8, 3, 2
+        args.steps, args.reps = 3, 1
+    truth = dip.load_image("camera", args.size)
+    problem = image_problem(truth, "inpaint", key=jax.random.key(0))
+    keys = jax.random.split(jax.random.key(1), args.seeds)
+    nets = [
+        dip.ConvDecoder.init(k, truth.shape, channels=args.channels, layers=args.layers)
+        for k in keys
+    ]
+    stacked = jax.tree.map(lambda *a: jnp.stack(a), *nets)
+
+    # The patches convolution is the same function: checked before timing.
+    x = jax.random.normal(jax.random.key(2), (3, 9, 7))
+    w = jax.random.normal(jax.random.key(3), (4, 3, 3, 3))
+    b = jnp.arange(4.0)
+    np.testing.assert_allclose(
+        conv2d_patches(x, w, b), _convdecoder.conv2d(x, w, b), rtol=1e-5, atol=1e-5
+    )
+
+    S, K = args.seeds, args.steps
+    cases = {}
+    for name, batching, patches, arg in [
+        ("single", None, False, nets[0]),
+        ("vmap", "vmap", False, stacked),
+        ("map", "map", False, stacked),
+        ("patches", None, True, nets[0]),
+        ("patches+vmap", "vmap", True, stacked),
+    ]:
+        runs = 1 if batching is None else S
+        with patched_convolutions() if patches else contextlib.nullcontext():
+            program = make_program(problem, K, batching)
+            seconds = median_time(lambda: program(arg), args.reps)  # noqa: B023
+        cases[name] = seconds / (runs * K)
+        print(f"{name:>13}: {1e3 * cases[name]:8.2f} ms per run-iteration", flush=True)
+    base = cases["single"]
+    print(f"\nper run-iteration, against one seed alone ({S} seeds, {K} iterations):")
+    for name, t in cases.items():
+        print(f"{name:>13}: {t / base:5.2f}×")
+    fastest = min((n for n in cases if n not in ("single", "patches")), key=cases.get)
+    print(f"fastest batching on {jax.default_backend()}: {fastest}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(dict(vars(args), backend=jax.default_backend(),
+                           ms_per_run_iteration={n: 1e3 * t for n, t in cases.items()}),
+                      f, indent=2)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
