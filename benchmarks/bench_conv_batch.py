@@ -36,9 +36,9 @@ from _timing import median_time  # benchmarks/_timing.py, beside this script
 import dipflow as dip
 from dipflow import _convdecoder
 from dipflow._descent import _loop
-from dipflow._dynamics import make_dynamics
 from dipflow._image_experiment import image_problem
 from dipflow._image_fit import _over_seeds, _trainer
+from dipflow._setup import make_dynamics
 
 
 def conv2d_patches(x, w, b, *, stride=1, padding="zeros"):

@@ -120,7 +120,7 @@ def main(argv=None):
         )  # fmt: skip
         fit = dip.fit_image(
             net, problem, truth, optimizer="adam", lr=args.lr, iters=args.iters,
-            record_every=args.iters, sigma_min_at=[], progress=False,
+            record_every=max(args.iters // 10, 1), sigma_min_at=[], progress=False,
         )  # fmt: skip
         psnrs.append(float(fit.final_psnr[0]))
         times.append(fit.sec_per_iter)

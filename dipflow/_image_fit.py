@@ -123,6 +123,9 @@ def _chunk(dynamics, spec, carry, truth, theory_at, steps: int):
         )
         return new, (state[3], p, wmv.variance)
 
+    if steps == 1:  # no loop around the convolutions (see `default_batching`)
+        carry, out = body(carry, None)
+        return carry, jax.tree_util.tree_map(lambda a: a[None], out)
     return jax.lax.scan(body, carry, None, length=steps)
 
 
@@ -130,17 +133,25 @@ def _dynamics(net, problem):
     return make_dynamics(net, problem, reduced=False)
 
 
-BATCHINGS = ("vmap", "map")
+BATCHINGS = ("vmap", "map", "unroll")
 
 
 def default_batching() -> str:
-    """`"map"` on a CPU, `"vmap"` on an accelerator.
+    """`"unroll"` on a CPU, `"vmap"` on an accelerator.
 
-    A `vmap` over per-seed convolution weights lowers to a grouped convolution,
-    which XLA's CPU backend runs several times slower than the seeds one after
-    another (`benchmarks/bench_conv_batch.py`); on an accelerator the batch
-    fills the device."""
-    return "map" if jax.default_backend() == "cpu" else "vmap"
+    XLA's CPU backend runs a convolution inside a loop (`lax.scan`, `lax.map`,
+    `fori_loop`) many times slower than the same convolution called alone, and
+    a `vmap` over per-seed weights lowers to a slower grouped convolution
+    (`benchmarks/bench_conv_batch.py`). On a CPU the seeds are therefore
+    unrolled (one copy of the network per seed in the program) and the
+    iterations stepped one compiled call at a time; on an accelerator the
+    batch fills the device."""
+    return "unroll" if jax.default_backend() == "cpu" else "vmap"
+
+
+def _loops_are_slow() -> bool:
+    # See `default_batching`: on a CPU, one compiled call per iteration.
+    return jax.default_backend() == "cpu"
 
 
 def _over_seeds(fn, batching, *args):
@@ -149,6 +160,15 @@ def _over_seeds(fn, batching, *args):
     if batching == "vmap":
         return eqx.filter_vmap(fn)(*args)
     dynamic, static = eqx.partition(args, eqx.is_array)
+    if batching == "unroll":
+        seeds = jax.tree_util.tree_leaves(dynamic)[0].shape[0]
+        outs = [
+            fn(*eqx.combine(jax.tree_util.tree_map(lambda a: a[i], dynamic), static))  # noqa: B023
+            for i in range(seeds)
+        ]
+        out_dynamic, out_static = eqx.partition(outs, eqx.is_array)
+        stacked = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *out_dynamic)
+        return eqx.combine(stacked, out_static[0])
     out_static = []
 
     def one(d):
@@ -239,10 +259,11 @@ def fit_image(
       with `lanczos_iters` matvecs (default: the first and the last).
     - `wmv_window`, `wmv_patience`: ES-WMV's window W and patience
       ([`dipflow.WMVState`][]).
-    - `batching`: how seeds share the program: `"vmap"` (vectorised) or
-      `"map"` (one after another, `lax.map`); default `"map"` on a CPU, where a
-      vectorised convolution is slower than the seeds in turn, `"vmap"` on an
-      accelerator. The results are the same either way.
+    - `batching`: how seeds share the program: `"vmap"` (vectorised),
+      `"map"` (one after another, `lax.map`) or `"unroll"` (one copy of the
+      network per seed); default `"unroll"` on a CPU, where convolutions run
+      slower vectorised or inside a loop, `"vmap"` on an accelerator (see
+      `dipflow._image_fit.default_batching`). The results are the same either way.
 
     **The stopping time (6)** is `4m log(||y − y(0)|| / ||ε||)/(σ_A² σ_min(J0)²)`,
     a time of the gradient flow; it is reported as the iteration `t/lr` (exact
@@ -321,15 +342,23 @@ def fit_image(
     )
     for point in points[1:]:
         steps = point - done
-        start = time.perf_counter()
-        carry, (L, P, Var) = jax.block_until_ready(
-            _advance(nets, problem, spec, carry, flat_truth, theory_at, steps, batching)
-        )
-        # A chunk length's first call compiles: left out of the timing.
-        if steps in compiled:
-            train_time += time.perf_counter() - start
-            timed_iters += steps
-        compiled.add(steps)
+        # On a CPU, one compiled call per iteration (see `default_batching`).
+        length = 1 if _loops_are_slow() else steps
+        pieces = []
+        for _ in range(steps // length):
+            start = time.perf_counter()
+            carry, out = jax.block_until_ready(
+                _advance(nets, problem, spec, carry, flat_truth, theory_at, length,
+                         batching)
+            )  # fmt: skip
+            # A chunk length's first call compiles: left out of the timing.
+            if length in compiled:
+                train_time += time.perf_counter() - start
+                timed_iters += length
+            compiled.add(length)
+            pieces.append(out)
+        L, P, Var = (np.concatenate([np.asarray(p[i]) for p in pieces], axis=1)
+                     for i in range(3))  # fmt: skip
         losses.append(np.asarray(L))
         psnrs.append(np.asarray(P))
         variances.append(np.asarray(Var))

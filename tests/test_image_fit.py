@@ -99,21 +99,23 @@ def test_trajectory_records_the_theory(setup):
     assert np.isfinite(fit.sec_per_iter) and fit.sec_per_iter > 0
 
 
-def test_vmap_and_map_batching_agree(setup):
+def test_vmap_map_and_unroll_batching_agree(setup):
     truth, problem, nets, fit = setup
-    assert dip._image_fit.default_batching() == "map"  # the tests run on a CPU
-    vmapped = dip.fit_image(
-        nets, problem, truth, iters=ITERS, record_every=20, wmv_window=5,
-        wmv_patience=10, batching="vmap", progress=False,
-    )  # fmt: skip
-    np.testing.assert_allclose(vmapped.psnr_curve, fit.psnr_curve, rtol=1e-10)
-    for a, b in zip(vmapped.stops, fit.stops, strict=True):
-        for rule in ("theory", "oracle", "wmv"):
-            assert a[rule]["iteration"] == b[rule]["iteration"]
-            np.testing.assert_allclose(a[rule]["psnr"], b[rule]["psnr"], rtol=1e-10)
-    np.testing.assert_allclose(
-        vmapped.trajectory.distance, fit.trajectory.distance, rtol=1e-10, atol=1e-14
-    )
+    assert dip._image_fit.default_batching() == "unroll"  # the tests run on a CPU
+    for batching in ("vmap", "map"):
+        other = dip.fit_image(
+            nets, problem, truth, iters=ITERS, record_every=20, wmv_window=5,
+            wmv_patience=10, batching=batching, progress=False,
+        )  # fmt: skip
+        np.testing.assert_allclose(other.psnr_curve, fit.psnr_curve, rtol=1e-10)
+        for a, b in zip(other.stops, fit.stops, strict=True):
+            for rule in ("theory", "oracle", "wmv"):
+                assert a[rule]["iteration"] == b[rule]["iteration"]
+                np.testing.assert_allclose(a[rule]["psnr"], b[rule]["psnr"], rtol=1e-10)
+        np.testing.assert_allclose(
+            other.trajectory.distance, fit.trajectory.distance, rtol=1e-10,
+            atol=1e-14,
+        )  # fmt: skip
 
 
 @pytest.mark.parametrize(
