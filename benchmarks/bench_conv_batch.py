@@ -5,7 +5,11 @@ One training iteration is an Adam step of the ConvDecoder on an inpainting
 problem (dipflow's own trainer step, through `dipflow.fit_image`'s loop, without
 its measurements). Timed, per run and iteration, for `--seeds` seeds:
 
-- `single`: one seed (the baseline: S separate runs cost S times this);
+- `single`: one seed, one compiled call per step (the baseline: S separate
+  runs cost S times this); `single, loop`: the same steps inside one
+  `fori_loop` (on a CPU, XLA runs convolutions inside a loop far slower);
+- `unroll`: one copy of the network per seed in one program (`fit_image`'s
+  default on a CPU);
 - `vmap`: the seeds vectorised (per-seed weights: XLA sees a grouped
   convolution);
 - `map`: the seeds one after another inside one program (`lax.map`);
@@ -61,20 +65,33 @@ def patched_convolutions():
         _convdecoder.conv2d = original
 
 
-def make_program(problem, steps, batching):
+def make_program(problem, steps, batching, in_loop=False):
+    """`steps` Adam steps of every seed: one compiled call per step (what
+    `fit_image` does on a CPU), or all inside one `fori_loop` (`in_loop`)."""
     trainer = _trainer("adam", 0.01, None)
 
-    def run_one(net):
-        dyn = make_dynamics(net, problem, reduced=False)
-        state, _, one_step = _loop(dyn, trainer, jnp.asarray(0.0), 0)
-        state = jax.lax.fori_loop(0, steps, lambda _, s: one_step(s), state)
-        return dyn.signal(state[1])
+    def over(fn, *args):
+        return fn(*args) if batching is None else _over_seeds(fn, batching, *args)
 
-    @eqx.filter_jit
+    def start_one(net):
+        dyn = make_dynamics(net, problem, reduced=False)
+        return _loop(dyn, trainer, jnp.asarray(0.0), 0)[0]
+
+    def step_one(net, state):
+        dyn = make_dynamics(net, problem, reduced=False)
+        one_step = _loop(dyn, trainer, jnp.asarray(0.0), 0)[2]
+        if in_loop:
+            return jax.lax.fori_loop(0, steps, lambda _, s: one_step(s), state)
+        return one_step(state)
+
+    start = eqx.filter_jit(lambda nets: over(start_one, nets))
+    step = eqx.filter_jit(lambda nets, state: over(step_one, nets, state))
+
     def program(nets):
-        if batching is None:
-            return run_one(nets)
-        return _over_seeds(run_one, batching, nets)
+        state = start(nets)
+        for _ in range(1 if in_loop else steps):
+            state = step(nets, state)
+        return state
 
     return program
 
@@ -112,16 +129,18 @@ def main(argv=None):
 
     S, K = args.seeds, args.steps
     cases = {}
-    for name, batching, patches, arg in [
-        ("single", None, False, nets[0]),
-        ("vmap", "vmap", False, stacked),
-        ("map", "map", False, stacked),
-        ("patches", None, True, nets[0]),
-        ("patches+vmap", "vmap", True, stacked),
+    for name, batching, patches, in_loop, arg in [
+        ("single", None, False, False, nets[0]),
+        ("single, loop", None, False, True, nets[0]),
+        ("unroll", "unroll", False, False, stacked),
+        ("vmap", "vmap", False, False, stacked),
+        ("map", "map", False, False, stacked),
+        ("patches", None, True, False, nets[0]),
+        ("patches+vmap", "vmap", True, False, stacked),
     ]:
         runs = 1 if batching is None else S
         with patched_convolutions() if patches else contextlib.nullcontext():
-            program = make_program(problem, K, batching)
+            program = make_program(problem, K, batching, in_loop)
             seconds = median_time(lambda: program(arg), args.reps)  # noqa: B023
         cases[name] = seconds / (runs * K)
         print(f"{name:>13}: {1e3 * cases[name]:8.2f} ms per run-iteration", flush=True)
@@ -129,7 +148,8 @@ def main(argv=None):
     print(f"\nper run-iteration, against one seed alone ({S} seeds, {K} iterations):")
     for name, t in cases.items():
         print(f"{name:>13}: {t / base:5.2f}×")
-    fastest = min((n for n in cases if n not in ("single", "patches")), key=cases.get)
+    batched = [n for n in cases if n not in ("single", "single, loop", "patches")]
+    fastest = min(batched, key=cases.get)
     print(f"fastest batching on {jax.default_backend()}: {fastest}")
     if args.json:
         with open(args.json, "w") as f:
