@@ -64,6 +64,7 @@ from ._jacobians import (
 from ._lipschitz import layerwise_lip_bound as layerwise_lip_bound
 from ._networks import (
     MLPDIP as MLPDIP,
+    AbstractAutodiffGenerator as AbstractAutodiffGenerator,
     AbstractGenerator as AbstractGenerator,
     TwoLayerDIP as TwoLayerDIP,
 )

@@ -27,7 +27,7 @@ from ._conv_layers import (
     resize_nearest,
     torch_uniform,
 )
-from ._networks import AbstractGenerator, _check_train
+from ._networks import AbstractAutodiffGenerator, _check_train
 
 
 def block_sizes(image_hw, input_size, layers: int) -> tuple[tuple[int, int], ...]:
@@ -42,7 +42,7 @@ def block_sizes(image_hw, input_size, layers: int) -> tuple[tuple[int, int], ...
     return (*inner, (H, W), (H, W))
 
 
-class ConvDecoder(AbstractGenerator):
+class ConvDecoder(AbstractAutodiffGenerator):
     """A convolutional decoder `g(u, θ)` returning the image `(C, H, W)`
     flattened (C order).
 
@@ -169,14 +169,3 @@ class ConvDecoder(AbstractGenerator):
             spec,
             replace=((conv,) * L, (conv,) * L, conv, conv, (norm,) * L, (norm,) * L),
         )
-
-    def gram(self, hidden=None) -> None:
-        return None  # no closed form: J Jᵀ comes from autodiff
-
-    @property
-    def reduction(self) -> None:
-        return None
-
-    @property
-    def paper_model(self) -> bool:
-        return False

@@ -104,6 +104,24 @@ class AbstractGenerator(eqx.Module):
         layer only), to which Theorem 1's closed forms and Lemma 3 apply."""
 
 
+class AbstractAutodiffGenerator(AbstractGenerator):
+    """A generator with no closed forms: `gram()` and `reduction` are `None`
+    (`J Jᵀ` and every step come from autodiff) and it is not the paper's
+    model. Subclass it when a generator of your own has no structure to
+    exploit; only `__call__`, `train` and `trainable_filter()` remain."""
+
+    def gram(self, hidden=None) -> None:
+        return None
+
+    @property
+    def reduction(self) -> None:
+        return None
+
+    @property
+    def paper_model(self) -> bool:
+        return False
+
+
 def default_trainable_filter(net) -> object:
     """Which leaves of `net` train: what a generator says, else every
     floating-point array of a plain Equinox module."""
@@ -262,7 +280,7 @@ class TwoLayerDIP(AbstractGenerator):
         return jnp.max(jnp.abs(self.V))
 
 
-class MLPDIP(AbstractGenerator):
+class MLPDIP(AbstractAutodiffGenerator):
     """A multilayer DIP generator in the same (NTK) scaling as (4):
 
     `h_1 = φ(W_1 u)`, `h_{l+1} = φ(W_{l+1} h_l / √k_l)`, `g = V h_L / √k_L`.
@@ -365,14 +383,3 @@ class MLPDIP(AbstractGenerator):
         if "V" in self.train:
             spec = eqx.tree_at(lambda net: net.V, spec, replace=True)
         return spec
-
-    def gram(self, hidden=None) -> None:
-        return None  # no closed form: J Jᵀ comes from autodiff
-
-    @property
-    def reduction(self) -> None:
-        return None  # every step goes through autodiff
-
-    @property
-    def paper_model(self) -> bool:
-        return False

@@ -33,7 +33,7 @@ from ._conv_layers import (
     torch_uniform,
     upsample_bilinear2,
 )
-from ._networks import AbstractGenerator, _check_train
+from ._networks import AbstractAutodiffGenerator, _check_train
 
 UPSAMPLINGS = ("bilinear", "nearest")
 
@@ -96,7 +96,7 @@ def _per_level(name, value, levels: int, *, allow_zero: bool) -> tuple[int, ...]
     return values
 
 
-class SkipNet(AbstractGenerator):
+class SkipNet(AbstractAutodiffGenerator):
     """The DIP encoder-decoder with skip connections, `g(u, θ)` returning the
     image `(C, H, W)` flattened (C order).
 
@@ -250,14 +250,3 @@ class SkipNet(AbstractGenerator):
             return norm if name in ("scale", "shift") else False
 
         return jtu.tree_map_with_path(trains, self)
-
-    def gram(self, hidden=None) -> None:
-        return None  # no closed form: J Jᵀ comes from autodiff
-
-    @property
-    def reduction(self) -> None:
-        return None
-
-    @property
-    def paper_model(self) -> bool:
-        return False
