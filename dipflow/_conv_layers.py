@@ -9,6 +9,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float
 
 from ._operators import check_image_shape
@@ -85,7 +86,30 @@ def channel_norm(x: Float[Array, "c h w"], scale, shift) -> Array:
     ]
 
 
+# Random arrays are drawn in blocks of one fixed size: a sampler compiles once
+# per distribution and dtype for every shape (compiled per shape, the dozen
+# shapes of a network cost seconds of compilation before any training).
+_BLOCK = 4096
+
+
+def draw(sample, key, shape, dtype, scale=1.0, shift=0.0) -> Array:
+    """`scale · x + shift` with `x` of `shape` iid from `sample(key, shape,
+    dtype)` (such as `jax.random.uniform`), drawn as blocks of `_BLOCK` keyed
+    `fold_in(key, j)`: under `jit`/`vmap` the same draws as eagerly."""
+    size = math.prod(shape)
+    blocks = [
+        sample(jax.random.fold_in(key, j), (_BLOCK,), dtype)
+        for j in range(-(-size // _BLOCK))
+    ]
+    if not blocks:
+        return jnp.zeros(shape, dtype)
+    # Assembled on the host when the key is concrete: no compilation per shape.
+    xp = jnp if isinstance(key, jax.core.Tracer) else np
+    flat = xp.concatenate([xp.asarray(b) for b in blocks])[:size]
+    return jnp.asarray((scale * flat + shift).astype(dtype).reshape(shape))
+
+
 def torch_uniform(key, shape, fan_in: int, dtype) -> Array:
     """PyTorch's default initialisation of a convolution: iid `U(±1/√fan_in)`."""
     bound = 1 / math.sqrt(fan_in)
-    return jax.random.uniform(key, shape, dtype, -bound, bound)
+    return draw(jax.random.uniform, key, shape, dtype, 2 * bound, -bound)

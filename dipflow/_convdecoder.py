@@ -23,6 +23,7 @@ from ._checks import positive_int
 from ._conv_layers import (
     channel_norm,
     conv2d,
+    draw,
     generator_image_shape,
     resize_nearest,
     torch_uniform,
@@ -125,7 +126,7 @@ class ConvDecoder(AbstractAutodiffGenerator):
             shifts=(zeros,) * layers,
             out_weight=uniform(keys[-3], (C, ch, 1, 1), ch),
             out_bias=uniform(keys[-2], (C,), ch),
-            u=jax.random.normal(keys[-1], (ch, h0, w0), dtype),
+            u=draw(jax.random.normal, keys[-1], (ch, h0, w0), dtype),
             sizes=block_sizes((H, W), (h0, w0), layers),
             image_shape=(C, H, W),
             activation=get_activation(activation),
