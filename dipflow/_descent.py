@@ -110,10 +110,14 @@ class _Discrete(eqx.Module):
         return RESULTS.where(L < tol, RESULTS.converged, finite)
 
 
-def _loop(dynamics: AbstractDynamics, method: _Discrete, tol, max_steps):
+def _loop(
+    dynamics: AbstractDynamics, method: _Discrete, tol, max_steps, with_signal=False
+):
     """The initial state `(step, x, opt_state, L, direction, monotone)`, the
     stopping rule and one step (with the monotonicity test). `direction` is what
-    the transformation is fed: `−∇L` for the linear methods, else `∇L`."""
+    the transformation is fed: `−∇L` for the linear methods, else `∇L`.
+    `with_signal`: one step returns `(state, g(θ) at the new state)`, the
+    signal of the loss's own forward pass."""
     tx = method.transformation()
 
     def direction(descent):
@@ -133,9 +137,13 @@ def _loop(dynamics: AbstractDynamics, method: _Discrete, tol, max_steps):
         step, x, opt_state, L_prev, grad, monotone = state
         updates, opt_state = tx.update(grad, opt_state, x)
         x = optax.apply_updates(x, updates)
-        L, descent = dynamics.loss_and_descent(x)
+        if with_signal:
+            L, descent, signal = dynamics.loss_descent_and_signal(x)
+        else:
+            L, descent = dynamics.loss_and_descent(x)
         monotone = monotone & ~(L > L_prev * (1 + _MONOTONE_SLACK * eps) + eps * L0)
-        return step + 1, x, opt_state, L, direction(descent), monotone
+        state = (step + 1, x, opt_state, L, direction(descent), monotone)
+        return (state, signal) if with_signal else state
 
     state = (
         jnp.asarray(0),

@@ -75,6 +75,12 @@ class AbstractDynamics(eqx.Module):
         """λ_max of the Gauss–Newton curvature at t = 0, `λ_max(K_A(θ0)) / m`:
         gradient descent is stable near a minimum only for `η · curvature < 2`."""
 
+    def loss_descent_and_signal(self, state) -> tuple[Float[Array, ""], PyTree, Array]:
+        """`loss_and_descent(state)` and `signal(state)`; a subclass whose loss
+        computes the signal anyway returns that one (no second forward pass)."""
+        L, descent = self.loss_and_descent(state)
+        return L, descent, self.signal(state)
+
     def loss(self, state) -> Float[Array, ""]:
         return self.loss_and_descent(state)[0]
 
@@ -100,9 +106,10 @@ class AbstractDynamics(eqx.Module):
         return out
 
 
-def _loss(params, static, problem):
-    r = problem.forward(eqx.combine(params, static)()) - problem.y
-    return jnp.dot(r, r) / (2 * problem.m)
+def _loss_and_signal(params, static, problem):
+    g = eqx.combine(params, static)()
+    r = problem.forward(g) - problem.y
+    return jnp.dot(r, r) / (2 * problem.m), g
 
 
 class FullDynamics(AbstractDynamics):
@@ -119,8 +126,13 @@ class FullDynamics(AbstractDynamics):
         return self.params0
 
     def loss_and_descent(self, state):
-        L, grads = jax.value_and_grad(_loss)(state, self.static, self.problem)
-        return L, jax.tree_util.tree_map(jnp.negative, grads)
+        return self.loss_descent_and_signal(state)[:2]
+
+    def loss_descent_and_signal(self, state):
+        (L, g), grads = jax.value_and_grad(_loss_and_signal, has_aux=True)(
+            state, self.static, self.problem
+        )
+        return L, jax.tree_util.tree_map(jnp.negative, grads), g
 
     def net(self, state):
         return eqx.combine(state, self.static)

@@ -103,11 +103,11 @@ def _carry(dynamics, spec, truth, window, patience):
 def _chunk(dynamics, spec, carry, truth, theory_at, steps: int):
     """`steps` training iterations; PSNR of every iterate, the WMV rule fed
     every iterate, and the reconstructions at the stopping rules kept."""
-    _, _, one_step = _loop(dynamics, spec, jnp.asarray(0.0), 0)
+    _, _, one_step = _loop(dynamics, spec, jnp.asarray(0.0), 0, with_signal=True)
 
     def body(c, _):
-        state = one_step(c["state"])
-        t, x = state[0], dynamics.signal(state[1])
+        state, x = one_step(c["state"])  # x: the loss's own forward pass
+        t = state[0]
         p = psnr(x, truth)
         wmv = c["wmv"].update(x)
         better = p > c["best"]
