@@ -1,9 +1,10 @@
 """How to write the ConvDecoder's convolution on this platform: forward and
 `value_and_grad` of the loss, float32, one seed, for
 
-- `lax NCHW`: `lax.conv_general_dilated` on `(c, h, w)` images, the library's
-  `dipflow._conv_layers.conv2d` (the baseline);
-- `lax NHWC`: the same convolution with channels-last dimension numbers;
+- `lax NCHW`: `lax.conv_general_dilated` on `(c, h, w)` images with its
+  default (channels-first) dimension numbers (the baseline);
+- `lax NHWC`: the same convolution with channels-last dimension numbers, the
+  library's `dipflow._conv_layers.conv2d`;
 - `im2col`: nine shifted copies of the padded image and one matrix product;
 - `custom vjp`: XLA's convolution forward and input gradient, the weight
   gradient as a matrix product of patches.
@@ -27,17 +28,15 @@ from _timing import median_time  # benchmarks/_timing.py, beside this script
 import dipflow as dip
 from dipflow import _conv_layers, _convdecoder
 
-BASELINE = _conv_layers.conv2d
+LIBRARY = _conv_layers.conv2d  # channels-last dimension numbers
 
 
-def conv_nhwc(x, w, b, *, stride=1, padding="zeros"):
+def conv_nchw(x, w, b, *, stride=1, padding="zeros"):
     ph, pw = (w.shape[2] - 1) // 2, (w.shape[3] - 1) // 2
     out = jax.lax.conv_general_dilated(
-        jnp.transpose(x, (1, 2, 0))[None], jnp.transpose(w, (2, 3, 1, 0)),
-        (stride, stride), ((ph, ph), (pw, pw)),
-        dimension_numbers=("NHWC", "HWIO", "NHWC"),
-    )[0]  # fmt: skip
-    return jnp.transpose(out, (2, 0, 1)) + b[:, None, None]
+        x[None], w, (stride, stride), ((ph, ph), (pw, pw))
+    )[0]
+    return out + b[:, None, None]
 
 
 def _columns(x, kh, kw):
@@ -56,7 +55,7 @@ def conv_im2col(x, w, b, *, stride=1, padding="zeros"):
 
 @jax.custom_vjp
 def _conv_no_bias(x, w):
-    return BASELINE(x, w, jnp.zeros(w.shape[0], x.dtype))
+    return LIBRARY(x, w, jnp.zeros(w.shape[0], x.dtype))
 
 
 def _conv_fwd(x, w):
@@ -66,7 +65,7 @@ def _conv_fwd(x, w):
 def _conv_bwd(res, g):
     x, w = res
     o, _, kh, kw = w.shape
-    _, vjp_x = jax.vjp(lambda x_: BASELINE(x_, w, jnp.zeros(o, x.dtype)), x)
+    _, vjp_x = jax.vjp(lambda x_: LIBRARY(x_, w, jnp.zeros(o, x.dtype)), x)
     gw = (g.reshape(o, -1) @ _columns(x, kh, kw).T).reshape(w.shape)
     return vjp_x(g)[0], gw
 
@@ -95,7 +94,7 @@ def main(argv=None):
     def loss(theta):
         return 0.5 * jnp.sum((eqx.combine(theta, static)() - y) ** 2)
 
-    cases = [("lax NCHW", BASELINE), ("lax NHWC", conv_nhwc),
+    cases = [("lax NCHW", conv_nchw), ("lax NHWC", LIBRARY),
              ("im2col", conv_im2col), ("custom vjp", conv_custom_vjp)]  # fmt: skip
     print(f"ConvDecoder {args.layers} × {args.channels}, {args.size}², float32, "
           f"{jax.default_backend()}")  # fmt: skip
@@ -119,7 +118,7 @@ def main(argv=None):
                   f"value_and_grad {1e3 * t_g:6.1f} ms ({t_g / base[1]:.2f}×), "
                   f"gradient vs baseline {err:.1e} (relative)", flush=True)  # fmt: skip
     finally:
-        _convdecoder.conv2d = BASELINE
+        _convdecoder.conv2d = LIBRARY
 
 
 if __name__ == "__main__":

@@ -111,13 +111,21 @@ class _Discrete(eqx.Module):
 
 
 def _loop(
-    dynamics: AbstractDynamics, method: _Discrete, tol, max_steps, with_signal=False
+    dynamics: AbstractDynamics,
+    method: _Discrete,
+    tol,
+    max_steps,
+    with_signal=False,
+    L0=None,
 ):
     """The initial state `(step, x, opt_state, L, direction, monotone)`, the
     stopping rule and one step (with the monotonicity test). `direction` is what
     the transformation is fed: `−∇L` for the linear methods, else `∇L`.
     `with_signal`: one step returns `(state, g(θ) at the new state)`, the
-    signal of the loss's own forward pass."""
+    signal of the loss's own forward pass. `L0`: the loss at θ0 (the
+    monotonicity test's scale) when known; then the initial state is not
+    built (None in its place), so that a step compiled alone does not
+    evaluate the network at θ0."""
     tx = method.transformation()
 
     def direction(descent):
@@ -125,8 +133,10 @@ def _loop(
             return descent
         return jax.tree_util.tree_map(jnp.negative, descent)
 
-    x0 = dynamics.initial_state()
-    L0, descent0 = dynamics.loss_and_descent(x0)
+    x0 = None
+    if L0 is None:
+        x0 = dynamics.initial_state()
+        L0, descent0 = dynamics.loss_and_descent(x0)
     eps = jnp.finfo(L0.dtype).eps
 
     def running(state):
@@ -145,6 +155,8 @@ def _loop(
         state = (step + 1, x, opt_state, L, direction(descent), monotone)
         return (state, signal) if with_signal else state
 
+    if x0 is None:
+        return None, running, one_step
     state = (
         jnp.asarray(0),
         x0,
