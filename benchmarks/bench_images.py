@@ -96,7 +96,7 @@ def main(argv=None):
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--iters", type=int, default=1000)
-    p.add_argument("--seeds", type=int, default=3, help="separate runs per library")
+    p.add_argument("--seeds", type=int, default=8, help="separate runs per library")
     p.add_argument("--peak-size", type=int, default=1024)
     p.add_argument("--json", default=None, help="also write the results here")
     p.add_argument("--quick", action="store_true")

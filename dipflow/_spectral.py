@@ -173,39 +173,48 @@ def lanczos(matvec, v0: Float[Array, " n"], num_iters: int, key):
     last residual. On breakdown (an invariant subspace) the next basis vector
     is a random one orthogonal to the others and its coupling `beta` is 0, so
     the Ritz values stay those of `M` restricted to `span(Q)`."""
-    n = v0.shape[0]
-    dtype = v0.dtype
-    eps = jnp.finfo(dtype).eps
-    Q = jnp.zeros((num_iters + 1, n), dtype).at[0].set(v0 / jnp.linalg.norm(v0))
+    carry = lanczos_start(v0, num_iters)
+    carry = jax.lax.fori_loop(
+        0, num_iters, lambda j, c: lanczos_step(matvec, key, j, c), carry
+    )
+    Q, alpha, beta, _ = carry
+    return Q[:num_iters], alpha, beta
 
-    def orthogonalise(Q, w):
+
+def lanczos_start(v0: Float[Array, " n"], num_iters: int):
+    """The state `(Q, alpha, beta, scale)` before the first step of
+    `lanczos`; the steps can then also be driven one compiled call at a time."""
+    dtype = v0.dtype
+    Q = jnp.zeros((num_iters + 1, v0.shape[0]), dtype)
+    Q = Q.at[0].set(v0 / jnp.linalg.norm(v0))
+    zeros = jnp.zeros(num_iters, dtype)
+    return Q, zeros, zeros, jnp.zeros((), dtype)
+
+
+def lanczos_step(matvec, key, j, carry):
+    """Lanczos step `j` (0-based) of `lanczos`: one matvec."""
+    Q, alpha, beta, scale = carry
+    n = Q.shape[1]
+    dtype = Q.dtype
+    eps = jnp.finfo(dtype).eps
+
+    def orthogonalise(w):
         # Twice is enough (Kahan's rule); rows not yet filled are zero.
         w = w - Q.T @ (Q @ w)
         return w - Q.T @ (Q @ w)
 
-    def step(j, carry):
-        Q, alpha, beta, scale = carry
-        q = Q[j]
-        w = matvec(q)
-        a = jnp.dot(q, w)
-        w = orthogonalise(Q, w)
-        b = jnp.linalg.norm(w)
-        scale = jnp.maximum(scale, jnp.abs(a) + b)
-        restart = b <= scale * math.sqrt(n) * eps
-        r = orthogonalise(Q, jax.random.normal(jax.random.fold_in(key, j), (n,), dtype))
-        r = r / jnp.maximum(jnp.linalg.norm(r), jnp.finfo(dtype).tiny)
-        q_next = jnp.where(restart, r, w / jnp.where(restart, 1.0, b))
-        Q = Q.at[j + 1].set(q_next)
-        return Q, alpha.at[j].set(a), beta.at[j].set(jnp.where(restart, 0.0, b)), scale
-
-    init = (
-        Q,
-        jnp.zeros(num_iters, dtype),
-        jnp.zeros(num_iters, dtype),
-        jnp.zeros((), dtype),
-    )
-    Q, alpha, beta, _ = jax.lax.fori_loop(0, num_iters, step, init)
-    return Q[:num_iters], alpha, beta
+    q = Q[j]
+    w = matvec(q)
+    a = jnp.dot(q, w)
+    w = orthogonalise(w)
+    b = jnp.linalg.norm(w)
+    scale = jnp.maximum(scale, jnp.abs(a) + b)
+    restart = b <= scale * math.sqrt(n) * eps
+    r = orthogonalise(jax.random.normal(jax.random.fold_in(key, j), (n,), dtype))
+    r = r / jnp.maximum(jnp.linalg.norm(r), jnp.finfo(dtype).tiny)
+    q_next = jnp.where(restart, r, w / jnp.where(restart, 1.0, b))
+    Q = Q.at[j + 1].set(q_next)
+    return Q, alpha.at[j].set(a), beta.at[j].set(jnp.where(restart, 0.0, b)), scale
 
 
 def tridiagonal(
@@ -251,10 +260,21 @@ def _finish(matvec, value, vector, norm, ritz, estimates, matvecs, tol, method):
     )
 
 
-def _lanczos_estimate(matvec, n, k, key, tol, dtype):
+def lanczos_keys(key, n: int, dtype):
+    """The start vector and the restart key of a Lanczos estimate from `key`."""
     k_start, k_restart = jax.random.split(key)
-    v0 = jax.random.normal(k_start, (n,), dtype)
+    return jax.random.normal(k_start, (n,), dtype), k_restart
+
+
+def _lanczos_estimate(matvec, n, k, key, tol, dtype):
+    v0, k_restart = lanczos_keys(key, n, dtype)
     Q, alpha, beta = lanczos(matvec, v0, k, k_restart)
+    return lanczos_finish(matvec, Q, alpha, beta, tol)
+
+
+def lanczos_finish(matvec, Q, alpha, beta, tol) -> EigenEstimate:
+    """The estimate from `k` Lanczos steps (`Q` the first `k` basis vectors)."""
+    k = alpha.shape[0]
     ritz, S = jnp.linalg.eigh(tridiagonal(alpha, beta))
     estimates = jnp.abs(beta[-1] * S[-1])
     return _finish(
