@@ -183,7 +183,9 @@ def run_image(
             for f, b, s in zip(fit.final_psnr, fit.best_psnr, fit.stops, strict=True)
         ],
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=_plain))
+    # Strict JSON: an undefined number (the PSNR at a stop beyond the run) is null.
+    text = json.dumps(_nan_to_none(summary), indent=2, default=_plain, allow_nan=False)
+    (out / "summary.json").write_text(text)
     plot_image_fit(fit, truth, problem, out / "figure.png", title=_title(summary))
     return summary
 
@@ -197,6 +199,15 @@ def _mean(values):
     values = [float(v) for v in values]
     finite = [v for v in values if math.isfinite(v)]
     return float(np.mean(finite)) if finite else math.nan
+
+
+def _nan_to_none(v):
+    if isinstance(v, dict):
+        return {k: _nan_to_none(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_nan_to_none(x) for x in v]
+    v = _plain(v) if hasattr(v, "item") else v
+    return None if isinstance(v, float) and not math.isfinite(v) else v
 
 
 def _plain(v):
@@ -230,11 +241,12 @@ def plot_image_fit(fit, truth, problem, path, *, title="", seed=0):
     for rule, label in (("theory", "(6)"), ("oracle", "oracle"), ("wmv", "ES-WMV")):
         img = fit.images[seed][rule]
         s = stops[rule]
-        text = (
-            f"{label}: it {int(s['iteration'])}, {s['psnr']:.2f} dB"
-            if s["reached"] or rule != "theory"
-            else f"{label}: it {s['iteration']:.3g} (not reached)"
-        )
+        if s["reached"]:
+            text = f"{label}: it {int(s['iteration'])}, {s['psnr']:.2f} dB"
+        elif rule == "theory":
+            text = f"{label}: it {s['iteration']:.3g}, not reached"
+        else:  # WMV's candidate so far: its patience had not run out
+            text = f"{label}: it {int(s['iteration'])} (candidate), {s['psnr']:.2f} dB"
         panels.append((text, img))
     panels.append((f"final: {fit.final_psnr[seed]:.2f} dB", fit.images[seed]["final"]))
     fig = Figure(figsize=(3 * len(panels), 6.8), layout="constrained")
@@ -249,6 +261,10 @@ def plot_image_fit(fit, truth, problem, path, *, title="", seed=0):
                 vmin=0,
                 vmax=1,
             )
+        else:  # a stop beyond the run: say so where its image would be
+            ax.text(0.5, 0.5, label.replace(", ", "\n"), ha="center", va="center",
+                    transform=ax.transAxes, fontsize=9)  # fmt: skip
+            label = ""
         ax.set_title(label, fontsize=8)
         ax.axis("off")
     third = max(len(panels) // 3, 1)

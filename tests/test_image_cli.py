@@ -79,7 +79,10 @@ def test_a_run_writes_summary_trajectory_and_figure(tmp_path, capsys):
          "--out", str(out), "--no-progress"]
     )  # fmt: skip
     assert code == 0
-    summary = json.loads((out / "summary.json").read_text())
+    def no_nan(name):
+        raise AssertionError(f"summary.json is not strict JSON: {name}")
+
+    summary = json.loads((out / "summary.json").read_text(), parse_constant=no_nan)
     for key in ("final_psnr", "best_psnr", "sec_per_iter"):
         assert np.isfinite(summary[key])
     assert set(summary["stops"]) == {"theory", "oracle", "wmv"}
