@@ -79,6 +79,7 @@ def test_a_run_writes_summary_trajectory_and_figure(tmp_path, capsys):
          "--out", str(out), "--no-progress"]
     )  # fmt: skip
     assert code == 0
+
     def no_nan(name):
         raise AssertionError(f"summary.json is not strict JSON: {name}")
 
