@@ -275,10 +275,14 @@ def _image(args) -> int:
         if args.sigma_min_at is None
         else [int(s) for s in args.sigma_min_at.split(",") if s.strip()]
     )
-    out = args.out or f"image-{args.image}-{args.task}"
+    from ._image_experiment import image_names
+
+    images = image_names(args.image)
+    label = "+".join(Path(name).stem for name in images)
+    out = args.out or f"image-{label}-{args.task}"
     summary = run_image(
         out,
-        image=args.image,
+        image=images if len(images) > 1 else images[0],
         size=args.size,
         color=args.color,
         task=args.task,
@@ -305,14 +309,20 @@ def _image(args) -> int:
         progress=not args.no_progress,
     )
     print(
-        f"{summary['image']} {summary['task']}: final PSNR {summary['final_psnr']:.2f} dB, "
+        f"{label} {summary['task']}: final PSNR {summary['final_psnr']:.2f} dB, "
         f"best {summary['best_psnr']:.2f} dB, {1e3 * summary['sec_per_iter']:.1f} ms/iteration"
     )
-    for rule, s in summary["stops"].items():
-        state = "" if s["reached"] else " (not reached)"
-        print(
-            f"  stop {rule:<7} iteration {s['iteration']:.0f}{state}, PSNR {s['psnr']:.2f} dB"
-        )
+    parts = summary.get("per_image", {label: summary})
+    for name, part in parts.items():
+        if len(parts) > 1:
+            print(f"{name}: final PSNR {part['final_psnr']:.2f} dB, "
+                  f"best {part['best_psnr']:.2f} dB")  # fmt: skip
+        for rule, s in part["stops"].items():
+            state = "" if s["reached"] else " (not reached)"
+            print(
+                f"  stop {rule:<7} iteration {s['iteration']:.0f}{state}, "
+                f"PSNR {s['psnr']:.2f} dB"
+            )
     print(f"written: {out}/summary.json, {out}/trajectory.csv, {out}/figure.png")
     return 0
 
@@ -456,9 +466,10 @@ def main(argv: list[str] | None = None) -> int:
         "DIR/psnr_curve.csv and DIR/figure.png.",
     )
     img.add_argument(
-        "--image", default="camera",
+        "--image", nargs="+", default=["camera"],
         help="a scikit-image test image (see dipflow.available_images()) or an image file "
-        "(default camera)",
+        "(default camera); several fit side by side in one program, through the same "
+        "operator and noise",
     )  # fmt: skip
     img.add_argument("--size", type=int, default=64, help="side in pixels (default 64)")
     img.add_argument("--color", action="store_true", help="RGB instead of grayscale")

@@ -1,11 +1,12 @@
-"""`dipflow image`: one image, one operator, a convolutional generator, the
-theory along training; written as `summary.json`, `trajectory.csv` and
-`figure.png`."""
+"""`dipflow image`: one operator on one image (or several, side by side), a
+convolutional generator, the theory along training; written as
+`summary.json`, `trajectory.csv` and `figure.png`."""
 
 from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import equinox as eqx
@@ -118,43 +119,66 @@ def run_image(
 ) -> dict:
     """Run `dipflow image` into the folder `out`; returns the summary.
 
-    `task_options` are the task's options (`missing`, `sigma`, `factor`, `m`,
-    `kind`, `fraction`: see `TASK_OPTIONS`). Everything is checked (image name,
-    task and its options, generator sizes, trainer) before anything compiles.
+    `image` is one image name (or file), or a list of them: every image is
+    observed through the same operator draw and noise (from `seed`) and fitted
+    by the same `seeds` initialisations, all in one compiled program, so that
+    an image's runs are the same alone or beside others. `task_options` are
+    the task's options (`missing`, `sigma`, `factor`, `m`, `kind`,
+    `fraction`: see `TASK_OPTIONS`). Everything is checked (image names, task
+    and its options, generator sizes, trainer) before anything compiles.
     See the [Images](../images.md) guide.
     """
     seeds = positive_int("seeds", seeds)
+    names = image_names(image)
     activation = DEFAULT_ACTIVATION.get(generator) if activation is None else activation
-    truth = load_image(image, size, color=color)
+    truths = [load_image(name, size, color=color) for name in names]
+    shape = tuple(truths[0].shape)
     key = jax.random.PRNGKey(seed)
     k_problem, k_nets = jax.random.split(key)
-    problem = image_problem(truth, task, noise=noise, key=k_problem, **task_options)
+    problems = [
+        image_problem(t, task, noise=noise, key=k_problem, **task_options)
+        for t in truths
+    ]
     nets = [
         make_generator(
-            generator, k, tuple(truth.shape), channels=channels, layers=layers,
+            generator, k, shape, channels=channels, layers=layers,
             activation=activation,
         )
         for k in jax.random.split(k_nets, seeds)
     ]  # fmt: skip
+    # Runs image-major: image i, seed j is run i·seeds + j.
+    runs = [(i, j) for i in range(len(names)) for j in range(seeds)]
+    several = len(names) > 1
     fit = fit_image(
-        nets, problem, truth, optimizer=optimizer, lr=lr, momentum=momentum,
+        [nets[j] for _, j in runs],
+        [problems[i] for i, _ in runs] if several else problems[0],
+        [truths[i] for i, _ in runs] if several else truths[0],
+        optimizer=optimizer, lr=lr, momentum=momentum,
         iters=iters, record_every=record_every, sigma_min_at=sigma_min_at,
         lanczos_iters=lanczos_iters, wmv_window=wmv_window,
         wmv_patience=wmv_patience, progress=progress,
     )  # fmt: skip
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    fit.trajectory.to_csv(out / "trajectory.csv", index=False)
+    labels = [_label(names[i]) for i, _ in runs]
+    trajectory = fit.trajectory.copy()
+    run_of = trajectory.pop("seed").to_numpy()
+    trajectory.insert(0, "image", [labels[r] for r in run_of])
+    trajectory.insert(1, "seed", [runs[r][1] for r in run_of])
+    trajectory.to_csv(out / "trajectory.csv", index=False)
+    header = [f"{lab}/seed{j}" if several else f"seed{j}"
+              for lab, (_, j) in zip(labels, runs, strict=True)]  # fmt: skip
     np.savetxt(out / "psnr_curve.csv", fit.psnr_curve.T, delimiter=",",
-               header=",".join(f"seed{i}" for i in range(seeds)), comments="")  # fmt: skip
+               header=",".join(header), comments="")  # fmt: skip
+    everything = range(len(runs))
     summary = {
-        "image": image,
-        "size": list(truth.shape),
+        "image": names if several else names[0],
+        "size": list(shape),
         "task": task,
         "task_options": {k: v for k, v in task_options.items() if v is not None},
         "noise": noise,
-        "m": problem.m,
-        "n": problem.n,
+        "m": problems[0].m,
+        "n": problems[0].n,
         "generator": generator,
         "channels": channels,
         "layers": layers,
@@ -164,30 +188,72 @@ def run_image(
         "lr": lr,
         "iters": iters,
         "seeds": seeds,
-        "final_psnr": float(np.mean(fit.final_psnr)),
-        "best_psnr": float(np.mean(fit.best_psnr)),
+        **_results(fit, everything),
         "sec_per_iter": fit.sec_per_iter,
-        "sigma_A": fit.sigma_A,
+        "sigma_A": float(fit.sigma_A[0]),
         "sigma_min_J0": [float(s) for s in fit.sigma_min_J0],
-        "noise_norm": fit.noise_norm,
-        "stops": {
-            rule: {
-                key: _mean([s[rule][key] for s in fit.stops])
-                for key in ("iteration", "psnr", "ssim")
-            }
-            | {"reached": all(s[rule]["reached"] for s in fit.stops)}
-            for rule in ("theory", "oracle", "wmv")
-        },
+        "noise_norm": _mean(fit.noise_norm),
         "per_seed": [
-            {"final_psnr": float(f), "best_psnr": float(b), "stops": s}
-            for f, b, s in zip(fit.final_psnr, fit.best_psnr, fit.stops, strict=True)
+            {"image": labels[r], "seed": j, "final_psnr": float(fit.final_psnr[r]),
+             "best_psnr": float(fit.best_psnr[r]), "stops": fit.stops[r]}
+            for r, (_, j) in enumerate(runs)
         ],
-    }
+    }  # fmt: skip
+    if several:
+        summary["per_image"] = {
+            _label(name): _results(fit, [r for r, (k, _) in enumerate(runs) if k == i])
+            for i, name in enumerate(names)
+        }
     # Strict JSON: an undefined number (the PSNR at a stop beyond the run) is null.
     text = json.dumps(_nan_to_none(summary), indent=2, default=_plain, allow_nan=False)
     (out / "summary.json").write_text(text)
-    plot_image_fit(fit, truth, problem, out / "figure.png", title=_title(summary))
+    for i, name in enumerate(names):
+        first = i * seeds  # the image's first seed
+        title = _title(summary, _label(name))
+        paths = ["figure.png"] if i == 0 else []
+        paths += [f"figure-{_label(name)}.png"] if several else []
+        for path in paths:
+            plot_image_fit(fit, truths[i], problems[i], out / path, title=title,
+                           seed=first)  # fmt: skip
     return summary
+
+
+def image_names(image) -> list[str]:
+    """`image` (a name or file, or a list of them) as a non-empty list whose
+    labels (a file's stem) are distinct."""
+    names = [image] if isinstance(image, str | os.PathLike) else list(image)
+    if not names:
+        raise ValueError("`image` must name at least one image.")
+    names = [os.fspath(n) if isinstance(n, os.PathLike) else n for n in names]
+    labels = [_label(n) for n in names if isinstance(n, str)]
+    if len(labels) != len(names):
+        raise TypeError(f"`image` must be image names or file paths, got {image!r}.")
+    twice = sorted({lab for lab in labels if labels.count(lab) > 1})
+    if twice:
+        raise ValueError(f"`image` names {twice} more than once.")
+    return names
+
+
+def _label(name: str) -> str:
+    """A test image's name, or an image file's stem."""
+    return Path(name).stem
+
+
+def _results(fit, runs) -> dict:
+    """Final and best PSNR and each stopping rule, as means over `runs`."""
+    stops = [fit.stops[r] for r in runs]
+    return {
+        "final_psnr": _mean(fit.final_psnr[list(runs)]),
+        "best_psnr": _mean(fit.best_psnr[list(runs)]),
+        "stops": {
+            rule: {
+                key: _mean([s[rule][key] for s in stops])
+                for key in ("iteration", "psnr", "ssim")
+            }
+            | {"reached": all(s[rule]["reached"] for s in stops)}
+            for rule in ("theory", "oracle", "wmv")
+        },
+    }
 
 
 def _trained_parameters(net) -> int:
@@ -214,9 +280,9 @@ def _plain(v):
     return v.item() if hasattr(v, "item") else str(v)
 
 
-def _title(s) -> str:
+def _title(s, image) -> str:
     return (
-        f"{s['image']} {s['size'][1]}×{s['size'][2]}, {s['task']}, noise {s['noise']}; "
+        f"{image} {s['size'][1]}×{s['size'][2]}, {s['task']}, noise {s['noise']}; "
         f"{s['generator']} ({s['channels']} ch, {s['layers']} layers, {s['activation']}), "
         f"{s['optimizer']} lr {s['lr']}"
     )
@@ -228,8 +294,10 @@ def _observation_image(problem, shape):
 
 
 def plot_image_fit(fit, truth, problem, path, *, title="", seed=0):
-    """Truth, observation (Aᵀ y), the reconstruction at each stopping rule and
-    the final one, above the curves (PSNR, loss and ‖y(t) − ȳ‖, σ_min(J))."""
+    """Run `seed` of `fit` (its index among the fit's networks), on the image
+    `truth` observed through `problem`: truth, observation (Aᵀ y), the
+    reconstruction at each stopping rule and the final one, above the curves
+    (PSNR, loss and ‖y(t) − ȳ‖, σ_min(J))."""
     from matplotlib.figure import Figure
 
     shape = tuple(truth.shape)
@@ -281,8 +349,8 @@ def plot_image_fit(fit, truth, problem, path, *, title="", seed=0):
     ax = fig.add_subplot(grid[1, third : 2 * third])
     ax.semilogy(traj.iteration, traj.residual, label="‖A g − y‖")
     ax.semilogy(traj.iteration, traj.prediction_error, label="‖A g − ȳ‖")
-    if fit.noise_norm > 0:
-        ax.axhline(fit.noise_norm, color="0.5", ls=":", label="‖ε‖")
+    if fit.noise_norm[seed] > 0:
+        ax.axhline(fit.noise_norm[seed], color="0.5", ls=":", label="‖ε‖")
     ax.set_xlabel("iteration")
     ax.legend(fontsize=7)
     ax = fig.add_subplot(grid[1, 2 * third :])

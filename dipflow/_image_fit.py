@@ -6,8 +6,9 @@ rules stop: the time (6), the oracle best PSNR, and ES-WMV.
 Training goes through the trainers' own step (`_descent._loop`): an image run
 is the same iteration as `dipflow.optimize` / `dipflow.gradient_descent`,
 chunked so that PSNR and the WMV rule see every iterate without storing them.
-Several seeds run as one program: the chunk is mapped over the networks
-(`vmap`, or `lax.map` where vectorised convolutions are slow).
+Several runs share one program — seeds of a generator on one image, or each
+on an image of its own: the chunk is mapped over the runs (`vmap` on an
+accelerator; unrolled on a CPU, where vectorised convolutions are slow).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import time
 
 import equinox as eqx
 import jax
+import jax.extend.core as jex_core
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -38,25 +40,26 @@ STOPS = ("theory", "oracle", "wmv")
 
 @dataclasses.dataclass
 class ImageFit:
-    """What [`dipflow.fit_image`][] measured, one entry per seed where batched.
+    """What [`dipflow.fit_image`][] measured, one entry per run (network) where
+    batched.
 
     **Fields:**
 
-    - `trajectory`: a `pandas.DataFrame`, one row per seed and recorded
-      iteration: `seed`, `iteration`, `loss`, `residual` (‖A g − y‖),
+    - `trajectory`: a `pandas.DataFrame`, one row per run and recorded
+      iteration: `seed` (the run's index in `nets`), `iteration`, `loss`, `residual` (‖A g − y‖),
       `prediction_error` (‖A g − ȳ‖), `psnr`, `ssim`, `distance` (‖θ − θ0‖),
       `sigma_min` and `sigma_min_residual` (Lanczos at the chosen iterations,
       NaN elsewhere; an estimate whose residual is large has not converged and
       is too large), `wmv_variance`.
-    - `psnr_curve`: PSNR at every iteration, shape `(seeds, iters + 1)`.
-    - `stops`: one dict per seed, `{rule: {"iteration", "psnr", "ssim",
+    - `psnr_curve`: PSNR at every iteration, shape `(runs, iters + 1)`.
+    - `stops`: one dict per run, `{rule: {"iteration", "psnr", "ssim",
       "reached"}}` for `theory` (the time (6) as an iteration), `oracle`
       (best PSNR) and `wmv` (ES-WMV).
-    - `images`: per seed, `{"final", "theory", "oracle", "wmv"}` reconstructions
+    - `images`: per run, `{"final", "theory", "oracle", "wmv"}` reconstructions
       `(C, H, W)` (`theory` is `None` when the run stopped before (6)).
-    - `sec_per_iter`: wall time per training iteration (all seeds together),
+    - `sec_per_iter`: wall time per training iteration (all runs together),
       compilation excluded.
-    - `sigma_A`, `sigma_min_J0` (per seed), `noise_norm`.
+    - `sigma_A`, `sigma_min_J0` and `noise_norm` (‖ε‖), per run.
     """
 
     trajectory: object
@@ -64,9 +67,9 @@ class ImageFit:
     stops: list[dict]
     images: list[dict]
     sec_per_iter: float
-    sigma_A: float
+    sigma_A: np.ndarray
     sigma_min_J0: np.ndarray
-    noise_norm: float
+    noise_norm: np.ndarray
 
     @property
     def final_psnr(self) -> np.ndarray:
@@ -185,21 +188,31 @@ def _over_seeds(fn, batching, *args):
     return eqx.combine(out, out_static[0])
 
 
-# The seeds are a stack of networks; the problem is shared (closed over, so
-# that a dense A is not copied per seed).
+def _over_runs(fn, batching, per_run, nets, problem, truth, *args):
+    """`fn(net, problem, truth, *args)` for every run. The networks and `args`
+    are stacked along a leading axis; so are `problem` and `truth` when each
+    run has its own (`per_run`), else they are shared, closed over so that a
+    dense A is not copied per run."""
+    if per_run:
+        return _over_seeds(fn, batching, nets, problem, truth, *args)
+    return _over_seeds(
+        lambda net, *a: fn(net, problem, truth, *a), batching, nets, *args
+    )
+
+
 @eqx.filter_jit
-def _start(nets, problem, spec, truth, window, patience, batching):
-    def one(net):
+def _start(nets, problem, spec, truth, window, patience, batching, per_run):
+    def one(net, problem, truth):
         return _carry(_dynamics(net, problem), spec, truth, window, patience)
 
-    return _over_seeds(one, batching, nets)
+    return _over_runs(one, batching, per_run, nets, problem, truth)
 
 
-def _advance(nets, problem, spec, carry, truth, theory_at, steps, batching):
-    def one(net, c, t):
+def _advance(nets, problem, spec, carry, truth, theory_at, steps, batching, per_run):
+    def one(net, problem, truth, c, t):
         return _chunk(_dynamics(net, problem), spec, c, truth, t, steps)
 
-    return _over_seeds(one, batching, nets, carry, theory_at)
+    return _over_runs(one, batching, per_run, nets, problem, truth, carry, theory_at)
 
 
 # Compiled steps by the non-array part of their arguments. On a CPU, fit_image
@@ -210,7 +223,9 @@ _STEPPERS: dict = {}
 _MAX_STEPPERS = 16
 
 
-def _stepper(nets, problem, spec, carry, truth, theory_at, steps: int, batching):
+def _stepper(
+    nets, problem, spec, carry, truth, theory_at, steps: int, batching, per_run
+):
     """`carry ↦ _advance(…, carry, …)` for this fit, jitted over arrays only
     (the carry holds arrays only)."""
     leaves, treedef = jax.tree_util.tree_flatten(
@@ -219,7 +234,10 @@ def _stepper(nets, problem, spec, carry, truth, theory_at, steps: int, batching)
     fixed = [a if eqx.is_array(a) else None for a in leaves]
     fixed_static = tuple(None if eqx.is_array(a) else a for a in leaves)
     assert all(eqx.is_array(a) for a in jax.tree_util.tree_leaves(carry))
-    key = (treedef, fixed_static, jax.tree_util.tree_structure(carry), steps, batching)
+    key = (
+        treedef, fixed_static, jax.tree_util.tree_structure(carry), steps, batching,
+        per_run,
+    )  # fmt: skip
     step = _STEPPERS.get(key)
     if step is None:
 
@@ -232,7 +250,7 @@ def _stepper(nets, problem, spec, carry, truth, theory_at, steps: int, batching)
                     for a, s in zip(fixed, fixed_static, strict=True)
                 ],
             )
-            return _advance(*args[:3], carry, *args[3:], steps, batching)
+            return _advance(*args[:3], carry, *args[3:], steps, batching, per_run)
 
         if len(_STEPPERS) >= _MAX_STEPPERS:
             _STEPPERS.pop(next(iter(_STEPPERS)))
@@ -241,30 +259,30 @@ def _stepper(nets, problem, spec, carry, truth, theory_at, steps: int, batching)
 
 
 @eqx.filter_jit
-def _measures(nets, problem, carry, y_clean, batching):
-    def one(net, c):
+def _measures(nets, problem, truth, carry, batching, per_run):
+    def one(net, problem, truth, c):
         d = _dynamics(net, problem)
         x_state = c["state"][1]
         g = d.signal(x_state)
         return dict(
             residual=jnp.linalg.norm(d.residual(x_state)),
-            prediction_error=jnp.linalg.norm(problem.forward(g) - y_clean),
+            prediction_error=jnp.linalg.norm(problem.forward(g - truth)),
             distance=d.distance(x_state),
             x=g,
             net=d.net(x_state),
         )
 
-    return _over_seeds(one, batching, nets, carry)
+    return _over_runs(one, batching, per_run, nets, problem, truth, carry)
 
 
 @eqx.filter_jit
-def _initial(nets, problem, truth, batching):
-    def one(net):
+def _initial(nets, problem, truth, batching, per_run):
+    def one(net, problem, truth):
         d = _dynamics(net, problem)
         x = d.signal(d.initial_state())
         return jnp.linalg.norm(d.residual(d.initial_state())), psnr(x, truth)
 
-    return _over_seeds(one, batching, nets)
+    return _over_runs(one, batching, per_run, nets, problem, truth)
 
 
 def fit_image(
@@ -284,16 +302,22 @@ def fit_image(
     batching=None,
     progress=True,
 ) -> ImageFit:
-    """Fit generator(s) to one observed image and measure the theory along training.
+    """Fit generator(s) to observed image(s) and measure the theory along training.
+
+    Every network is a run; the runs train together in one compiled program.
+    They share one problem (seeds of a generator on one image), or each has its
+    own (several images, or several draws of the operator).
 
     **Arguments:**
 
     - `nets`: a generator whose output is the image flattened, or a list of
-      seeds of one generator; they train together in one compiled program
-      (`vmap` over the seeds).
-    - `problem`: a [`dipflow.InverseProblem`][] with `x_true` unset or equal
-      to `truth` (the noise, if given as `problem.noise`, sets `||ε||` in (6)).
-    - `truth`: the clean image `(C, H, W)` (PSNR, SSIM and ȳ = A x̄).
+      them of one structure and size (seeds).
+    - `problem`: a [`dipflow.InverseProblem`][] shared by every run, or a list
+      of them, one per network, alike in their operator's kind and sizes (the
+      noise, if given as `problem.noise`, sets `||ε||` in (6)).
+    - `truth`: the clean image `(C, H, W)` of the problem (PSNR, SSIM and
+      ȳ = A x̄), or one per problem: a list of them or an array
+      `(runs, C, H, W)`.
     - `optimizer`: `"adam"` (DIP's default), `"gd"`, `"heavy_ball"` or
       `"nesterov"` (momentum `momentum`, default 0.9); `lr`: the step size.
     - `iters`: training iterations; `record_every`: the trajectory's spacing.
@@ -301,9 +325,9 @@ def fit_image(
       with `lanczos_iters` matvecs (default: the first and the last).
     - `wmv_window`, `wmv_patience`: ES-WMV's window W and patience
       ([`dipflow.WMVState`][]).
-    - `batching`: how seeds share the program: `"vmap"` (vectorised),
+    - `batching`: how runs share the program: `"vmap"` (vectorised),
       `"map"` (one after another, `lax.map`) or `"unroll"` (one copy of the
-      network per seed); default `"unroll"` on a CPU, where convolutions run
+      network per run); default `"unroll"` on a CPU, where convolutions run
       slower vectorised or inside a loop, `"vmap"` on an accelerator (see
       `dipflow._image_fit.default_batching`). The results are the same either way.
 
@@ -318,15 +342,6 @@ def fit_image(
     import pandas as pd
     from tqdm.auto import tqdm
 
-    if not isinstance(problem, InverseProblem):
-        raise TypeError(
-            f"`problem` must be a dipflow.InverseProblem, got {type(problem).__name__}."
-        )
-    truth = jnp.asarray(truth)
-    if truth.ndim != 3:
-        raise ValueError(
-            f"`truth` must be an image (C, H, W), got shape {truth.shape}."
-        )
     spec = _trainer(optimizer, lr, momentum)
     iters = positive_int("iters", iters)
     record_every = positive_int("record_every", record_every)
@@ -344,51 +359,62 @@ def fit_image(
                 f"`sigma_min_at` must be in [0, iters = {iters}], got {s}."
             )
 
-    nets = _stack(nets)
+    nets = _stack(nets, "nets")
+    runs = jax.tree_util.tree_leaves(eqx.filter(nets, eqx.is_array))[0].shape[0]
+    problems, truths = _runs_problems(problem, truth, runs)
+    per_run = len(problems) > 1
+    shape = tuple(truths.shape[1:])
+    pixels = math.prod(shape)
     out_shape = eqx.filter_eval_shape(lambda n: n(), _index(nets, 0)).shape
-    if out_shape != (truth.size,) or problem.n != truth.size:
+    if out_shape != (pixels,) or problems[0].n != pixels:
         raise ValueError(
-            f"the generator outputs shape {out_shape} and A has {problem.n} columns; "
-            f"both must be ({truth.size},), the image {tuple(truth.shape)} flattened."
+            f"the generator outputs shape {out_shape} and A has {problems[0].n} "
+            f"columns; both must be ({pixels},), the image {shape} flattened."
         )
-    seeds = jax.tree_util.tree_leaves(eqx.filter(nets, eqx.is_array))[0].shape[0]
-    flat_truth = truth.reshape(-1)
+    # Shared (closed over) or stacked along the runs, as `_over_runs` takes them.
+    flat = truths.reshape(len(truths), -1)
+    problem = _stack(problems, "problem") if per_run else problems[0]
+    flat_truth = flat if per_run else flat[0]
+    truths_np = np.asarray(truths)
 
     # The theory's quantities at θ0, before training.
-    sigma_A = float(operator_spectrum(problem.A).sigma_A)
-    noise_norm = (
-        float(jnp.linalg.norm(problem.noise)) if problem.noise is not None else 0.0
-    )
-    sig0 = [_sigma_min(_index(nets, i), lanczos_iters) for i in range(seeds)]
+    sigma_A = np.array([float(operator_spectrum(p.A).sigma_A) for p in problems])
+    noise_norm = np.array(
+        [float(jnp.linalg.norm(p.noise)) if p.noise is not None else 0.0
+         for p in problems]
+    )  # fmt: skip
+    sigma_A, noise_norm = (np.resize(a, runs) for a in (sigma_A, noise_norm))
+    sig0 = [_sigma_min(_index(nets, i), lanczos_iters) for i in range(runs)]
     sigma_J0 = np.array([s[0] for s in sig0])
-    r0, p0 = (np.asarray(a) for a in _initial(nets, problem, flat_truth, batching))
+    r0, p0 = (
+        np.asarray(a) for a in _initial(nets, problem, flat_truth, batching, per_run)
+    )
     with np.errstate(divide="ignore", invalid="ignore"):
         t_stop = np.asarray(
-            theory_stop(r0, noise_norm if noise_norm > 0 else np.nan, sigma_A,
-                        sigma_J0, problem.m, lr)
+            theory_stop(r0, np.where(noise_norm > 0, noise_norm, np.nan), sigma_A,
+                        sigma_J0, problems[0].m, lr)
         )  # fmt: skip
     theory_at = jnp.asarray(
         np.where(np.isfinite(t_stop), np.minimum(t_stop, 2**30), -1), int
     )
 
-    y_clean = problem.forward(flat_truth)
-    carry = _start(nets, problem, spec, flat_truth, wmv_window, wmv_patience, batching)
+    fixed = (nets, problem, flat_truth, batching, per_run)
+    carry = _start(nets, problem, spec, flat_truth, wmv_window, wmv_patience,
+                   batching, per_run)  # fmt: skip
     losses, psnrs, variances, records = [], [], [], []
     bar = tqdm(total=iters, desc="DIP", disable=not progress, unit="it")
     done, train_time, timed_iters, compiled = 0, 0.0, 0, set()
     points = sorted(
         set(range(0, iters + 1, record_every)) | set(sigma_min_at) | {iters}
     )
-    records.append(
-        _record(0, carry, nets, problem, y_clean, truth, sig0, seeds, batching)
-    )
+    records.append(_record(0, carry, fixed, truths_np, sig0))
     for point in points[1:]:
         steps = point - done
         # On a CPU, one compiled call per iteration (see `default_batching`).
         length = 1 if _loops_are_slow() else steps
         pieces = []
         advance = _stepper(nets, problem, spec, carry, flat_truth, theory_at, length,
-                           batching)  # fmt: skip
+                           batching, per_run)  # fmt: skip
         calls = steps // length
         if length not in compiled:  # its first call compiles: not timed
             carry, out = jax.block_until_ready(advance(carry))
@@ -412,27 +438,27 @@ def fit_image(
         done = point
         sig = None
         if point in sigma_min_at:
-            current = _measures(nets, problem, carry, y_clean, batching)["net"]
-            sig = [_sigma_min(_index(current, i), lanczos_iters) for i in range(seeds)]
-        records.append(
-            _record(point, carry, nets, problem, y_clean, truth, sig, seeds, batching)
-        )
+            current = _measures(nets, problem, flat_truth, carry, batching, per_run)
+            sig = [
+                _sigma_min(_index(current["net"], i), lanczos_iters)
+                for i in range(runs)
+            ]
+        records.append(_record(point, carry, fixed, truths_np, sig))
         bar.update(steps)
         bar.set_postfix_str(f"PSNR {float(np.max(np.asarray(P)[:, -1])):.2f} dB")
     bar.close()
     sec_per_iter = train_time / timed_iters if timed_iters else math.nan
 
     curve = np.concatenate([p0[:, None], *psnrs], axis=1)
-    variance = np.concatenate([np.full((seeds, 1), np.nan), *variances], axis=1)
+    variance = np.concatenate([np.full((runs, 1), np.nan), *variances], axis=1)
     frame = pd.DataFrame([row for rec in records for row in rec])
     frame["wmv_variance"] = [
         variance[int(r.seed), int(r.iteration)] for r in frame.itertuples()
     ]
     stops, images = [], []
-    shape = tuple(truth.shape)
-    truth_np = np.asarray(truth)
-    final = np.asarray(_measures(nets, problem, carry, y_clean, batching)["x"])
-    for i in range(seeds):
+    final = np.asarray(_measures(*fixed[:3], carry, *fixed[3:])["x"])
+    for i in range(runs):
+        truth_i = truths_np[i % len(truths_np)]
         x_best = np.asarray(carry["x_best"][i]).reshape(shape)
         x_wmv = np.asarray(carry["x_wmv"][i]).reshape(shape)
         wmv_at = int(carry["wmv"].best_index[i])
@@ -444,15 +470,15 @@ def fit_image(
                 "theory": dict(
                     iteration=float(t_i), reached=reached,
                     psnr=float(curve[i, int(t_i)]) if reached else math.nan,
-                    ssim=ssim(x_theory, truth_np) if reached else math.nan,
+                    ssim=ssim(x_theory, truth_i) if reached else math.nan,
                 ),
                 "oracle": dict(
                     iteration=int(carry["best_at"][i]), reached=True,
-                    psnr=float(carry["best"][i]), ssim=ssim(x_best, truth_np),
+                    psnr=float(carry["best"][i]), ssim=ssim(x_best, truth_i),
                 ),
                 "wmv": dict(
                     iteration=wmv_at, reached=bool(carry["wmv"].stopped[i]),
-                    psnr=float(curve[i, wmv_at]), ssim=ssim(x_wmv, truth_np),
+                    psnr=float(curve[i, wmv_at]), ssim=ssim(x_wmv, truth_i),
                 ),
             }
         )  # fmt: skip
@@ -473,6 +499,48 @@ def fit_image(
     )
 
 
+def _runs_problems(problem, truth, runs: int):
+    """The problems as a list (one shared, or one per run) and the images as
+    an array `(len(problems), C, H, W)`, checked against each other."""
+    many = isinstance(problem, (list, tuple))
+    problems = list(problem) if many else [problem]
+    for p in problems:
+        if not isinstance(p, InverseProblem):
+            raise TypeError(
+                "`problem` must be a dipflow.InverseProblem or a list of them, "
+                f"got {type(p).__name__}."
+            )
+    if many and len(problems) != runs:
+        raise ValueError(
+            f"`problem` must be one problem or one per network ({runs}), "
+            f"got a list of {len(problems)}."
+        )
+    if isinstance(truth, (list, tuple)):
+        truths = [jnp.asarray(t) for t in truth]
+        if any(t.ndim != 3 for t in truths):
+            raise ValueError("`truth` must be images (C, H, W).")
+        if len({t.shape for t in truths}) > 1:
+            raise ValueError(
+                f"`truth`'s images must share one shape, got {[t.shape for t in truths]}."
+            )
+        truths = jnp.stack(truths) if truths else jnp.zeros((0, 1, 1, 1))
+    else:
+        truths = jnp.asarray(truth)
+        if truths.ndim == 3:
+            truths = truths[None]
+        elif truths.ndim != 4:
+            raise ValueError(
+                f"`truth` must be an image (C, H, W) or images (runs, C, H, W), "
+                f"got shape {truths.shape}."
+            )
+    if len(truths) != len(problems):
+        raise ValueError(
+            f"`truth` must hold one image per problem ({len(problems)}), "
+            f"got {len(truths)}."
+        )
+    return problems, truths
+
+
 def ssim(x, truth) -> float:
     """SSIM with skimage's 7 × 7 window, shrunk (odd) for images smaller than
     that; NaN below 3 × 3."""
@@ -481,23 +549,38 @@ def ssim(x, truth) -> float:
     return _ssim(x, truth, win_size=win) if win >= 3 else math.nan
 
 
-def _stack(nets):
-    """One generator, or a list of generators of one structure (seeds), as a
-    stack along a leading axis of every array."""
-    nets = list(nets) if isinstance(nets, (list, tuple)) else [nets]
-    if not nets or not all(isinstance(n, eqx.Module) and callable(n) for n in nets):
-        raise TypeError("`nets` must be a generator or a non-empty list of generators.")
-    arrays = [eqx.filter(n, eqx.is_array) for n in nets]
-    statics = [eqx.filter(n, eqx.is_array, inverse=True) for n in nets]
+def _stack(items, name: str):
+    """One module, or a list of modules of one structure (seeds, or problems
+    of one kind), as a stack along a leading axis of every array."""
+    items = list(items) if isinstance(items, (list, tuple)) else [items]
+    if not items or not all(isinstance(n, eqx.Module) for n in items):
+        raise TypeError(f"`{name}` must be a module or a non-empty list of them.")
+    arrays = [eqx.filter(n, eqx.is_array) for n in items]
+    statics = [_static_key(n) for n in items]
     if any(
         jax.tree_util.tree_structure(a) != jax.tree_util.tree_structure(arrays[0])
+        or jax.tree_util.tree_map(jnp.shape, a)
+        != jax.tree_util.tree_map(jnp.shape, arrays[0])
         for a in arrays
-    ) or not all(eqx.tree_equal(s, statics[0]) for s in statics):
+    ) or any(s != statics[0] for s in statics):
         raise ValueError(
-            "`nets` must be seeds of one generator: same structure and sizes."
+            f"`{name}` must be alike: one structure and the same sizes "
+            "(seeds of one generator; problems of one operator kind)."
         )
     stacked = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *arrays)
-    return eqx.combine(stacked, statics[0])
+    return eqx.combine(stacked, eqx.filter(items[0], eqx.is_array, inverse=True))
+
+
+def _static_key(module):
+    """The non-array part of a module, comparable across modules. A
+    matrix-free operator built from a function holds it as a jaxpr whose
+    arrays are leaves of the module; two such jaxprs compute the same thing
+    exactly when their text is the same."""
+    static = jax.tree_util.tree_leaves(eqx.filter(module, eqx.is_array, inverse=True))
+    return [
+        str(s) if isinstance(s, jex_core.Jaxpr | jex_core.ClosedJaxpr) else s
+        for s in static
+    ]
 
 
 def _index(nets, i):
@@ -509,14 +592,15 @@ def _sigma_min(net, lanczos_iters):
     return float(jnp.sqrt(jnp.maximum(est.value, 0.0))), float(est.residual)
 
 
-def _record(point, carry, nets, problem, y_clean, truth, sig, seeds, batching):
-    m = _measures(nets, problem, carry, y_clean, batching)
-    shape = tuple(truth.shape)
-    truth_np = np.asarray(truth)
+def _record(point, carry, fixed, truths, sig):
+    """The trajectory's rows at `point`, one per run; `fixed` is
+    `(nets, problem, truth, batching, per_run)` as `_measures` takes them."""
+    m = _measures(*fixed[:3], carry, *fixed[3:])
     L = np.asarray(carry["state"][3])
     rows = []
-    for i in range(seeds):
+    for i in range(len(L)):
         x = np.asarray(m["x"][i])
+        truth = truths[i % len(truths)]
         rows.append(
             dict(
                 seed=i,
@@ -524,8 +608,8 @@ def _record(point, carry, nets, problem, y_clean, truth, sig, seeds, batching):
                 loss=float(L[i]),
                 residual=float(m["residual"][i]),
                 prediction_error=float(m["prediction_error"][i]),
-                psnr=float(psnr(x, truth_np.reshape(-1))),
-                ssim=ssim(x.reshape(shape), truth_np),
+                psnr=float(psnr(x, truth.reshape(-1))),
+                ssim=ssim(x.reshape(truth.shape), truth),
                 distance=float(m["distance"][i]),
                 sigma_min=sig[i][0] if sig else math.nan,
                 sigma_min_residual=sig[i][1] if sig else math.nan,

@@ -105,3 +105,67 @@ def test_bad_input(kwargs, match):
     args = dict(image_shape=(1, 8, 8)) | kwargs
     with pytest.raises((ValueError, TypeError), match=match):
         dip.ConvDecoder.init(jax.random.PRNGKey(0), args.pop("image_shape"), **args)
+
+
+@pytest.mark.parametrize("trainer", ["flow", "inertial"])
+def test_continuous_trainers_match_scipy(trainer):
+    """A ConvDecoder under a matrix-free inpainting operator goes through the
+    core's flows: the gradient flow against DOP853 on θ' = −∇L(θ), the
+    inertial flow (Hessian-free first-order form) against DOP853 on
+    θ'' = −α θ' − β H(θ) θ' − ∇L(θ) with the Hessian-vector product written
+    out; the references' loss uses the operator as a dense matrix."""
+    from jax.flatten_util import ravel_pytree
+    from scipy.integrate import solve_ivp
+
+    truth = dip.load_image("camera", size=8)
+    net = dip.ConvDecoder.init(
+        jax.random.PRNGKey(2), truth.shape, channels=3, layers=2, input_size=(2, 2),
+        activation="softplus",
+    )  # fmt: skip
+    op = dip.image_operator(
+        "inpaint", truth.shape, missing=0.5, key=jax.random.PRNGKey(0)
+    )
+    problem = dip.InverseProblem(A=op, x_true=truth.reshape(-1))
+    alpha, beta, t1 = 1.5, 0.3, 12.0
+    ts = np.array([0.0, 1.0, 4.0, t1])
+    kw = dict(t1=t1, tol=0.0, save_ts=ts, rtol=1e-10, atol=1e-12)
+    if trainer == "flow":
+        sol = dip.gradient_flow(net, problem, **kw)
+    else:
+        sol = dip.inertial_flow(net, problem, alpha=alpha, beta=beta, **kw)
+
+    params, static = eqx.partition(net, net.trainable_filter())
+    theta0, unravel = ravel_pytree(params)
+    A, y = jnp.asarray(np.asarray(op.as_matrix())), problem.y
+
+    def loss(theta):
+        g = eqx.combine(unravel(theta), static)()
+        return jnp.sum((A @ g - y) ** 2) / (2 * A.shape[0])
+
+    grad = jax.jit(jax.grad(loss))
+    p = theta0.size
+    if trainer == "flow":
+        rhs, s0 = (lambda t, s: -np.asarray(grad(s))), np.asarray(theta0)
+    else:
+        hvp = jax.jit(lambda th, v: jax.jvp(grad, (th,), (v,))[1])
+
+        def rhs(t, s):
+            th, v = s[:p], s[p:]
+            Hv = np.asarray(hvp(th, v))
+            return np.concatenate([v, -alpha * v - beta * Hv - np.asarray(grad(th))])
+
+        s0 = np.concatenate([np.asarray(theta0), np.zeros(p)])
+    ref = solve_ivp(
+        rhs, (0.0, t1), s0, method="DOP853", t_eval=ts, rtol=1e-10, atol=1e-12
+    )
+    thetas = ref.y[:p].T
+    np.testing.assert_allclose(
+        sol.trajectory.loss, [float(loss(jnp.asarray(th))) for th in thetas], rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        sol.trajectory.distance, np.linalg.norm(thetas - np.asarray(theta0), axis=1),
+        rtol=1e-6, atol=1e-10,
+    )  # fmt: skip
+    final, _ = ravel_pytree(eqx.filter(sol.net, net.trainable_filter()))
+    np.testing.assert_allclose(final, thetas[-1], rtol=1e-6, atol=1e-9)
+    assert sol.trajectory.loss[-1] < 0.1 * sol.trajectory.loss[0]  # it trained

@@ -103,5 +103,58 @@ def test_a_run_writes_summary_trajectory_and_figure(tmp_path, capsys):
     assert "final PSNR" in capsys.readouterr().out
 
 
+def test_several_images_run_side_by_side(tmp_path, capsys):
+    """Two images in one run: each image's runs are what a run of that image
+    alone gives (same operator draw, noise and initialisations)."""
+    argv = ["image", "--size", "8", "--channels", "4", "--layers", "2", "--iters", "20",
+            "--record-every", "10", "--noise", "0.05", "--seeds", "2", "--x64",
+            "--no-progress"]  # fmt: skip
+    assert (
+        main([*argv, "--image", "camera", "astronaut", "--out", str(tmp_path / "b")])
+        == 0
+    )
+    assert main([*argv, "--image", "astronaut", "--out", str(tmp_path / "a")]) == 0
+    both = json.loads((tmp_path / "b" / "summary.json").read_text())
+    alone = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert both["image"] == ["camera", "astronaut"] and alone["image"] == "astronaut"
+    assert [(s["image"], s["seed"]) for s in both["per_seed"]] == [
+        ("camera", 0),
+        ("camera", 1),
+        ("astronaut", 0),
+        ("astronaut", 1),
+    ]
+    assert set(both["per_image"]) == {"camera", "astronaut"}
+    for key in ("final_psnr", "best_psnr"):
+        assert both["per_image"]["astronaut"][key] == pytest.approx(
+            alone[key], rel=1e-10
+        )
+    curves = pd.read_csv(tmp_path / "b" / "psnr_curve.csv")
+    assert list(curves.columns) == [
+        "camera/seed0",
+        "camera/seed1",
+        "astronaut/seed0",
+        "astronaut/seed1",
+    ]
+    one = pd.read_csv(tmp_path / "a" / "psnr_curve.csv")
+    np.testing.assert_allclose(curves["astronaut/seed1"], one["seed1"], rtol=1e-10)
+    traj = pd.read_csv(tmp_path / "b" / "trajectory.csv")
+    assert set(zip(traj.image, traj.seed, strict=True)) == {
+        ("camera", 0),
+        ("camera", 1),
+        ("astronaut", 0),
+        ("astronaut", 1),
+    }
+    for name in ("figure.png", "figure-camera.png", "figure-astronaut.png"):
+        assert (tmp_path / "b" / name).stat().st_size > 10_000
+    printed = capsys.readouterr().out
+    assert "camera: final PSNR" in printed and "astronaut: final PSNR" in printed
+
+
+def test_an_image_named_twice_is_refused(tmp_path, capsys):
+    code = main(["image", "--image", "camera", "camera", "--out", str(tmp_path / "x")])
+    assert code == 2 and "more than once" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
 def test_image_names_are_known():
     assert "camera" in dip.available_images()

@@ -118,6 +118,55 @@ def test_vmap_map_and_unroll_batching_agree(setup):
         )  # fmt: skip
 
 
+def _fit(nets, problem, truth, **kw):
+    return dip.fit_image(
+        nets, problem, truth, iters=ITERS, record_every=20, wmv_window=5,
+        wmv_patience=10, progress=False, **kw,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("batching", ["unroll", "vmap"])
+def test_several_images_in_one_program_are_separate_fits(setup, batching):
+    """Each network on an image and operator draw of its own, in one program,
+    gives what each pair gives alone."""
+    truth, problem, nets, fit = setup
+    other = jnp.asarray(np.random.default_rng(1).uniform(size=SHAPE))
+    op = dip.inpainting(SHAPE, missing=0.2, key=jax.random.key(7))
+    noise = 0.1 * jax.random.normal(jax.random.key(8), (op.out_structure().shape[0],))
+    second = dip.InverseProblem(A=op, x_true=other.reshape(-1), noise=noise)
+    both = _fit(nets, [problem, second], [truth, other], batching=batching)
+    # (a fit alone, the run's index in it)
+    refs = [(fit, 0), (_fit(nets[1], second, other), 0)]
+    for i, (ref, j) in enumerate(refs):
+        np.testing.assert_allclose(both.psnr_curve[i], ref.psnr_curve[j], rtol=1e-10)
+        for rule in ("theory", "oracle", "wmv"):
+            a, b = both.stops[i][rule], ref.stops[j][rule]
+            assert a["iteration"] == b["iteration"]
+            np.testing.assert_allclose(a["psnr"], b["psnr"], rtol=1e-10)
+            np.testing.assert_allclose(a["ssim"], b["ssim"], rtol=1e-10)
+        for col in ("residual", "prediction_error", "distance", "sigma_min"):
+            np.testing.assert_allclose(
+                both.trajectory[both.trajectory.seed == i][col],
+                ref.trajectory[ref.trajectory.seed == j][col], rtol=1e-8, atol=1e-14,
+            )  # fmt: skip
+        assert both.noise_norm[i] == pytest.approx(ref.noise_norm[j], rel=1e-12)
+    np.testing.assert_allclose(both.sigma_A, [1.0, 1.0])
+    assert both.noise_norm[0] != pytest.approx(both.noise_norm[1])
+
+
+def test_several_images_bad_input(setup):
+    truth, problem, nets, _ = setup
+    denoise = dip.InverseProblem(A=dip.denoising(SHAPE), x_true=truth.reshape(-1))
+    with pytest.raises(ValueError, match="one per network"):
+        _fit(nets, [problem], [truth])
+    with pytest.raises(ValueError, match="one image per problem"):
+        _fit(nets, [problem, problem], truth)
+    with pytest.raises(ValueError, match="alike"):
+        _fit(nets, [problem, denoise], [truth, truth])
+    with pytest.raises(TypeError, match="InverseProblem"):
+        _fit(nets, [problem, "denoise"], [truth, truth])
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [
