@@ -306,6 +306,7 @@ def _image(args) -> int:
         seeds=args.seeds,
         sigma_min_at=sigma_min_at,
         lanczos_iters=args.lanczos_iters,
+        sigma_min_x64=args.sigma_min_x64,
         progress=not args.no_progress,
     )
     print(
@@ -521,8 +522,13 @@ def main(argv: list[str] | None = None) -> int:
     img.add_argument("--sigma-min-at", default=None,
                      help="comma-separated iterations at which σ_min(J) is estimated "
                      "(default: first and last)")  # fmt: skip
-    img.add_argument("--lanczos-iters", type=int, default=100,
-                     help="Lanczos matvecs per σ_min estimate (default 100)")  # fmt: skip
+    img.add_argument("--lanczos-iters", type=int, default=None,
+                     help="Lanczos matvecs per σ_min estimate (default 300, at most "
+                     "the number of pixels)")  # fmt: skip
+    img.add_argument("--sigma-min-x64", action=argparse.BooleanOptionalAction,
+                     default=True, help="estimate σ_min(J) in float64 whatever the "
+                     "training precision (default; float32 cannot resolve it once "
+                     "training has made it small)")  # fmt: skip
     img.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     img.add_argument("--seeds", type=int, default=1,
                      help="networks trained together, batched (default 1)")  # fmt: skip

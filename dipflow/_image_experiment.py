@@ -111,7 +111,8 @@ def run_image(
     seed=0,
     seeds=1,
     sigma_min_at=None,
-    lanczos_iters=100,
+    lanczos_iters=None,
+    sigma_min_x64=True,
     wmv_window=WMV_WINDOW,
     wmv_patience=WMV_PATIENCE,
     progress=True,
@@ -155,7 +156,8 @@ def run_image(
         [truths[i] for i, _ in runs] if several else truths[0],
         optimizer=optimizer, lr=lr, momentum=momentum,
         iters=iters, record_every=record_every, sigma_min_at=sigma_min_at,
-        lanczos_iters=lanczos_iters, wmv_window=wmv_window,
+        lanczos_iters=lanczos_iters, sigma_min_x64=sigma_min_x64,
+        wmv_window=wmv_window,
         wmv_patience=wmv_patience, progress=progress,
     )  # fmt: skip
     out = Path(out)
@@ -192,6 +194,7 @@ def run_image(
         "sec_per_iter": fit.sec_per_iter,
         "sigma_A": float(fit.sigma_A[0]),
         "sigma_min_J0": [float(s) for s in fit.sigma_min_J0],
+        "sigma_min_J0_converged": [bool(c) for c in fit.sigma_min_J0_converged],
         "noise_norm": _mean(fit.noise_norm),
         "per_seed": [
             {"image": labels[r], "seed": j, "final_psnr": float(fit.final_psnr[r]),
@@ -355,11 +358,23 @@ def plot_image_fit(fit, truth, problem, path, *, title="", seed=0):
     ax.legend(fontsize=7)
     ax = fig.add_subplot(grid[1, 2 * third :])
     sig = traj.dropna(subset=["sigma_min"])
-    ax.plot(sig.iteration, sig.sigma_min, "o-", label="σ_min(J(θ_t)) (Lanczos)")
-    ax.plot(traj.iteration, traj.distance / max(traj.distance.max(), 1e-300) * sig.sigma_min.max(),
-            color="0.6", label="‖θ − θ0‖ (scaled)")  # fmt: skip
+    line = ax.plot(sig.iteration, sig.sigma_min, "-", label="σ_min(J(θ_t)) (Lanczos)")
+    if len(sig) and (sig.sigma_min > 0).all():  # it spans decades along training
+        ax.set_yscale("log")
+    ok = sig.sigma_min_converged.astype(bool).to_numpy()
+    color = line[0].get_color()
+    ax.plot(sig.iteration[ok], sig.sigma_min[ok], "o", color=color)
+    if not ok.all():  # an unconverged Lanczos estimate is too large: say so
+        ax.plot(sig.iteration[~ok], sig.sigma_min[~ok], "o", mfc="none", color=color,
+                label="not converged (an upper bound)")  # fmt: skip
     ax.set_xlabel("iteration")
-    ax.legend(fontsize=7)
+    ax.set_ylabel("σ_min(J)")
+    twin = ax.twinx()
+    twin.plot(traj.iteration, traj.distance, color="0.6", label="‖θ − θ0‖")
+    twin.set_ylabel("‖θ − θ0‖", color="0.4")
+    handles = ax.get_legend_handles_labels()
+    extra = twin.get_legend_handles_labels()
+    ax.legend(handles[0] + extra[0], handles[1] + extra[1], fontsize=7)
     fig.suptitle(title, fontsize=9)
     fig.savefig(path, dpi=120)
     return path

@@ -118,6 +118,38 @@ def test_vmap_map_and_unroll_batching_agree(setup):
         )  # fmt: skip
 
 
+def test_sigma_min_in_float64_when_training_in_float32():
+    """Trained in float32, σ_min(J) is still estimated in float64 by default:
+    equal to the SVD of the float64 Jacobian of the same (upcast) weights."""
+    with jax.enable_x64(False):
+        truth = jnp.asarray(np.random.default_rng(0).uniform(size=SHAPE), jnp.float32)
+        op = dip.inpainting(SHAPE, missing=0.2, key=jax.random.key(0))
+        problem = dip.InverseProblem(A=op, x_true=truth.reshape(-1))
+        net = dip.MLPDIP.init(
+            jax.random.key(0), n=25, d=4, widths=(12,), train=("weights", "V")
+        )
+        fits = {
+            x64: dip.fit_image(
+                net,
+                problem,
+                truth,
+                iters=2,
+                record_every=2,
+                sigma_min_x64=x64,
+                progress=False,
+            )  # fmt: skip
+            for x64 in (True, False)
+        }
+    assert net.V.dtype == jnp.float32
+    net64 = jax.tree_util.tree_map(
+        lambda a: a.astype(jnp.float64) if eqx.is_inexact_array(a) else a, net
+    )
+    exact = float(dip.sigma_min_jacobian(net64))
+    np.testing.assert_allclose(fits[True].sigma_min_J0[0], exact, rtol=1e-10)
+    np.testing.assert_allclose(fits[False].sigma_min_J0[0], exact, rtol=1e-3)
+    assert fits[False].sigma_min_J0[0] != fits[True].sigma_min_J0[0]
+
+
 def _fit(nets, problem, truth, **kw):
     return dip.fit_image(
         nets, problem, truth, iters=ITERS, record_every=20, wmv_window=5,
