@@ -469,7 +469,7 @@ def main(argv: list[str] | None = None) -> int:
     img.add_argument(
         "--image", nargs="+", default=["camera"],
         help="a scikit-image test image (see dipflow.available_images()) or an image file "
-        "(default camera); several fit side by side in one program, through the same "
+        "(default camera); several fit side by side in one call, through the same "
         "operator and noise",
     )  # fmt: skip
     img.add_argument("--size", type=int, default=64, help="side in pixels (default 64)")

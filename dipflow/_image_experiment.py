@@ -122,7 +122,7 @@ def run_image(
 
     `image` is one image name (or file), or a list of them: every image is
     observed through the same operator draw and noise (from `seed`) and fitted
-    by the same `seeds` initialisations, all in one compiled program, so that
+    by the same `seeds` initialisations, all in one `fit_image` call, so that
     an image's runs are the same alone or beside others. `task_options` are
     the task's options (`missing`, `sigma`, `factor`, `m`, `kind`,
     `fraction`: see `TASK_OPTIONS`). Everything is checked (image names, task

@@ -6,9 +6,10 @@ rules stop: the time (6), the oracle best PSNR, and ES-WMV.
 Training goes through the trainers' own step (`_descent._loop`): an image run
 is the same iteration as `dipflow.optimize` / `dipflow.gradient_descent`,
 chunked so that PSNR and the WMV rule see every iterate without storing them.
-Several runs share one program — seeds of a generator on one image, or each
-on an image of its own: the chunk is mapped over the runs (`vmap` on an
-accelerator; unrolled on a CPU, where vectorised convolutions are slow).
+Several runs train in one call — seeds of a generator on one image, or each
+on an image of its own: the chunk is mapped over the runs in one program
+(`vmap` on an accelerator), or, on a CPU, where vectorised convolutions are
+slow, one compiled single-run program is called for each run in turn.
 """
 
 from __future__ import annotations
@@ -145,20 +146,22 @@ def _dynamics(net, problem):
     return make_dynamics(net, problem, reduced=False)
 
 
-BATCHINGS = ("vmap", "map", "unroll")
+BATCHINGS = ("vmap", "map", "unroll", "interleave")
 
 
 def default_batching() -> str:
-    """`"unroll"` on a CPU, `"vmap"` on an accelerator.
+    """`"interleave"` on a CPU, `"vmap"` on an accelerator.
 
     XLA's CPU backend runs a convolution inside a loop (`lax.scan`, `lax.map`,
     `fori_loop`) many times slower than the same convolution called alone, and
     a `vmap` over per-seed weights lowers to a slower grouped convolution
-    (`benchmarks/bench_conv_batch.py`). On a CPU the seeds are therefore
-    unrolled (one copy of the network per seed in the program) and the
-    iterations stepped one compiled call at a time; on an accelerator the
-    batch fills the device."""
-    return "unroll" if jax.default_backend() == "cpu" else "vmap"
+    (`benchmarks/bench_conv_batch.py`). On a CPU the iterations are therefore
+    stepped one compiled call at a time, and one run of a 64 × 64 generator
+    already keeps the cores busy: the runs' steps are dispatched in turn, one
+    program compiled for all (`"unroll"`, all runs in one program, costs the
+    same per iteration and compiles a copy of the network per run). On an
+    accelerator the batch fills the device."""
+    return "interleave" if jax.default_backend() == "cpu" else "vmap"
 
 
 def _loops_are_slow() -> bool:
@@ -309,7 +312,7 @@ def fit_image(
 ) -> ImageFit:
     """Fit generator(s) to observed image(s) and measure the theory along training.
 
-    Every network is a run; the runs train together in one compiled program.
+    Every network is a run; the runs train together, in one call (see `batching`).
     They share one problem (seeds of a generator on one image), or each has its
     own (several images, or several draws of the operator).
 
@@ -336,10 +339,12 @@ def fit_image(
       float32 estimate there is round-off. `False`: the network's own dtype.
     - `wmv_window`, `wmv_patience`: ES-WMV's window W and patience
       ([`dipflow.WMVState`][]).
-    - `batching`: how runs share the program: `"vmap"` (vectorised),
-      `"map"` (one after another, `lax.map`) or `"unroll"` (one copy of the
-      network per run); default `"unroll"` on a CPU, where convolutions run
-      slower vectorised or inside a loop, `"vmap"` on an accelerator (see
+    - `batching`: how runs share the work: in one program, `"vmap"`
+      (vectorised), `"map"` (one after another, `lax.map`) or `"unroll"` (one
+      copy of the network per run); or `"interleave"`, each run's step a call
+      of one compiled program, the runs dispatched in turn. Default
+      `"interleave"` on a CPU, where convolutions run slower vectorised or
+      inside a loop, `"vmap"` on an accelerator (see
       `dipflow._image_fit.default_batching`). The results are the same either way.
 
     **The stopping time (6)** is `4m log(||y − y(0)|| / ||ε||)/(σ_A² σ_min(J0)²)`,
@@ -363,6 +368,10 @@ def fit_image(
     batching = default_batching() if batching is None else batching
     if batching not in BATCHINGS:
         raise ValueError(f"`batching` must be one of {BATCHINGS}, got {batching!r}.")
+    # The runs step in one program ("vmap", "map", "unroll"), or each in a
+    # program of its own, dispatched in turn ("interleave": every run's
+    # program is the same compiled one, called on its own arrays).
+    program = "unroll" if batching == "interleave" else batching
     sigma_min_at = (0, iters) if sigma_min_at is None else tuple(sigma_min_at)
     for s in sigma_min_at:
         nonnegative_int("sigma_min_at", s)
@@ -401,7 +410,7 @@ def fit_image(
     ]
     sigma_J0 = np.array([s[0] for s in sig0])
     r0, p0 = (
-        np.asarray(a) for a in _initial(nets, problem, flat_truth, batching, per_run)
+        np.asarray(a) for a in _initial(nets, problem, flat_truth, program, per_run)
     )
     with np.errstate(divide="ignore", invalid="ignore"):
         t_stop = np.asarray(
@@ -412,9 +421,20 @@ def fit_image(
         np.where(np.isfinite(t_stop), np.minimum(t_stop, 2**30), -1), int
     )
 
-    fixed = (nets, problem, flat_truth, batching, per_run)
+    groups = (
+        [slice(i, i + 1) for i in range(runs)]
+        if batching == "interleave"
+        else [slice(0, runs)]
+    )
+    fixed = (nets, problem, flat_truth, program, per_run)
     carry = _start(nets, problem, spec, flat_truth, wmv_window, wmv_patience,
-                   batching, per_run)  # fmt: skip
+                   program, per_run)  # fmt: skip
+    parts = [_rows(carry, g) for g in groups]
+    group_args = [
+        (_rows(nets, g), _rows(problem, g) if per_run else problem,
+         flat_truth[g] if per_run else flat_truth, theory_at[g])
+        for g in groups
+    ]  # fmt: skip
     losses, psnrs, variances, records = [], [], [], []
     bar = tqdm(total=iters, desc="DIP", disable=not progress, unit="it")
     done, train_time, timed_iters, compiled = 0, 0.0, 0, set()
@@ -426,33 +446,46 @@ def fit_image(
         steps = point - done
         # On a CPU, one compiled call per iteration (see `default_batching`).
         length = 1 if _loops_are_slow() else steps
-        pieces = []
-        advance = _stepper(nets, problem, spec, carry, flat_truth, theory_at, length,
-                           batching, per_run)  # fmt: skip
+        advances = [
+            _stepper(n, p, spec, c, t, th, length, program, per_run)
+            for (n, p, t, th), c in zip(group_args, parts, strict=True)
+        ]
+        pieces = [[] for _ in groups]
+
+        def step_all():
+            for k, advance in enumerate(advances):  # noqa: B023
+                parts[k], out = advance(parts[k])
+                pieces[k].append(out)  # noqa: B023
+
         calls = steps // length
         if length not in compiled:  # its first call compiles: not timed
-            carry, out = jax.block_until_ready(advance(carry))
-            pieces.append(out)
+            step_all()
+            jax.block_until_ready(parts)
             compiled.add(length)
             calls -= 1
         # Dispatched without waiting, so that Python's work overlaps the
         # device's; the chunk is timed as a whole.
         start = time.perf_counter()
         for _ in range(calls):
-            carry, out = advance(carry)
-            pieces.append(out)
-        jax.block_until_ready(carry)
+            step_all()
+        jax.block_until_ready(parts)
         train_time += time.perf_counter() - start
         timed_iters += calls * length
-        L, P, Var = (np.concatenate([np.asarray(p[i]) for p in pieces], axis=1)
-                     for i in range(3))  # fmt: skip
+        carry = _join(parts)
+        L, P, Var = (
+            np.concatenate(
+                [np.concatenate([np.asarray(p[i]) for p in piece], axis=1)
+                 for piece in pieces]
+            )
+            for i in range(3)
+        )  # fmt: skip
         losses.append(np.asarray(L))
         psnrs.append(np.asarray(P))
         variances.append(np.asarray(Var))
         done = point
         sig = None
         if point in sigma_min_at:
-            current = _measures(nets, problem, flat_truth, carry, batching, per_run)
+            current = _measures(*fixed[:3], carry, *fixed[3:])
             sig = [
                 _sigma_min(_index(current["net"], i), lanczos_iters, sigma_min_x64)
                 for i in range(runs)
@@ -596,6 +629,18 @@ def _static_key(module):
         str(s) if isinstance(s, jex_core.Jaxpr | jex_core.ClosedJaxpr) else s
         for s in static
     ]
+
+
+def _rows(tree, rows: slice):
+    """The runs `rows` of a stack of runs (non-array leaves kept)."""
+    return jax.tree_util.tree_map(lambda a: a[rows] if eqx.is_array(a) else a, tree)
+
+
+def _join(parts):
+    """Stacks of runs, one after another, as one stack."""
+    if len(parts) == 1:
+        return parts[0]
+    return jax.tree_util.tree_map(lambda *a: jnp.concatenate(a), *parts)
 
 
 def _index(nets, i):

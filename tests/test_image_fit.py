@@ -99,10 +99,10 @@ def test_trajectory_records_the_theory(setup):
     assert np.isfinite(fit.sec_per_iter) and fit.sec_per_iter > 0
 
 
-def test_vmap_map_and_unroll_batching_agree(setup):
+def test_every_batching_agrees(setup):
     truth, problem, nets, fit = setup
-    assert dip._image_fit.default_batching() == "unroll"  # the tests run on a CPU
-    for batching in ("vmap", "map"):
+    assert dip._image_fit.default_batching() == "interleave"  # tests run on a CPU
+    for batching in ("vmap", "map", "unroll"):
         other = dip.fit_image(
             nets, problem, truth, iters=ITERS, record_every=20, wmv_window=5,
             wmv_patience=10, batching=batching, progress=False,
@@ -157,7 +157,7 @@ def _fit(nets, problem, truth, **kw):
     )  # fmt: skip
 
 
-@pytest.mark.parametrize("batching", ["unroll", "vmap"])
+@pytest.mark.parametrize("batching", ["interleave", "vmap"])
 def test_several_images_in_one_program_are_separate_fits(setup, batching):
     """Each network on an image and operator draw of its own, in one program,
     gives what each pair gives alone."""
