@@ -275,10 +275,10 @@ def _image(args) -> int:
         if args.sigma_min_at is None
         else [int(s) for s in args.sigma_min_at.split(",") if s.strip()]
     )
-    from ._image_experiment import image_names
+    from ._image_experiment import image_label, image_names
 
     images = image_names(args.image)
-    label = "+".join(Path(name).stem for name in images)
+    label = "+".join(image_label(name) for name in images)
     out = args.out or f"image-{label}-{args.task}"
     summary = run_image(
         out,

@@ -162,7 +162,7 @@ def run_image(
     )  # fmt: skip
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    labels = [_label(names[i]) for i, _ in runs]
+    labels = [image_label(names[i]) for i, _ in runs]
     trajectory = fit.trajectory.copy()
     run_of = trajectory.pop("seed").to_numpy()
     trajectory.insert(0, "image", [labels[r] for r in run_of])
@@ -204,7 +204,9 @@ def run_image(
     }  # fmt: skip
     if several:
         summary["per_image"] = {
-            _label(name): _results(fit, [r for r, (k, _) in enumerate(runs) if k == i])
+            image_label(name): _results(
+                fit, [r for r, (k, _) in enumerate(runs) if k == i]
+            )
             for i, name in enumerate(names)
         }
     # Strict JSON: an undefined number (the PSNR at a stop beyond the run) is null.
@@ -212,9 +214,9 @@ def run_image(
     (out / "summary.json").write_text(text)
     for i, name in enumerate(names):
         first = i * seeds  # the image's first seed
-        title = _title(summary, _label(name))
+        title = _title(summary, image_label(name))
         paths = ["figure.png"] if i == 0 else []
-        paths += [f"figure-{_label(name)}.png"] if several else []
+        paths += [f"figure-{image_label(name)}.png"] if several else []
         for path in paths:
             plot_image_fit(fit, truths[i], problems[i], out / path, title=title,
                            seed=first)  # fmt: skip
@@ -228,7 +230,7 @@ def image_names(image) -> list[str]:
     if not names:
         raise ValueError("`image` must name at least one image.")
     names = [os.fspath(n) if isinstance(n, os.PathLike) else n for n in names]
-    labels = [_label(n) for n in names if isinstance(n, str)]
+    labels = [image_label(n) for n in names if isinstance(n, str)]
     if len(labels) != len(names):
         raise TypeError(f"`image` must be image names or file paths, got {image!r}.")
     twice = sorted({lab for lab in labels if labels.count(lab) > 1})
@@ -237,7 +239,7 @@ def image_names(image) -> list[str]:
     return names
 
 
-def _label(name: str) -> str:
+def image_label(name: str) -> str:
     """A test image's name, or an image file's stem."""
     return Path(name).stem
 
