@@ -150,6 +150,22 @@ def test_sigma_min_in_float64_when_training_in_float32():
     assert fits[False].sigma_min_J0[0] != fits[True].sigma_min_J0[0]
 
 
+def test_sigma_min_convergence_is_relative_to_the_estimate(setup):
+    """One Lanczos step: upper bounds, flagged converged exactly when the
+    residual is at most a tenth of λ = σ² (here one run is, one is not); the
+    full Krylov space (n = 25 steps) gives the SVD's value, flagged."""
+    truth, problem, nets, fit = setup
+    few = dip.fit_image(nets, problem, truth, iters=1, lanczos_iters=1, progress=False)
+    exact = np.array([float(dip.sigma_min_jacobian(n)) for n in nets])
+    assert np.all(few.sigma_min_J0 > exact * (1 + 1e-3))
+    first = few.trajectory[few.trajectory.iteration == 0]
+    relative = first.sigma_min_residual / first.sigma_min**2
+    assert first.sigma_min_converged.tolist() == (relative <= 0.1).tolist()
+    assert few.sigma_min_J0_converged.tolist() == [False, True]
+    np.testing.assert_allclose(fit.sigma_min_J0, exact, rtol=1e-8)
+    assert fit.sigma_min_J0_converged.all()
+
+
 def _fit(nets, problem, truth, **kw):
     return dip.fit_image(
         nets, problem, truth, iters=ITERS, record_every=20, wmv_window=5,
