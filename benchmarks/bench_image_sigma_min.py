@@ -32,19 +32,14 @@ import optax
 
 import dipflow as dip
 from dipflow._image_experiment import image_problem
+from dipflow._image_fit import as_dtype
 from dipflow._jacobians import gram_matvec
-
-
-def cast(net, dtype):
-    return jax.tree_util.tree_map(
-        lambda a: a.astype(dtype) if eqx.is_inexact_array(a) else a, net
-    )
 
 
 def dense_gram_eigenvalues(net, block: int) -> np.ndarray:
     """The eigenvalues of J Jᵀ in float64, its columns J Jᵀ e_i in blocks."""
     with jax.enable_x64(True):
-        matvec, n, _ = gram_matvec(cast(net, jnp.float64))
+        matvec, n, _ = gram_matvec(as_dtype(net, jnp.float64))
         columns = jax.jit(jax.vmap(matvec))
         G = np.concatenate(
             [np.asarray(columns(jnp.eye(n)[s : s + block])) for s in range(0, n, block)]
@@ -109,7 +104,7 @@ def main(argv=None):
             for k in steps:
                 start = time.perf_counter()
                 with jax.enable_x64(dtype == jnp.float64):
-                    x = cast(net, dtype)
+                    x = as_dtype(net, dtype)
                     est = dip.gram_min_eigenvalue(x, num_iters=k)
                     est = jax.block_until_ready(est)
                 seconds = time.perf_counter() - start

@@ -440,13 +440,13 @@ def fit_image(
     fixed = (nets, problem, flat_truth, program, per_run)
     carry = _start(nets, problem, spec, flat_truth, wmv_window, wmv_patience,
                    program, per_run)  # fmt: skip
-    parts = [_rows(carry, g) for g in groups]
+    parts = [_index(carry, g) for g in groups]
     group_args = [
-        (_rows(nets, g), _rows(problem, g) if per_run else problem,
+        (_index(nets, g), _index(problem, g) if per_run else problem,
          flat_truth[g] if per_run else flat_truth, theory_at[g])
         for g in groups
     ]  # fmt: skip
-    losses, psnrs, variances, records = [], [], [], []
+    psnrs, variances, records = [], [], []
     bar = tqdm(total=iters, desc="DIP", disable=not progress, unit="it")
     done, train_time, timed_iters, compiled = 0, 0.0, 0, set()
     points = sorted(
@@ -483,14 +483,13 @@ def fit_image(
         train_time += time.perf_counter() - start
         timed_iters += calls * length
         carry = _join(parts)
-        L, P, Var = (
+        _, P, Var = (
             np.concatenate(
                 [np.concatenate([np.asarray(p[i]) for p in piece], axis=1)
                  for piece in pieces]
             )
             for i in range(3)
         )  # fmt: skip
-        losses.append(np.asarray(L))
         psnrs.append(np.asarray(P))
         variances.append(np.asarray(Var))
         done = point
@@ -642,11 +641,6 @@ def _static_key(module):
     ]
 
 
-def _rows(tree, rows: slice):
-    """The runs `rows` of a stack of runs (non-array leaves kept)."""
-    return jax.tree_util.tree_map(lambda a: a[rows] if eqx.is_array(a) else a, tree)
-
-
 def _join(parts):
     """Stacks of runs, one after another, as one stack."""
     if len(parts) == 1:
@@ -654,8 +648,10 @@ def _join(parts):
     return jax.tree_util.tree_map(lambda *a: jnp.concatenate(a), *parts)
 
 
-def _index(nets, i):
-    return jax.tree_util.tree_map(lambda a: a[i] if eqx.is_array(a) else a, nets)
+def _index(tree, i):
+    """Run `i` (an int), or the stack of runs `i` (a slice), of a stack of runs;
+    non-array leaves kept."""
+    return jax.tree_util.tree_map(lambda a: a[i] if eqx.is_array(a) else a, tree)
 
 
 def _sigma_min(net, lanczos_iters, x64: bool):
@@ -663,13 +659,18 @@ def _sigma_min(net, lanczos_iters, x64: bool):
     `SIGMA_MIN_RESIDUAL`); in float64 with `x64`."""
     with jax.enable_x64(True) if x64 else contextlib.nullcontext():
         if x64:
-            net = jax.tree_util.tree_map(
-                lambda a: a.astype(jnp.float64) if eqx.is_inexact_array(a) else a, net
-            )
+            net = as_dtype(net, jnp.float64)
         est = gram_min_eigenvalue(net, num_iters=lanczos_iters)
         value, residual = float(est.value), float(est.residual)
     converged = value > 0 and residual <= SIGMA_MIN_RESIDUAL * value
     return math.sqrt(max(value, 0.0)), residual, converged
+
+
+def as_dtype(tree, dtype):
+    """`tree` with its floating arrays cast to `dtype`."""
+    return jax.tree_util.tree_map(
+        lambda a: a.astype(dtype) if eqx.is_inexact_array(a) else a, tree
+    )
 
 
 def _record(point, carry, fixed, truths, sig):
