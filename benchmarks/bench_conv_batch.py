@@ -45,15 +45,16 @@ import numpy as np
 from _timing import median_time  # benchmarks/_timing.py, beside this script
 
 import dipflow as dip
-from dipflow import _convdecoder
-from dipflow._descent import _loop
-from dipflow._image_experiment import image_problem
-from dipflow._image_fit import _over_seeds, _trainer
-from dipflow._setup import make_dynamics
+from dipflow.generators import _convdecoder
+from dipflow.imaging import _image_fit
+from dipflow.imaging._image_experiment import image_problem
+from dipflow.imaging._image_fit import _over_seeds, _trainer
+from dipflow.training._descent import _loop
+from dipflow.training._setup import make_dynamics
 
 
 def conv2d_patches(x, w, b, *, stride=1, padding="zeros"):
-    """The same convolution as `dipflow._conv_layers.conv2d` (zero padding,
+    """The same convolution as `dipflow.generators._conv_layers.conv2d` (zero padding,
     stride 1), as patches times a matrix."""
     o, c, kh, kw = w.shape
     patches = jax.lax.conv_general_dilated_patches(x[None], (kh, kw), (1, 1), "SAME")[0]
@@ -197,7 +198,7 @@ def main(argv=None):
     base = fits["fit_image, 1"]
     print(f"\nfit_image, per run-iteration, against {S} separate runs "
           f"(medians of {args.reps} rounds):")  # fmt: skip
-    print(f"  {S} seeds in one call ({dip._image_fit.default_batching()}): "
+    print(f"  {S} seeds in one call ({_image_fit.default_batching()}): "
           f"{fits[f'fit_image, {S}'] / base:.2f}× (must be ≤ 1)")  # fmt: skip
     print(f"  {S} seeds, unroll: {fits[f'{S}, unroll'] / base:.2f}×")
     print(f"  {S} images in one call: {fits[f'{S} images'] / base:.2f}×")

@@ -4,7 +4,7 @@
 - `lax NCHW`: `lax.conv_general_dilated` on `(c, h, w)` images with its
   default (channels-first) dimension numbers (the baseline);
 - `lax NHWC`: the same convolution with channels-last dimension numbers, the
-  library's `dipflow._conv_layers.conv2d`;
+  library's `dipflow.generators._conv_layers.conv2d`;
 - `im2col`: nine shifted copies of the padded image and one matrix product;
 - `custom vjp`: XLA's convolution forward and input gradient, the weight
   gradient as a matrix product of patches.
@@ -26,7 +26,7 @@ import jax.numpy as jnp
 from _timing import median_time  # benchmarks/_timing.py, beside this script
 
 import dipflow as dip
-from dipflow import _conv_layers, _convdecoder
+from dipflow.generators import _conv_layers, _convdecoder
 
 LIBRARY = _conv_layers.conv2d  # channels-last dimension numbers
 

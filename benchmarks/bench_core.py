@@ -284,7 +284,7 @@ def check_runs(programs, args, dipflow, log) -> None:
                 log(f"warning: {where}: stopped early after {res['steps']} steps")
             if method == "flow" and min(res["t_end"]) < t1 * (1 - 1e-6):
                 log(f"warning: {where}: stopped early at t = {res['t_end']}")
-            names = [dipflow._solution.RESULT_NAMES[c] for c in res["status"]]
+            names = [dipflow.training._solution.RESULT_NAMES[c] for c in res["status"]]
             if "diverged" in names:
                 log(f"warning: {where}: status {names}")
 

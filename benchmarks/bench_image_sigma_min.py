@@ -31,9 +31,9 @@ import numpy as np
 import optax
 
 import dipflow as dip
-from dipflow._image_experiment import image_problem
-from dipflow._image_fit import as_dtype
-from dipflow._jacobians import gram_matvec
+from dipflow.imaging._image_experiment import image_problem
+from dipflow.imaging._image_fit import as_dtype
+from dipflow.theory._jacobians import gram_matvec
 
 
 def dense_gram_eigenvalues(net, block: int) -> np.ndarray:

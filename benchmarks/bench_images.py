@@ -38,7 +38,7 @@ import numpy as np
 from _timing import median_time  # benchmarks/_timing.py, beside this script
 
 import dipflow as dip
-from dipflow._image_experiment import image_problem
+from dipflow.imaging._image_experiment import image_problem
 
 HERE = Path(__file__).resolve().parent
 

@@ -37,8 +37,8 @@ jax.config.update("jax_enable_x64", True)
 from _timing import median_time  # noqa: E402
 
 import dipflow as dip  # noqa: E402
-from dipflow import _spectral  # noqa: E402
-from dipflow._jacobians import gram_matvec  # noqa: E402
+from dipflow.theory import _spectral  # noqa: E402
+from dipflow.theory._jacobians import gram_matvec  # noqa: E402
 
 TARGETS = (1e-4, 1e-8)
 

@@ -39,8 +39,8 @@ import numpy as np
 from _timing import median_time  # benchmarks/_timing.py, beside this script
 
 import dipflow as dip
-from dipflow._cell_solve import M_PAD, _solve_batch, seeds_per_group
-from dipflow._cells import instance_arrays
+from dipflow.studies._cell_solve import M_PAD, _solve_batch, seeds_per_group
+from dipflow.studies._cells import instance_arrays
 
 
 def matmul_peak(size=2048, repeats=5):

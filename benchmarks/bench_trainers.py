@@ -30,8 +30,8 @@ import numpy as np
 from _timing import median_time  # benchmarks/_timing.py, beside this script
 
 import dipflow as dip
-from dipflow._cell_solve import M_PAD, _solve_batch, seeds_per_group
-from dipflow._cells import instance_arrays
+from dipflow.studies._cell_solve import M_PAD, _solve_batch, seeds_per_group
+from dipflow.studies._cells import instance_arrays
 
 
 def study_step(cell, runs, steps, method, reps):

@@ -3,7 +3,8 @@
 import importlib
 import importlib.metadata
 
-from ._activations import (
+from . import losses as losses
+from .generators._activations import (
     Activation as Activation,
     ActivationConstants as ActivationConstants,
     activation_constants as activation_constants,
@@ -11,23 +12,19 @@ from ._activations import (
     get_activation as get_activation,
     register_activation as register_activation,
 )
-from ._both_layers import BothLayersDynamics as BothLayersDynamics
-from ._cell_solve import run_cell as run_cell
-from ._cells import Cell as Cell, Study as Study, study_instance as study_instance
-from ._convdecoder import ConvDecoder as ConvDecoder
-from ._descent import (
-    gradient_descent as gradient_descent,
-    heavy_ball as heavy_ball,
-    nesterov as nesterov,
-    optimize as optimize,
-    stability_limit as stability_limit,
-    stability_ratio as stability_ratio,
+from .generators._convdecoder import ConvDecoder as ConvDecoder
+from .generators._networks import (
+    MLPDIP as MLPDIP,
+    AbstractAutodiffGenerator as AbstractAutodiffGenerator,
+    AbstractGenerator as AbstractGenerator,
+    TwoLayerDIP as TwoLayerDIP,
 )
-from ._dynamics import (
-    AbstractDynamics as AbstractDynamics,
-    FullDynamics as FullDynamics,
+from .generators._skipnet import (
+    ConvBlock as ConvBlock,
+    SkipLevel as SkipLevel,
+    SkipNet as SkipNet,
 )
-from ._early_stopping import (
+from .imaging._early_stopping import (
     PatienceStop as PatienceStop,
     WMVState as WMVState,
     oracle_stop as oracle_stop,
@@ -36,19 +33,51 @@ from ._early_stopping import (
     windowed_variance as windowed_variance,
     wmv_stop as wmv_stop,
 )
-from ._figure1 import figure1_study as figure1_study
-from ._flows import (
-    gradient_flow as gradient_flow,
-    inertial_flow as inertial_flow,
+from .imaging._image_fit import ImageFit as ImageFit, fit_image as fit_image
+from .imaging._image_metrics import psnr as psnr, ssim as ssim
+from .imaging._images import (
+    available_images as available_images,
+    load_image as load_image,
 )
-from ._generic_certificate import (
+from .problems._operators import (
+    compressed_sensing as compressed_sensing,
+    denoising as denoising,
+    fourier_sampling as fourier_sampling,
+    gaussian_blur as gaussian_blur,
+    image_operator as image_operator,
+    inpainting as inpainting,
+    super_resolution as super_resolution,
+)
+from .problems._problems import InverseProblem as InverseProblem
+from .problems._spectra import (
+    SingularValuesTag as SingularValuesTag,
+    Spectrum as Spectrum,
+    operator_spectrum as operator_spectrum,
+)
+from .studies._cell_solve import run_cell as run_cell
+from .studies._cells import (
+    Cell as Cell,
+    Study as Study,
+    study_instance as study_instance,
+)
+from .studies._figure1 import figure1_study as figure1_study
+from .studies._plots import phase_diagram as phase_diagram, plot_figure1 as plot_figure1
+from .studies._runner import run_study as run_study
+from .studies._statistics import (
+    bootstrap_power_law as bootstrap_power_law,
+    fit_power_law as fit_power_law,
+    transition_curve as transition_curve,
+)
+from .studies._store import StudyStore as StudyStore, load as load, summary as summary
+from .studies._sweep_config import (
+    load_study as load_study,
+    study_from_dict as study_from_dict,
+)
+from .theory._generic_certificate import (
     GenericCertificate as GenericCertificate,
     generic_certificate as generic_certificate,
 )
-from ._image_fit import ImageFit as ImageFit, fit_image as fit_image
-from ._image_metrics import psnr as psnr, ssim as ssim
-from ._images import available_images as available_images, load_image as load_image
-from ._jacobians import (
+from .theory._jacobians import (
     gram as gram,
     gram_matvec as gram_matvec,
     gram_min_eigenvalue as gram_min_eigenvalue,
@@ -58,59 +87,49 @@ from ._jacobians import (
     measurement_kernel_matvec as measurement_kernel_matvec,
     measurement_min_eigenvalue as measurement_min_eigenvalue,
     measurement_rate as measurement_rate,
+    reduced_operator as reduced_operator,
     sigma_min_gram as sigma_min_gram,
     sigma_min_jacobian as sigma_min_jacobian,
 )
-from ._lipschitz import layerwise_lip_bound as layerwise_lip_bound
-from ._networks import (
-    MLPDIP as MLPDIP,
-    AbstractAutodiffGenerator as AbstractAutodiffGenerator,
-    AbstractGenerator as AbstractGenerator,
-    TwoLayerDIP as TwoLayerDIP,
-)
-from ._operators import (
-    SingularValuesTag as SingularValuesTag,
-    compressed_sensing as compressed_sensing,
-    denoising as denoising,
-    fourier_sampling as fourier_sampling,
-    gaussian_blur as gaussian_blur,
-    image_operator as image_operator,
-    inpainting as inpainting,
-    operator_spectrum as operator_spectrum,
-    super_resolution as super_resolution,
-)
-from ._plots import phase_diagram as phase_diagram, plot_figure1 as plot_figure1
-from ._problems import InverseProblem as InverseProblem, Spectrum as Spectrum
-from ._reduced import (
-    ReducedDynamics as ReducedDynamics,
-    is_reducible as is_reducible,
-    reduced_operator as reduced_operator,
-)
-from ._runner import run_study as run_study
-from ._setup import loss as loss, make_dynamics as make_dynamics
-from ._skipnet import ConvBlock as ConvBlock, SkipLevel as SkipLevel, SkipNet as SkipNet
-from ._solution import (
-    RESULTS as RESULTS,
-    Solution as Solution,
-    Trajectory as Trajectory,
-    result_name as result_name,
-)
-from ._spectral import (
+from .theory._lipschitz import layerwise_lip_bound as layerwise_lip_bound
+from .theory._spectral import (
     EigenEstimate as EigenEstimate,
     smallest_eigenvalue as smallest_eigenvalue,
 )
-from ._statistics import (
-    bootstrap_power_law as bootstrap_power_law,
-    fit_power_law as fit_power_law,
-    transition_curve as transition_curve,
-)
-from ._store import StudyStore as StudyStore, load as load, summary as summary
-from ._sweep_config import load_study as load_study, study_from_dict as study_from_dict
-from ._theory import (
+from .theory._theory import (
     Certificate as Certificate,
     MeasurementCertificate as MeasurementCertificate,
     measurement_certificate as measurement_certificate,
     theorem1 as theorem1,
+)
+from .training._both_layers import BothLayersDynamics as BothLayersDynamics
+from .training._descent import (
+    gradient_descent as gradient_descent,
+    heavy_ball as heavy_ball,
+    nesterov as nesterov,
+    optimize as optimize,
+    stability_limit as stability_limit,
+    stability_ratio as stability_ratio,
+)
+from .training._dynamics import (
+    AbstractDynamics as AbstractDynamics,
+    FullDynamics as FullDynamics,
+)
+from .training._flows import (
+    gradient_flow as gradient_flow,
+    inertial_flow as inertial_flow,
+)
+from .training._reduced import ReducedDynamics as ReducedDynamics
+from .training._reductions import (
+    is_reducible as is_reducible,
+    reduction as reduction,
+)
+from .training._setup import loss as loss, make_dynamics as make_dynamics
+from .training._solution import (
+    RESULTS as RESULTS,
+    Solution as Solution,
+    Trajectory as Trajectory,
+    result_name as result_name,
 )
 
 __version__ = importlib.metadata.version("dipflow")

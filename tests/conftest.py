@@ -5,6 +5,7 @@ import jax
 import pytest
 
 import dipflow as dip
+from dipflow.generators import _activations
 
 # Numerical tests run in float64 with strict rank promotion (see STYLE.md).
 jax.config.update("jax_enable_x64", True)
@@ -18,4 +19,4 @@ def linear_activation():
     # Unbounded and non-saturating: too large a step blows up geometrically.
     dip.register_activation("_linear", lambda x: x, bound=1.0, overwrite=True)
     yield "_linear"
-    del dip._activations._REGISTRY["_linear"]
+    del _activations._REGISTRY["_linear"]

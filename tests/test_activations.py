@@ -10,7 +10,7 @@ import scipy.integrate
 import scipy.special
 
 import dipflow as dip
-import dipflow._activations as _activations
+import dipflow.generators._activations as _activations
 
 # Independent NumPy versions of the built-in activations and their derivatives.
 REFERENCE = {

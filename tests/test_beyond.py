@@ -4,8 +4,8 @@ import pandas as pd
 import pytest
 
 import dipflow as dip
-from dipflow._beyond import VARIANT_NAMES, VARIANTS, beyond_studies, variant_of
-from dipflow._cli import main
+from dipflow.cli._main import main
+from dipflow.studies._beyond import VARIANT_NAMES, VARIANTS, beyond_studies, variant_of
 
 
 def test_every_variant_has_both_panels_and_maps_back():

@@ -137,7 +137,7 @@ def test_from_network_refuses_a_net_that_keeps_V():
     ],
 )
 def test_study_rows_match_the_trainers(extra):
-    from dipflow._cell_solve import run_cell
+    from dipflow.studies._cell_solve import run_cell
 
     cell = dip.Cell(m=4, n=6, k=8, d=5, max_steps=150, tol=0.5, **extra)
     study = dip.Study(cells=(cell,), runs=2, dtype="float64", seed=3)
@@ -188,7 +188,7 @@ def test_study_rows_match_the_trainers(extra):
 
 
 def test_depth_one_mlp_is_the_two_layer_net():
-    from dipflow._cell_solve import run_cell
+    from dipflow.studies._cell_solve import run_cell
 
     two = dip.Cell(
         m=4, n=6, k=8, d=5, max_steps=100, tol=0.5, method="adam", step_size=0.05

@@ -1,6 +1,6 @@
 import re
 
-from dipflow._cli import main
+from dipflow.cli._main import main
 
 
 def test_demo_runs_and_reports(capsys):

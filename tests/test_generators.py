@@ -82,7 +82,7 @@ def test_user_generator_goes_through_every_path():
 def test_mlp_has_no_closed_form():
     mlp = dip.MLPDIP.init(jax.random.key(0), n=6, d=4, widths=(8, 8))
     assert isinstance(mlp, dip.AbstractGenerator)
-    assert mlp.gram() is None and mlp.reduction is None and not mlp.paper_model
+    assert mlp.gram() is None and dip.reduction(mlp) is None and not mlp.paper_model
     assert not dip.is_reducible(mlp)
     with pytest.raises(TypeError, match="closed form.*jacobian"):
         dip.gram(mlp)
@@ -91,8 +91,8 @@ def test_mlp_has_no_closed_form():
 def test_two_layer_says_what_it_reduces_to():
     net = dip.TwoLayerDIP.init(jax.random.key(0), n=6, k=8, d=4)
     both = dip.TwoLayerDIP.init(jax.random.key(0), n=6, k=8, d=4, train=("W", "V"))
-    assert net.paper_model and net.reduction is dip.ReducedDynamics
-    assert not both.paper_model and both.reduction is dip.BothLayersDynamics
+    assert net.paper_model and dip.reduction(net) is dip.ReducedDynamics
+    assert not both.paper_model and dip.reduction(both) is dip.BothLayersDynamics
     assert dip.is_reducible(net) and dip.is_reducible(both)
     assert not dip.is_reducible(net, trainable=net.trainable_filter())
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import dipflow as dip
-from dipflow._jacobians import flat_generator
+from dipflow.theory._jacobians import flat_generator
 
 from .test_theory import wide_instance
 

@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 
 import dipflow as dip
-from dipflow import _image_experiment
-from dipflow._cli import main
-from dipflow._image_experiment import image_problem
+from dipflow.cli._main import main
+from dipflow.imaging import _image_experiment
+from dipflow.imaging._image_experiment import image_problem
 
 TRUTH = jnp.asarray(np.random.default_rng(0).uniform(size=(1, 8, 8)))
 

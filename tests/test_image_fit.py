@@ -10,6 +10,7 @@ import optax
 import pytest
 
 import dipflow as dip
+from dipflow.imaging import _image_fit
 
 SHAPE = (1, 5, 5)
 ITERS = 60
@@ -101,7 +102,7 @@ def test_trajectory_records_the_theory(setup):
 
 def test_every_batching_agrees(setup):
     truth, problem, nets, fit = setup
-    assert dip._image_fit.default_batching() == "interleave"  # tests run on a CPU
+    assert _image_fit.default_batching() == "interleave"  # tests run on a CPU
     for batching in ("vmap", "map", "unroll"):
         other = dip.fit_image(
             nets, problem, truth, iters=ITERS, record_every=20, wmv_window=5,

@@ -1,6 +1,7 @@
 """`import dipflow` stays light: the dataframe, plotting and cluster libraries
 load only when a function that needs them runs."""
 
+import pathlib
 import subprocess
 import sys
 
@@ -26,3 +27,50 @@ def test_import_dipflow_imports_no_heavy_library():
 def test_verify_loads_on_first_use():
     loaded = _modules_after("import dipflow; dipflow.verify.lemma2")
     assert "dipflow.verify" in loaded and "pandas" in loaded
+
+
+def test_the_package_has_no_import_cycle():
+    # Every import counts, function-level ones included: a cycle hidden inside a
+    # function is still a lower layer that reaches upwards.
+    import grimp
+
+    graph = grimp.build_graph("dipflow")
+    modules = set(graph.modules)
+    edges = {
+        m: set(graph.find_modules_directly_imported_by(m)) & modules for m in modules
+    }
+    done: set[str] = set()
+
+    def cycle_from(start):
+        # Iterative DFS: returns a cycle as a list of modules, or None.
+        path, on_path, stack = [], set(), [(start, iter(sorted(edges[start])))]
+        path.append(start)
+        on_path.add(start)
+        while stack:
+            node, children = stack[-1]
+            for child in children:
+                if child in on_path:
+                    return path[path.index(child) :] + [child]
+                if child not in done:
+                    path.append(child)
+                    on_path.add(child)
+                    stack.append((child, iter(sorted(edges[child]))))
+                    break
+            else:
+                stack.pop()
+                on_path.discard(path.pop())
+                done.add(node)
+        return None
+
+    for module in sorted(modules):
+        if module not in done:
+            cycle = cycle_from(module)
+            assert cycle is None, " -> ".join(cycle)
+
+
+def test_the_layers_contract_holds():
+    # The contract lives in pyproject.toml; `lint-imports` sits beside this Python.
+    lint = pathlib.Path(sys.executable).with_name("lint-imports")
+    out = subprocess.run([str(lint)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "1 kept, 0 broken" in out.stdout

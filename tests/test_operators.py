@@ -230,7 +230,7 @@ def test_structured_cs_is_scaled_signed_dct_rows():
 
 @pytest.mark.parametrize("n", [8, 9, 72])
 def test_dct_matches_scipy(n):
-    from dipflow._operators import _dct_ortho
+    from dipflow.problems._operators import _dct_ortho
 
     v = np.random.default_rng(n).standard_normal(n)
     np.testing.assert_allclose(

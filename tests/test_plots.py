@@ -10,7 +10,7 @@ pytest.importorskip("matplotlib")
 
 from matplotlib.figure import Figure  # noqa: E402
 
-import dipflow._plots as plots  # noqa: E402
+import dipflow.studies._plots as plots  # noqa: E402
 
 FIXED = {"a": ("m", 10), "b": ("n", 60)}
 XS = np.array([4, 6, 9, 13, 20, 30])

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import dipflow as dip
+from dipflow.problems import _draws
 
 
 def numpy_spectrum(A):
@@ -223,10 +224,10 @@ def test_conditioned_has_the_prescribed_singular_values(backend, m, n, kappa):
     G_left, G_right = rng.standard_normal((m, r)), rng.standard_normal((n, r))
     if backend == "jax":
         G_left, G_right = jnp.asarray(G_left), jnp.asarray(G_right)
-    U, V = (np.asarray(dip._draws.haar(G)) for G in (G_left, G_right))
+    U, V = (np.asarray(_draws.haar(G)) for G in (G_left, G_right))
     np.testing.assert_allclose(U.T @ U, np.eye(r), atol=1e-13)
     np.testing.assert_allclose(V.T @ V, np.eye(r), atol=1e-13)
-    A = np.asarray(dip._draws.conditioned(G_left, G_right, kappa))
+    A = np.asarray(_draws.conditioned(G_left, G_right, kappa))
     s = (np.sqrt(m) + np.sqrt(n)) * kappa ** -np.linspace(0.0, 1.0, r)
     np.testing.assert_allclose(A, (U * s) @ V.T, rtol=1e-13, atol=1e-13)
     np.testing.assert_allclose(np.linalg.svd(A, compute_uv=False), s, rtol=1e-12)
@@ -239,8 +240,8 @@ def test_haar_is_haar():
     p, draws = 4, 4000
     G = np.random.default_rng(0).standard_normal((draws, p, p))
     for Q in (
-        np.stack([dip._draws.haar(g) for g in G]),
-        np.asarray(jax.vmap(dip._draws.haar)(jnp.asarray(G))),
+        np.stack([_draws.haar(g) for g in G]),
+        np.asarray(jax.vmap(_draws.haar)(jnp.asarray(G))),
     ):
         q00, tr = Q[:, 0, 0], np.trace(Q, axis1=1, axis2=2)
         se = 1 / np.sqrt(draws)
@@ -260,7 +261,7 @@ def test_condition_number_draws_are_one_distribution():
     G_right = np.asarray(jax.random.normal(key_v, (n, m)))
     np.testing.assert_allclose(
         np.asarray(problem.A),
-        dip._draws.conditioned(G_left, G_right, kappa),
+        _draws.conditioned(G_left, G_right, kappa),
         rtol=1e-12,
         atol=1e-12,
     )

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import dipflow as dip
-from dipflow._image_experiment import image_problem
+from dipflow.imaging._image_experiment import image_problem
 
 
 def np_conv(x, w, b, stride, padding):

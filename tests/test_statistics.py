@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from dipflow import _statistics as stats
+from dipflow.studies import _statistics as stats
 
 pd = pytest.importorskip("pandas")
 

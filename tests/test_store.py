@@ -12,8 +12,14 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from dipflow import _store
-from dipflow._store import StudyStore, load, load_config, load_provenance, summary
+from dipflow.studies import _store
+from dipflow.studies._store import (
+    StudyStore,
+    load,
+    load_config,
+    load_provenance,
+    summary,
+)
 
 CONFIG = {"widths": [8, 16], "m": 4, "method": "gd", "step_size": 0.5}
 

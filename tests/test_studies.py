@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 import dipflow as dip
-from dipflow._cell_solve import run_cell
-from dipflow._cli import main
+from dipflow.cli._main import main
+from dipflow.generators import _activations
+from dipflow.studies._cell_solve import run_cell
 
 # Tiny cells shared by the tests (one compiled shape per method).
 CELLS = (
@@ -224,7 +225,7 @@ def test_sharded_seeds_equal_one_device():
         import json, sys
         import jax
         import dipflow as dip
-        from dipflow._cell_solve import run_cell
+        from dipflow.studies._cell_solve import run_cell
         assert len(jax.devices()) == 2, jax.devices()
         cell = dip.Cell(m=4, n=6, k=8, d=5, max_steps=300, tol=0.5, panel="a")
         study = dip.Study(cells=(cell,), runs=4, dtype="float32", seed=3)
@@ -275,7 +276,7 @@ def user_activation():
     name = "_test_arctan"
     dip.register_activation(name, _arctan, bound=1.0, overwrite=True)
     yield name
-    del dip._activations._REGISTRY[name]
+    del _activations._REGISTRY[name]
 
 
 def test_user_activation_reaches_worker_processes(tmp_path, user_activation):
@@ -297,7 +298,7 @@ def lambda_activation():
     name = "_test_lambda"
     dip.register_activation(name, lambda x: jnp.tanh(x), bound=1.0, overwrite=True)
     yield name
-    del dip._activations._REGISTRY[name]
+    del _activations._REGISTRY[name]
 
 
 def test_lambda_activation_travels_with_cloudpickle(tmp_path, lambda_activation):

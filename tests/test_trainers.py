@@ -14,7 +14,8 @@ import pytest
 import scipy.integrate
 
 import dipflow as dip
-from dipflow._cell_solve import run_cell
+from dipflow.studies._cell_solve import run_cell
+from dipflow.training import _solution
 
 from .helpers import instance, numpy_arrays, numpy_loss_and_grads
 
@@ -307,6 +308,6 @@ def test_bad_cell_methods_and_hyperparameters():
 
 
 def test_result_names_follow_the_enumeration():
-    for i, name in enumerate(dip._solution.RESULT_NAMES):
+    for i, name in enumerate(_solution.RESULT_NAMES):
         assert int(getattr(dip.RESULTS, name)._value) == i
         assert dip.result_name(getattr(dip.RESULTS, name)) == name

@@ -13,7 +13,8 @@ import pytest
 
 import dipflow as dip
 from dipflow import verify
-from dipflow._statistics import fit_power_law, transition_width
+from dipflow.generators import _activations
+from dipflow.studies._statistics import fit_power_law, transition_width
 from dipflow.verify._instances import flow_runs, rng_for
 from dipflow.verify._result import check_row, probability_row, verdict
 
@@ -33,7 +34,7 @@ def low_bound_tanh():
         overwrite=True,
     )
     yield "_tanh_low_B"
-    del dip._activations._REGISTRY["_tanh_low_B"]
+    del _activations._REGISTRY["_tanh_low_B"]
 
 
 # -- the verdict logic ----------------------------------------------------------------
@@ -286,7 +287,7 @@ def test_generic_certificates_hold_where_they_certify_and_can_fail(monkeypatch):
 
 
 def test_cell_kappa_draws_a_prescribed_condition_number():
-    from dipflow._cells import instance_arrays
+    from dipflow.studies._cells import instance_arrays
 
     cell = dip.Cell(m=4, n=9, k=8, d=3, kappa=5.0)
     s = np.linalg.svd(instance_arrays(cell, 0, 1)["A"], compute_uv=False)
@@ -302,7 +303,7 @@ def test_cell_kappa_draws_a_prescribed_condition_number():
 
 
 def test_verify_quick_report_resume_and_refusal(tmp_path, capsys):
-    from dipflow._cli import main
+    from dipflow.cli._main import main
 
     out = tmp_path / "v"
     args = ["verify", "--quick", "--out", str(out), "--workers", "1", "--no-progress"]
@@ -377,7 +378,7 @@ def test_bad_input_is_a_clear_error(call, match):
 
 
 def test_verify_cli_rejects_bad_claims_before_work(tmp_path, capsys):
-    from dipflow._cli import main
+    from dipflow.cli._main import main
 
     assert main(["verify", "--claims", "0,3", "--out", str(tmp_path / "v")]) == 2
     assert "claims" in capsys.readouterr().err

@@ -17,15 +17,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._activations import get_activation
-from .._certificates import sigma_min_two_layer
-from .._checks import positive_int
-from .._draws import draw_instance, network_from_hidden
-from .._flows import GradientField, integrate
-from .._networks import V_DISTRIBUTIONS, TwoLayerDIP
-from .._problems import InverseProblem
-from .._reduced import ReducedDynamics
-from .._theory import measurement_certificate, theorem1
+from .._core._checks import positive_int
+from ..generators._activations import get_activation
+from ..generators._draws import network_from_hidden
+from ..generators._networks import V_DISTRIBUTIONS, TwoLayerDIP
+from ..problems._problems import InverseProblem
+from ..studies._instances import draw_instance
+from ..theory._certificates import sigma_min_two_layer
+from ..theory._theory import measurement_certificate, theorem1
+from ..training._flows import GradientField, integrate
+from ..training._reduced import ReducedDynamics
 
 
 def require_x64(what: str) -> None:
@@ -180,7 +181,7 @@ def assumptions_hold(activation: str, v_dist: str) -> bool:
     jax.jit, static_argnames=("activation", "with_jacobian", "rtol", "atol")
 )
 def _flows(M, z0, y, V, A, x, ts, *, activation, with_jacobian, rtol, atol):
-    """The library's exact flow (`dipflow._flows.integrate` on the reduced
+    """The library's exact flow (`dipflow.training._flows.integrate` on the reduced
     dynamics, Tsit5, never stopping early) of each instance, batched over the
     leading axis of every argument, saved at `ts`: the residual, the distance,
     the signal error `||V φ(z(t))/√k − x||`, and with `with_jacobian`

@@ -11,9 +11,9 @@ import numpy as np
 import optax
 import pandas as pd
 
-from .._activations import activation_constants, get_activation
-from .._checks import positive_int
-from .._draws import draw_v
+from .._core._checks import positive_int
+from ..generators._activations import activation_constants, get_activation
+from ..generators._draws import draw_v
 from ._common import FlowSetup, finish_figure, flow_record, new_figure
 from ._instances import (
     as_runs,

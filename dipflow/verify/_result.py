@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pandas as pd
 
-from .._statistics import wilson_interval
+from ..studies._statistics import wilson_interval
 
 HELD = "held"
 VIOLATED = "violated"

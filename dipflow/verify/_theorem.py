@@ -9,8 +9,8 @@ import tempfile
 import numpy as np
 import pandas as pd
 
-from .._checks import positive_int
-from .._statistics import (
+from .._core._checks import positive_int
+from ..studies._statistics import (
     bootstrap_power_law,
     fit_power_law,
     transition_width,
@@ -318,9 +318,9 @@ def overparametrization(
     each configuration would need. The study is stored in `directory` (a
     temporary folder if `None`) and resumes there.
     """
-    from .._cells import Cell, Study
-    from .._runner import run_study
-    from .._store import summary as study_summary
+    from ..studies._cells import Cell, Study
+    from ..studies._runner import run_study
+    from ..studies._store import summary as study_summary
 
     base = dict(n=20, m=10, d=100, kappa=1.0) if base is None else dict(base)
     vary = (

@@ -1,0 +1,253 @@
+"""The encoder-decoder with skip connections of Ulyanov, Vedaldi & Lempitsky
+(Deep Image Prior, the `skip` network of their code) as a DIP generator.
+
+Level `i` maps its input `x` to
+`up(norm([skip(x), upsample(deeper(down(x)))]))`: `down` is a stride-2 3×3
+convolution then a 3×3 convolution, `deeper` the next level (nothing at the
+last), `skip` a 1×1 convolution, `up` a 3×3 then a 1×1 convolution; every
+convolution is followed by a normalisation and the activation. A 1×1
+convolution and a sigmoid map the first level's output to the image.
+
+Stateless, as [`dipflow.ConvDecoder`][]: normalisations are batch
+normalisations in training mode on one image, recomputed at every call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.tree_util as jtu
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from .._core._checks import positive_int
+from ._activations import Activation, get_activation
+from ._conv_layers import (
+    PADDINGS,
+    channel_norm,
+    conv2d,
+    draw,
+    generator_image_shape,
+    resize_nearest,
+    torch_uniform,
+    upsample_bilinear2,
+)
+from ._networks import AbstractAutodiffGenerator, _check_train
+
+UPSAMPLINGS = ("bilinear", "nearest")
+
+
+class ConvBlock(eqx.Module):
+    """Convolution, normalisation, activation (the DIP code's order)."""
+
+    weight: Float[Array, "o c kh kw"]
+    bias: Float[Array, " o"]
+    scale: Float[Array, " o"]
+    shift: Float[Array, " o"]
+    stride: int = eqx.field(static=True)
+
+    def __call__(self, x, activation, padding):
+        x = conv2d(x, self.weight, self.bias, stride=self.stride, padding=padding)
+        return activation(channel_norm(x, self.scale, self.shift))
+
+
+class SkipLevel(eqx.Module):
+    """One level of the encoder-decoder; `skip` is `None` without a skip
+    connection."""
+
+    down: ConvBlock
+    down2: ConvBlock
+    skip: ConvBlock | None
+    scale: Float[Array, " c"]  # the normalisation after the concatenation
+    shift: Float[Array, " c"]
+    up: ConvBlock
+    up1x1: ConvBlock
+
+
+def _conv_block(key, c_in, c_out, size, stride, dtype) -> ConvBlock:
+    kw, kb = jax.random.split(key)
+    fan_in = c_in * size * size
+    return ConvBlock(
+        weight=torch_uniform(kw, (c_out, c_in, size, size), fan_in, dtype),
+        bias=torch_uniform(kb, (c_out,), fan_in, dtype),
+        scale=jnp.ones((c_out,), dtype),
+        shift=jnp.zeros((c_out,), dtype),
+        stride=stride,
+    )
+
+
+def _per_level(name, value, levels: int, *, allow_zero: bool) -> tuple[int, ...]:
+    values = (value,) * levels if isinstance(value, int) else tuple(value)
+    if len(values) != levels:
+        raise ValueError(
+            f"`{name}` must be an int or one value per level ({levels}), got {value!r}."
+        )
+    for v in values:
+        if (
+            not isinstance(v, int)
+            or isinstance(v, bool)
+            or v < (0 if allow_zero else 1)
+        ):
+            raise ValueError(
+                f"`{name}` must hold {'non-negative' if allow_zero else 'positive'} "
+                f"ints, got {value!r}."
+            )
+    return values
+
+
+class SkipNet(AbstractAutodiffGenerator):
+    """The DIP encoder-decoder with skip connections, `g(u, θ)` returning the
+    image `(C, H, W)` flattened (C order).
+
+    **Fields:**
+
+    - `levels`: the [`dipflow.SkipLevel`][]s, outermost first.
+    - `out_weight`, `out_bias`: the final 1×1 convolution to `C` channels.
+    - `u`: the fixed input `(input_channels, H, W)`.
+    - `image_shape`; `activation`; `upsample` (`"bilinear"` or `"nearest"`);
+      `padding` (`"reflect"` or `"zeros"`); `sigmoid` (a sigmoid on the output).
+    - `train`: `"conv"` (every convolution) and/or `"norm"`.
+    """
+
+    levels: tuple[SkipLevel, ...]
+    out_weight: Float[Array, "C c 1 1"]
+    out_bias: Float[Array, " C"]
+    u: Float[Array, "c H W"]
+    image_shape: tuple[int, int, int] = eqx.field(static=True)
+    activation: Activation = eqx.field(static=True)
+    upsample: str = eqx.field(static=True)
+    padding: str = eqx.field(static=True)
+    sigmoid: bool = eqx.field(static=True)
+    train: tuple[str, ...] = eqx.field(static=True)
+
+    @classmethod
+    def init(
+        cls,
+        key: PRNGKeyArray,
+        image_shape,
+        *,
+        channels=(16, 32, 64),
+        skip_channels=4,
+        input_channels=32,
+        activation="leaky_relu",
+        upsample="bilinear",
+        padding="reflect",
+        sigmoid=True,
+        train=("conv", "norm"),
+        dtype=None,
+    ) -> SkipNet:
+        """Draw the network as the DIP code does: every convolution iid
+        `U(±1/√fan_in)` (PyTorch's default), normalisations at scale 1 and
+        shift 0, and the input `u` iid `U[0, 0.1)`.
+
+        **Arguments:**
+
+        - `key`: a JAX PRNG key; `image_shape`: `(C, H, W)`, `C` 1 or 3, `H`
+          and `W` divisible by `2^levels`.
+        - `channels`: the channels of each level, down and up (the number of
+          levels is its length; the DIP paper's is `[128] * 5`).
+        - `skip_channels`: the skip connection's channels, an int or one per
+          level (0: no skip at that level).
+        - `input_channels`: channels of `u`.
+        - `activation`: a registered name or an [`dipflow.Activation`][]
+          (`"leaky_relu"`, slope 0.2, as in the DIP code).
+        - `upsample`, `padding`, `sigmoid`: see the fields.
+        - `train`: which groups train; `dtype`: default JAX float.
+        """
+        C, H, W = generator_image_shape(image_shape)
+        if isinstance(channels, int) or not isinstance(channels, Sequence):
+            raise ValueError(
+                f"`channels` must be a sequence (one per level), got {channels!r}."
+            )
+        L = len(channels)
+        if L == 0:
+            raise ValueError("`channels` must name at least one level.")
+        channels = _per_level("channels", channels, L, allow_zero=False)
+        skips = _per_level("skip_channels", skip_channels, L, allow_zero=True)
+        c_u = positive_int("input_channels", input_channels)
+        if H % 2**L or W % 2**L:
+            raise ValueError(
+                f"`image_shape` {(C, H, W)}: H and W must be divisible by 2^levels "
+                f"= {2**L} for {L} levels."
+            )
+        if upsample not in UPSAMPLINGS:
+            raise ValueError(
+                f"`upsample` must be one of {list(UPSAMPLINGS)}, got {upsample!r}."
+            )
+        if padding not in PADDINGS:
+            raise ValueError(
+                f"`padding` must be one of {list(PADDINGS)}, got {padding!r}."
+            )
+        dtype = jnp.result_type(float) if dtype is None else dtype
+        *level_keys, k_w, k_b, k_u = jax.random.split(key, L + 3)
+        levels, c_in = [], c_u
+        for i, (c, s) in enumerate(zip(channels, skips, strict=True)):
+            deeper = channels[i + 1] if i + 1 < L else c
+            kd, kd2, ks, ku, ku1 = jax.random.split(level_keys[i], 5)
+            levels.append(
+                SkipLevel(
+                    down=_conv_block(kd, c_in, c, 3, 2, dtype),
+                    down2=_conv_block(kd2, c, c, 3, 1, dtype),
+                    skip=_conv_block(ks, c_in, s, 1, 1, dtype) if s else None,
+                    scale=jnp.ones((s + deeper,), dtype),
+                    shift=jnp.zeros((s + deeper,), dtype),
+                    up=_conv_block(ku, s + deeper, c, 3, 1, dtype),
+                    up1x1=_conv_block(ku1, c, c, 1, 1, dtype),
+                )
+            )
+            c_in = c
+        c0 = channels[0]
+        return cls(
+            levels=tuple(levels),
+            out_weight=torch_uniform(k_w, (C, c0, 1, 1), c0, dtype),
+            out_bias=torch_uniform(k_b, (C,), c0, dtype),
+            u=draw(jax.random.uniform, k_u, (c_u, H, W), dtype, scale=0.1),
+            image_shape=(C, H, W),
+            activation=activation,
+            upsample=upsample,
+            padding=padding,
+            sigmoid=bool(sigmoid),
+            train=train,
+        )
+
+    def __init__(
+        self, levels, out_weight, out_bias, u, image_shape, activation, upsample,
+        padding, sigmoid, train,
+    ):  # fmt: skip
+        self.levels = tuple(levels)
+        self.out_weight, self.out_bias, self.u = out_weight, out_bias, u
+        self.image_shape = tuple(image_shape)
+        self.activation = get_activation(activation)
+        self.upsample, self.padding, self.sigmoid = upsample, padding, bool(sigmoid)
+        self.train = _check_train(train, ("conv", "norm"))
+
+    def _level(self, i: int, x: Array) -> Array:
+        level, act, pad = self.levels[i], self.activation, self.padding
+        deeper = level.down2(level.down(x, act, pad), act, pad)
+        if i + 1 < len(self.levels):
+            deeper = self._level(i + 1, deeper)
+        if self.upsample == "bilinear":
+            deeper = upsample_bilinear2(deeper)
+        else:
+            deeper = resize_nearest(deeper, (2 * deeper.shape[1], 2 * deeper.shape[2]))
+        if level.skip is not None:
+            deeper = jnp.concatenate([level.skip(x, act, pad), deeper])
+        h = channel_norm(deeper, level.scale, level.shift)
+        return level.up1x1(level.up(h, act, pad), act, pad)
+
+    def __call__(self) -> Float[Array, " n"]:
+        x = conv2d(self._level(0, self.u), self.out_weight, self.out_bias)
+        return (jax.nn.sigmoid(x) if self.sigmoid else x).reshape(-1)
+
+    def trainable_filter(self) -> SkipNet:
+        conv, norm = "conv" in self.train, "norm" in self.train
+
+        def trains(path, _):
+            name = path[-1].name
+            if name in ("weight", "bias", "out_weight", "out_bias"):
+                return conv
+            return norm if name in ("scale", "shift") else False
+
+        return jtu.tree_map_with_path(trains, self)

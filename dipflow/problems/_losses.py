@@ -1,0 +1,191 @@
+"""Losses of the measurement `v = A g`: what every trainer minimises.
+
+A loss is a value, carried by the problem ([`dipflow.InverseProblem`][]`(...,
+loss=...)`): the trainers, both exact reductions, the full path, studies and
+images read it from there. Every loss is written as the mean over the `m`
+measurements of a sum, `ℓ(v) = total(v, y) / m`, so that a padded problem (zero
+rows appended to `A` and `y`) keeps dividing by its true `m`.
+
+The paper's loss (2) is [`dipflow.losses.SquaredError`][], the default.
+"""
+
+from __future__ import annotations
+
+import abc
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Bool, Float
+
+from .._core._checks import is_concrete
+
+
+class AbstractLoss(eqx.Module):
+    """A loss `ℓ(v) = total(v, y)/m` of the measurement `v = A g(θ)`, convex and
+    differentiable in `v`.
+
+    Subclass it for a loss of your own: `total` is required; override
+    `total_and_gradient` to give the gradient in closed form (else autodiff),
+    `infimum` and `minimiser` when they are known (else the stopping tolerance
+    applies to `L` itself and the certificates beyond squared error are
+    undecided), `in_domain` when the loss is defined on part of `R^m` only, and
+    `check_observation` to refuse data the loss cannot model.
+    """
+
+    @abc.abstractmethod
+    def total(self, v: Float[Array, " m"], y: Float[Array, " m"]) -> Float[Array, ""]:
+        """`m · ℓ(v)`: the loss summed over the measurements."""
+
+    def total_and_gradient(
+        self, v: Float[Array, " m"], y: Float[Array, " m"]
+    ) -> tuple[Float[Array, ""], Float[Array, " m"]]:
+        """`m · ℓ(v)` and its gradient in `v`."""
+        return jax.value_and_grad(self.total)(v, y)
+
+    def infimum(self, y: Float[Array, " m"]) -> Float[Array, ""] | None:
+        """`m · ℓ*` with `ℓ* = inf_v ℓ(v)`, or `None` when it is not known."""
+        return None
+
+    def minimiser(self, y: Float[Array, " m"]) -> Float[Array, " m"] | None:
+        """`v* = argmin ℓ`, or `None` when it does not exist or is not known."""
+        return None
+
+    def in_domain(
+        self, v: Float[Array, " m"], y: Float[Array, " m"]
+    ) -> Bool[Array, ""]:
+        """Whether `v` lies in the domain where the loss is finite."""
+        return jnp.asarray(True)
+
+    def check_observation(self, y) -> None:
+        """Raise a `ValueError` naming `y` when this loss cannot model the data
+        (called eagerly, on concrete data, when a problem is built)."""
+
+
+class SquaredError(AbstractLoss):
+    """The paper's loss (2), `ℓ(v) = ||v − y||² / (2m)`: Gaussian noise.
+    `ℓ* = 0` at `v* = y`; Polyak–Łojasiewicz with `μ = 1/m` everywhere."""
+
+    def total(self, v, y):
+        r = v - y
+        return jnp.dot(r, r) / 2
+
+    def total_and_gradient(self, v, y):
+        r = v - y
+        return jnp.dot(r, r) / 2, r
+
+    def infimum(self, y):
+        return jnp.zeros((), y.dtype)
+
+    def minimiser(self, y):
+        return y
+
+
+class PseudoHuber(AbstractLoss):
+    """`ℓ(v) = (1/m) Σ δ² (sqrt(1 + ((v_i − y_i)/δ)²) − 1)`: quadratic for
+    residuals well below `δ`, linear (slope `δ`) beyond, so that a few huge
+    residuals (impulse noise) do not dominate. `ℓ* = 0` at `v* = y`.
+
+    **Arguments:**
+
+    - `delta`: the scale `δ > 0` where quadratic turns linear.
+    """
+
+    delta: float = eqx.field(static=True)
+
+    def __init__(self, delta: float = 1.0):
+        if isinstance(delta, bool) or not isinstance(delta, int | float | np.floating):
+            raise TypeError(
+                f"`delta` must be a positive number, got {type(delta).__name__}."
+            )
+        if not (np.isfinite(delta) and delta > 0):
+            raise ValueError(f"`delta` must be finite and > 0, got {delta!r}.")
+        self.delta = float(delta)
+
+    def total(self, v, y):
+        r = v - y
+        # δ²(sqrt(1 + t²) − 1) = r² / (sqrt(1 + t²) + 1), t = r/δ: no cancellation
+        # for small residuals.
+        return jnp.sum(r**2 / (jnp.sqrt(1 + (r / self.delta) ** 2) + 1))
+
+    def infimum(self, y):
+        return jnp.zeros((), y.dtype)
+
+    def minimiser(self, y):
+        return y
+
+
+class Poisson(AbstractLoss):
+    """The negative log-likelihood of photon counts `y ~ Poisson(A x̄ + b)`,
+    up to a constant: `ℓ(v) = (1/m) Σ [(v_i + b) − y_i log(v_i + b)]`, defined
+    for `v + b > 0`. Its infimum is at `v + b = y` (`ℓ* = (1/m) Σ (y_i − y_i
+    log y_i)`, with `0 log 0 = 0`), attained when every count is positive.
+
+    A run whose `v + b` leaves `(0, ∞)` ends with
+    `RESULTS.outside_domain`.
+
+    **Arguments:**
+
+    - `background`: the known background `b ≥ 0` (dark counts); it must be
+      positive when a count is zero.
+    """
+
+    background: float = eqx.field(static=True)
+
+    def __init__(self, background: float = 0.0):
+        if isinstance(background, bool) or not isinstance(
+            background, int | float | np.floating
+        ):
+            raise TypeError(
+                f"`background` must be a non-negative number, got {type(background).__name__}."
+            )
+        if not (np.isfinite(background) and background >= 0):
+            raise ValueError(
+                f"`background` must be finite and >= 0, got {background!r}."
+            )
+        self.background = float(background)
+
+    def total(self, v, y):
+        s = v + self.background
+        return jnp.sum(s - jax.scipy.special.xlogy(y, s))
+
+    def infimum(self, y):
+        return jnp.sum(y - jax.scipy.special.xlogy(y, y))
+
+    def minimiser(self, y):
+        # Attained only when every count is positive (else v + b → 0 at the edge).
+        if is_concrete(y) and np.any(np.asarray(y) <= 0):
+            return None
+        return y - self.background
+
+    def in_domain(self, v, y):
+        return jnp.all(v + self.background > 0)
+
+    def check_observation(self, y) -> None:
+        if not is_concrete(y):
+            return
+        y = np.asarray(y)
+        if np.any(y < 0) or np.any(y != np.round(y)) or not np.all(np.isfinite(y)):
+            raise ValueError(
+                "`y` must be non-negative counts (whole numbers) for a Poisson loss; "
+                f"got values in [{y.min():.4g}, {y.max():.4g}]"
+                + ("" if np.all(y == np.round(y)) else ", not all whole numbers")
+                + "."
+            )
+        if self.background <= 0 and np.any(y == 0):
+            raise ValueError(
+                "`background` must be > 0 for a Poisson loss when a count is zero "
+                f"({int(np.sum(y == 0))} zero counts in `y`): with b = 0 the loss "
+                "has no minimiser and its infimum lies on the domain's edge."
+            )
+
+
+def check_loss(loss) -> AbstractLoss:
+    """`loss` itself when it is a loss, else a `TypeError` naming it."""
+    if not isinstance(loss, AbstractLoss):
+        raise TypeError(
+            "`loss` must be a dipflow.losses.AbstractLoss (SquaredError(), "
+            f"PseudoHuber(delta), Poisson(background) or your own), got {type(loss).__name__}."
+        )
+    return loss

@@ -1,0 +1,366 @@
+"""Running one cell: all its runs through one compiled, batched program.
+
+Every reduced-path run goes through the library's own trainers (`descend` for
+the discrete methods, `integrate` for the flows) on the exact reduced dynamics,
+batched over seeds with `lax.map` (and over devices with `shard_map`); Adam runs
+the full network. Cells whose padded shapes agree share one compilation.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Sequence
+
+import diffrax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from .._core._checks import positive_int
+from ..generators._activations import get_activation
+from ..generators._draws import network_from_hidden
+from ..generators._networks import MLPDIP, TwoLayerDIP
+from ..problems._problems import InverseProblem
+from ..training._both_layers import BothLayersDynamics
+from ..training._descent import LINEAR_METHODS, _Discrete, descend
+from ..training._flows import GradientField, InertialField, integrate
+from ..training._reduced import ReducedDynamics
+from ..training._setup import make_dynamics
+from ..training._solution import RESULT_NAMES
+from ._cells import Cell, Study, _certificate, _rng, instance_arrays, mlp_hidden_weights
+
+# m is padded to a multiple of this, so that cells with nearby m share a
+# compilation (zero rows of M and y change nothing: the loss keeps the true m).
+M_PAD = 16
+
+# On a CPU, a seed's M (m × k) should stay in cache over its many steps: seeds run
+# one small group at a time, each group until its own stop, rather than all
+# together through memory (and all held back by the slowest). This many entries
+# of M per group (float32: 128 KiB) is where vectorising stops paying.
+_CACHE_ENTRIES = 2**15
+
+
+def seeds_per_group(m_pad: int, k: int, batch: int, platform: str) -> int:
+    """How many seeds advance together in one vectorised loop: all of them on an
+    accelerator (launch overhead dominates), a cache-sized group on a CPU."""
+    if platform != "cpu":
+        return batch
+    return max(1, min(batch, _CACHE_ENTRIES // (m_pad * k)))
+
+
+def _run(dyn, hp, *, method, max_steps, solver_steps) -> dict:
+    """One run of `method` on the state space `dyn`, through the library's own
+    trainers (the loop of `dipflow.gradient_descent` & co., `optax.adam`, or the
+    solve of the flows), saving nothing but the end."""
+    if method in LINEAR_METHODS or method == "adam":
+        if method == "adam":
+            spec = _Discrete("optax", None, None, optax.adam(hp["step_size"]))
+        else:
+            momentum = None if method == "gd" else hp["momentum"]
+            spec = _Discrete(method, hp["step_size"], momentum, None)
+        sol = descend(dyn, spec, hp["tol"], max_steps, None)
+        return _outcome(sol, sol.stats["monotone"], sol.stats["stability_ratio"])
+    if method == "flow":
+        field = GradientField()
+    else:
+        field = InertialField(alpha=hp["alpha"], beta=hp["beta"])
+    controller = diffrax.PIDController(rtol=hp["rtol"], atol=hp["atol"])
+    sol = integrate(
+        dyn,
+        field,
+        hp["t1"],
+        hp["tol"],
+        None,
+        diffrax.Tsit5(),
+        controller,
+        None,
+        solver_steps,
+    )
+    # What gradient descent with the cell's step size would have.
+    ratio = hp["step_size"] * dyn.curvature()
+    return _outcome(sol, jnp.asarray(True), ratio)
+
+
+def _reduced_dynamics(arrays, m, *, reduction, activation, train_W):
+    """The exact reduced state space of one run, from its (padded) arrays."""
+    one = jnp.ones((), arrays[0].dtype)
+    if reduction == "W":
+        M, z0, y = arrays
+        return ReducedDynamics(M=M, z0=z0, y=y, u_norm2=one, m=m, activation=activation)
+    N0, gram_A, z0, y = arrays
+    return BothLayersDynamics(
+        N0=N0,
+        gram_A=gram_A,
+        z0=z0,
+        y=y,
+        u_norm2=one,
+        m=m,
+        activation=activation,
+        train_W=train_W,
+    )
+
+
+def _outcome(sol, monotone, ratio) -> dict:
+    return {
+        "result": sol.result._value,
+        "num_steps": sol.num_steps,
+        "t_final": sol.t_final,
+        "final_loss": sol.final_loss,
+        "monotone": monotone,
+        "stability_ratio": ratio,
+    }
+
+
+def _sharded_map(fn, arrays, group, mesh):
+    """`fn` over the leading axis of `arrays`, `group` runs at a time, each
+    device of `mesh` (if any) running its own share of the runs."""
+
+    def local(*arrays):
+        return jax.lax.map(lambda args: fn(*args), arrays, batch_size=group)
+
+    if mesh is None:
+        return local(*arrays)
+    spec = jax.sharding.PartitionSpec("seeds")
+    return jax.shard_map(
+        local, mesh=mesh, in_specs=spec, out_specs=spec, check_vma=False
+    )(*arrays)
+
+
+_STATIC = ("activation", "method", "max_steps", "solver_steps", "group", "mesh")
+
+
+@functools.partial(jax.jit, static_argnames=(*_STATIC, "reduction", "train_W"))
+def _solve_batch(
+    arrays,
+    m,
+    hp,
+    *,
+    reduction,
+    train_W,
+    activation,
+    method,
+    max_steps,
+    solver_steps,
+    group,
+    mesh,
+):
+    """Reduced-path cells: each run's exact reduced dynamics, `group` runs at a
+    time. `arrays` is `(M, z0, y)` for the `"W"` reduction, `(N0, A Aᵀ, z0, y)`
+    for `"both"`; `m` the true number of measurements of each run."""
+
+    def one(m, *arrays):
+        dyn = _reduced_dynamics(
+            arrays, m, reduction=reduction, activation=activation, train_W=train_W
+        )
+        return _run(
+            dyn, hp, method=method, max_steps=max_steps, solver_steps=solver_steps
+        )
+
+    return _sharded_map(one, (m, *arrays), group, mesh)
+
+
+@functools.partial(jax.jit, static_argnames=(*_STATIC, "generator", "train"))
+def _solve_full_batch(
+    V,
+    W,
+    hidden,
+    u,
+    A,
+    y,
+    hp,
+    *,
+    generator,
+    train,
+    activation,
+    method,
+    max_steps,
+    solver_steps,
+    group,
+    mesh,
+):
+    """Full-path cells (Adam, whose element-wise scaling has no exact reduction,
+    and every method on the MLP): the network itself, batched over runs.
+    `hidden` holds the MLP's layers 2..depth (shape `(runs, depth − 1, k, k)`)."""
+
+    def one(V, W, hidden, u, A, y):
+        if generator == "mlp":
+            weights = (W, *(hidden[i] for i in range(hidden.shape[0])))
+            net = MLPDIP(weights, V, u, activation=activation, train=train)
+        else:
+            net = TwoLayerDIP(V=V, W=W, u=u, activation=activation, train=train)
+        dyn = make_dynamics(net, InverseProblem(A=A, y=y), reduced=False)
+        return _run(
+            dyn, hp, method=method, max_steps=max_steps, solver_steps=solver_steps
+        )
+
+    return _sharded_map(one, (V, W, hidden, u, A, y), group, mesh)
+
+
+def padded_m(cell: Cell) -> int:
+    """The `m` a cell's arrays are padded to. Not for the both-layers reduction:
+    its state (`A V/√k` is m × k) would carry the zero rows, and an adaptive
+    solver's error norm would count them."""
+    if cell.reduction == "both":
+        return cell.m
+    return -(-cell.m // M_PAD) * M_PAD
+
+
+def _reduced_inputs(reduction, M, arr, y, m_pad) -> tuple[np.ndarray, ...]:
+    """One run's arrays for `_solve_batch`, `m` padded with zero rows."""
+    k = M.shape[1]
+    if reduction == "W":
+        return _padded(M, (m_pad, k)), arr["z0"], _padded(y, (m_pad,))
+    A = arr["A"]
+    return (
+        _padded(M, (m_pad, k)),
+        _padded(A @ A.T, (m_pad, m_pad)),
+        arr["z0"],
+        _padded(y, (m_pad,)),
+    )
+
+
+def _mlp_residual(W1, hidden, V, u, A, y, activation) -> float:
+    """`||A g(θ0) − y||` of the MLP with layers `W1`, `hidden` and output `V`, in
+    float64 NumPy (for its per-run record)."""
+    k = V.shape[1]
+    with jax.default_device(jax.devices("cpu")[0]):
+        h = np.asarray(activation(jnp.asarray(W1 @ u)), np.float64)
+        for Wl in hidden:
+            h = np.asarray(activation(jnp.asarray(Wl @ h / math.sqrt(k))), np.float64)
+    return float(np.linalg.norm(A @ (V @ h / math.sqrt(k)) - y))
+
+
+def _padded(values: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    out = np.zeros(shape, values.dtype)
+    out[tuple(slice(0, s) for s in values.shape)] = values
+    return out
+
+
+def run_cell(
+    cell: Cell,
+    study: Study,
+    *,
+    chunk_size: int | None = None,
+    devices: Sequence | None = None,
+) -> list[dict]:
+    """All runs of one cell, as rows for the store (one dict per run).
+
+    **Arguments:**
+
+    - `cell`, `study`: what to run (the study gives the seed, runs and dtype).
+    - `chunk_size`: the most runs per compiled batch (bounds memory); default all.
+    - `devices`: devices to share the seed axis over (default: all local devices
+      of the default backend); the results do not depend on them.
+    """
+    chunk = study.runs if chunk_size is None else positive_int("chunk_size", chunk_size)
+    chunk = min(chunk, study.runs)
+    devices = list(jax.devices()) if devices is None else list(devices)
+    # Every chunk has the same (padded) batch size: one compilation per cell shape.
+    batch = -(-chunk // len(devices)) * len(devices)
+    mesh = (
+        jax.sharding.Mesh(np.asarray(devices), ("seeds",)) if len(devices) > 1 else None
+    )
+    m_pad = padded_m(cell)
+    dtype = np.dtype(study.dtype)
+
+    hp = {
+        name: dtype.type(value)
+        for name, value in (
+            ("step_size", cell.step_size),
+            ("momentum", cell.momentum or 0.0),
+            ("alpha", cell.alpha or 0.0),
+            ("beta", cell.beta or 0.0),
+            ("tol", cell.tol),
+            ("t1", cell.horizon),
+            ("rtol", cell.rtol),
+            ("atol", cell.atol),
+        )
+    }
+    reduction = cell.reduction
+    activation = get_activation(cell.activation)
+    common = dict(
+        activation=activation,
+        method=cell.method,
+        max_steps=cell.max_steps,
+        solver_steps=max(10 * cell.max_steps, 1000),
+    )
+
+    rows: list[dict] = []
+    for start in range(0, study.runs, chunk):
+        runs = list(range(start, min(start + chunk, study.runs)))
+        inputs, certs = [], []
+        for r in runs:
+            arr = instance_arrays(cell, study.seed, r)
+            M = arr["A"] @ arr["V"] / math.sqrt(cell.k)
+            y = arr["A"] @ arr["x"] + arr["eps"]
+            if reduction is None:
+                net = network_from_hidden(
+                    arr["V"],
+                    arr["z0"],
+                    cell.d,
+                    _rng(study.seed, cell, r, stream=1),
+                    activation,
+                    cell.v_dist,
+                    dtype,
+                )
+                # In the study's dtype: the initial residual is that of the
+                # weights that train.
+                V, W1, u = (np.asarray(a, np.float64) for a in (net.V, net.W, net.u))
+                hidden = np.zeros((0, cell.k, cell.k))
+                r0 = None
+                if cell.generator_name == "mlp":
+                    layers = mlp_hidden_weights(cell, study.seed, r)
+                    hidden = np.stack(layers) if layers else hidden
+                    r0 = _mlp_residual(W1, hidden, V, u, arr["A"], y, activation)
+                inputs.append((V, W1, hidden, u, arr["A"], y))
+            else:
+                inputs.append(_reduced_inputs(reduction, M, arr, y, m_pad))
+                r0 = None
+            certs.append(_certificate(cell, arr, M, y, r0))
+        inputs += inputs[-1:] * (batch - len(runs))  # pad the batch with the last run
+        arrays = [np.stack(a).astype(dtype) for a in zip(*inputs, strict=True)]
+        group = seeds_per_group(
+            m_pad, cell.k, batch // len(devices), devices[0].platform
+        )
+        if reduction is None:
+            out = _solve_full_batch(
+                *arrays,
+                hp,
+                generator=cell.generator_name,
+                train=cell.trained_layers,
+                group=group,
+                mesh=mesh,
+                **common,
+            )
+        else:
+            out = _solve_batch(
+                tuple(arrays),
+                np.full((batch,), cell.m, dtype),
+                hp,
+                reduction=reduction,
+                train_W="W" in cell.trained_layers,
+                group=group,
+                mesh=mesh,
+                **common,
+            )
+        out = {key: np.asarray(v)[: len(runs)] for key, v in out.items()}
+        for i, r in enumerate(runs):
+            result = RESULT_NAMES[int(out["result"][i])]
+            rows.append(
+                {
+                    **study.row_params(cell),
+                    "run": r,
+                    "seed": study.seed,
+                    "converged": result == "converged",
+                    "status": result,
+                    "num_steps": int(out["num_steps"][i]),
+                    "t_final": float(out["t_final"][i]),
+                    "final_loss": float(out["final_loss"][i]),
+                    "monotone": bool(out["monotone"][i]),
+                    "stability_ratio": float(out["stability_ratio"][i]),
+                    **certs[i],
+                }
+            )
+    return rows

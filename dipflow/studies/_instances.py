@@ -1,0 +1,28 @@
+"""An instance of the paper's model: a problem and a network drawn together, in
+float64 NumPy, from one generator (studies and `dipflow.verify` share it)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..generators._draws import draw_v
+from ..problems._draws import draw_problem
+
+
+def draw_instance(
+    rng: np.random.Generator,
+    m: int,
+    n: int,
+    k: int,
+    v_dist: str = "rademacher",
+    kappa=None,
+    noise=0.0,
+) -> dict[str, np.ndarray]:
+    """One instance of the paper's model in float64: `V` (n × k, as `v_dist`),
+    `z0 = W(0) u` (iid N(0, 1), exactly as `W(0)` iid N(0, 1) and `||u|| = 1`
+    make it), then `A`, `x` (x̄) and `eps` (ε) as
+    [`draw_problem`][dipflow.problems._draws.draw_problem]."""
+    V = draw_v(rng, (n, k), v_dist)
+    z0 = rng.standard_normal(k)
+    A, x, eps = draw_problem(rng, m, n, kappa, noise)
+    return dict(V=V, z0=z0, A=A, x=x, eps=eps)

@@ -1,0 +1,198 @@
+"""Losses as values: each built-in against finite differences and a NumPy loop;
+the exact reductions (W only, both layers) against the full path for every loss;
+the stopping tolerance on the excess L − ℓ*; bad input."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import dipflow as dip
+from dipflow.losses import AbstractLoss, Poisson, PseudoHuber, SquaredError
+
+from .helpers import _NP_ACTIVATIONS, numpy_arrays
+
+M, N, K, D = 4, 6, 8, 5
+BACKGROUND = 30.0
+
+
+class LogCosh(AbstractLoss):
+    """A loss of one's own, value only: ℓ(v) = (1/m) Σ log cosh(v − y)."""
+
+    def total(self, v, y):
+        return jnp.sum(jnp.logaddexp(v - y, y - v) - jnp.log(2.0))
+
+
+# Each loss with NumPy references of its sum and its gradient in v, written out.
+NUMPY = {
+    "squared": (
+        lambda v, y: 0.5 * np.sum((v - y) ** 2),
+        lambda v, y: v - y,
+    ),
+    "huber": (
+        lambda v, y: np.sum(0.7**2 * (np.sqrt(1 + ((v - y) / 0.7) ** 2) - 1)),
+        lambda v, y: (v - y) / np.sqrt(1 + ((v - y) / 0.7) ** 2),
+    ),
+    "poisson": (
+        lambda v, y: np.sum(v + BACKGROUND - y * np.log(v + BACKGROUND)),
+        lambda v, y: 1 - y / (v + BACKGROUND),
+    ),
+    "logcosh": (
+        lambda v, y: np.sum(np.log(np.cosh(v - y))),
+        lambda v, y: np.tanh(v - y),
+    ),
+}
+LOSSES = {
+    "squared": SquaredError(),
+    "huber": PseudoHuber(0.7),
+    "poisson": Poisson(BACKGROUND),
+    "logcosh": LogCosh(),
+}
+
+
+def _problem(name, seed=0, train=("W",)):
+    """A two-layer net and a problem whose data suit the loss: Poisson counts
+    around the background for the Poisson loss, Gaussian data otherwise."""
+    k_net, k_prob = jax.random.split(jax.random.PRNGKey(seed))
+    net = dip.TwoLayerDIP.init(k_net, n=N, k=K, d=D, train=train)
+    base = dip.InverseProblem.gaussian(k_prob, m=M, n=N)
+    if name == "poisson":
+        rng = np.random.default_rng(seed)
+        y = rng.poisson(BACKGROUND, size=M).astype(np.float64)
+        problem = dip.InverseProblem(base.A, y=y, loss=LOSSES[name])
+    else:
+        problem = base.with_loss(LOSSES[name])
+    return net, problem
+
+
+@pytest.mark.parametrize("name", list(LOSSES))
+def test_value_and_gradient_against_numpy_and_finite_differences(name):
+    loss, (np_total, np_grad) = LOSSES[name], NUMPY[name]
+    rng = np.random.default_rng(1)
+    y = (
+        rng.poisson(BACKGROUND, size=M).astype(float)
+        if name == "poisson"
+        else rng.normal(size=M)
+    )
+    v = rng.normal(size=M) * 2
+    total, grad = loss.total_and_gradient(jnp.asarray(v), jnp.asarray(y))
+    np.testing.assert_allclose(total, np_total(v, y), rtol=1e-13)
+    np.testing.assert_allclose(grad, np_grad(v, y), rtol=1e-12, atol=1e-14)
+    h = 1e-6
+    fd = [
+        (np_total(v + h * e, y) - np_total(v - h * e, y)) / (2 * h) for e in np.eye(M)
+    ]
+    np.testing.assert_allclose(grad, fd, rtol=1e-7, atol=1e-8)
+
+
+@pytest.mark.parametrize("name", ["squared", "huber", "poisson"])
+def test_the_infimum_is_the_value_at_the_minimiser_and_nothing_is_below(name):
+    loss = LOSSES[name]
+    rng = np.random.default_rng(2)
+    y = jnp.asarray(
+        rng.poisson(BACKGROUND, size=M).astype(float)
+        if name == "poisson"
+        else rng.normal(size=M)
+    )
+    v_star = loss.minimiser(y)
+    np.testing.assert_allclose(loss.total(v_star, y), loss.infimum(y), atol=1e-12)
+    for _ in range(20):
+        v = v_star + jnp.asarray(rng.normal(size=M))
+        assert loss.total(v, y) >= loss.infimum(y)
+
+
+@pytest.mark.parametrize("name", list(LOSSES))
+def test_reduced_equals_full_equals_numpy_along_gd(name):
+    net, problem = _problem(name)
+    kw = dict(max_steps=30, tol=0.0, save_every=1)
+    red = dip.gradient_descent(net, problem, 0.5, **kw)
+    full = dip.gradient_descent(net, problem, 0.5, **kw, reduced=False)
+    assert isinstance(dip.make_dynamics(net, problem), dip.ReducedDynamics)
+
+    # A plain NumPy loop: ∇_W L = (φ'(z) ⊙ Vᵀ Aᵀ ∇ℓ(v)/√k) uᵀ, ∇ℓ = ∇(sum)/m.
+    np_total, np_grad = NUMPY[name]
+    phi, dphi = _NP_ACTIVATIONS["sigmoid"]
+    V, W, u, A, y = numpy_arrays(net, problem)
+    losses = []
+    for step in range(31):
+        z = W @ u
+        v = A @ (V @ phi(z)) / np.sqrt(K)
+        losses.append(np_total(v, y) / M)
+        if step < 30:
+            c = dphi(z) * (V.T @ (A.T @ np_grad(v, y))) / (M * np.sqrt(K))
+            W = W - 0.5 * np.outer(c, u)
+    for sol in (red, full):
+        np.testing.assert_allclose(sol.trajectory.loss, losses, rtol=1e-10, atol=1e-14)
+        np.testing.assert_allclose(sol.net.W, W, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(
+        red.trajectory.distance, full.trajectory.distance, atol=1e-10
+    )
+
+
+@pytest.mark.parametrize("name", ["huber", "poisson", "logcosh"])
+def test_both_layers_reduction_equals_the_full_path(name):
+    net, problem = _problem(name, seed=4, train=("W", "V"))
+    kw = dict(max_steps=25, tol=0.0, save_every=1)
+    red = dip.gradient_descent(net, problem, 0.5, **kw)
+    full = dip.gradient_descent(net, problem, 0.5, **kw, reduced=False)
+    assert isinstance(dip.make_dynamics(net, problem), dip.BothLayersDynamics)
+    np.testing.assert_allclose(red.trajectory.loss, full.trajectory.loss, rtol=1e-10)
+    np.testing.assert_allclose(red.net.W, full.net.W, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(red.net.V, full.net.V, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["huber", "poisson"])
+def test_reduced_equals_full_along_the_flow(name):
+    net, problem = _problem(name, seed=5)
+    kw = dict(t1=20.0, tol=0.0, save_ts=np.linspace(0, 20, 5), rtol=1e-10, atol=1e-12)
+    red = dip.gradient_flow(net, problem, **kw)
+    full = dip.gradient_flow(net, problem, **kw, reduced=False)
+    np.testing.assert_allclose(red.trajectory.loss, full.trajectory.loss, rtol=1e-9)
+    np.testing.assert_allclose(red.net.W, full.net.W, rtol=1e-8, atol=1e-10)
+
+
+def test_the_tolerance_applies_to_the_excess_loss():
+    # Poisson's ℓ* is far from 0: with tol on L itself the run could never stop.
+    net, problem = _problem("poisson", seed=6)
+    net = dip.TwoLayerDIP.init(jax.random.PRNGKey(6), n=N, k=200, d=D)
+    floor = float(problem.loss.infimum(problem.y)) / M
+    assert floor < -1
+    sol = dip.gradient_descent(net, problem, 10.0, max_steps=10_000, tol=1e-6)
+    assert sol.result == dip.RESULTS.converged
+    assert float(sol.final_loss) - floor < 1e-6
+    # tol = 0 runs to the budget whatever the loss.
+    sol0 = dip.gradient_descent(net, problem, 1.0, max_steps=50, tol=0.0)
+    assert int(sol0.num_steps) == 50 and sol0.result == dip.RESULTS.max_steps
+
+
+def test_leaving_the_poisson_domain_is_a_result():
+    k_net, k_prob = jax.random.split(jax.random.PRNGKey(7))
+    net = dip.TwoLayerDIP.init(k_net, n=N, k=K, d=D)
+    A = dip.InverseProblem.gaussian(k_prob, m=M, n=N).A
+    problem = dip.InverseProblem(
+        A, y=np.array([0.0, 3.0, 1.0, 2.0]), loss=Poisson(0.05)
+    )
+    sol = dip.gradient_descent(net, problem, 50.0, max_steps=200, tol=0.0)
+    assert sol.result == dip.RESULTS.outside_domain
+    flow = dip.gradient_flow(
+        net, problem, t1=50.0, tol=0.0, dt0=5.0, stepsize_controller=None
+    )
+    assert flow.result in (dip.RESULTS.outside_domain, dip.RESULTS.max_steps)
+
+
+def test_bad_losses_are_refused_by_name():
+    A = np.ones((2, 3))
+    with pytest.raises(TypeError, match="`loss`"):
+        dip.InverseProblem(A, y=np.ones(2), loss="poisson")
+    with pytest.raises(ValueError, match="`delta`"):
+        PseudoHuber(0.0)
+    with pytest.raises(TypeError, match="delta"):  # beartype's message under the tests
+        PseudoHuber("1")
+    with pytest.raises(ValueError, match="`background`"):
+        Poisson(-1.0)
+    with pytest.raises(ValueError, match="`y`.*counts"):
+        dip.InverseProblem(A, y=np.array([1.5, 2.0]), loss=Poisson(1.0))
+    with pytest.raises(ValueError, match="`y`.*counts"):
+        dip.InverseProblem(A, y=np.array([-1.0, 2.0]), loss=Poisson(1.0))
+    with pytest.raises(ValueError, match="`background`.*zero"):
+        dip.InverseProblem(A, y=np.array([0.0, 2.0]), loss=Poisson(0.0))
