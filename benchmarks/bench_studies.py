@@ -91,6 +91,7 @@ def reduced_per_run(cell, study, steps, repeats):
             solver_steps=10,
             group=group,
             mesh=None,
+            loss=dip.losses.SquaredError(),
         )["final_loss"]
 
     return median_time(run, repeats) / study.runs

@@ -73,6 +73,7 @@ def study_step(cell, runs, steps, method, reps):
             solver_steps=10,
             group=group,
             mesh=None,
+            loss=dip.losses.SquaredError(),
         )["final_loss"]
 
     return median_time(run, reps) / (runs * steps)

@@ -68,7 +68,9 @@ from .studies._statistics import (
     fit_power_law as fit_power_law,
     transition_curve as transition_curve,
 )
-from .studies._store import StudyStore as StudyStore, load as load, summary as summary
+from .studies._store import StudyStore as StudyStore
+from .studies._study_tables import load as load
+from .studies._summary import summary as summary
 from .studies._sweep_config import (
     load_study as load_study,
     study_from_dict as study_from_dict,
@@ -104,10 +106,6 @@ from .theory._theory import (
 )
 from .training._both_layers import BothLayersDynamics as BothLayersDynamics
 from .training._descent import (
-    gradient_descent as gradient_descent,
-    heavy_ball as heavy_ball,
-    nesterov as nesterov,
-    optimize as optimize,
     stability_limit as stability_limit,
     stability_ratio as stability_ratio,
 )
@@ -115,21 +113,38 @@ from .training._dynamics import (
     AbstractDynamics as AbstractDynamics,
     FullDynamics as FullDynamics,
 )
-from .training._flows import (
-    gradient_flow as gradient_flow,
-    inertial_flow as inertial_flow,
-)
 from .training._reduced import ReducedDynamics as ReducedDynamics
 from .training._reductions import (
     is_reducible as is_reducible,
     reduction as reduction,
 )
+from .training._save import SaveAt as SaveAt
 from .training._setup import loss as loss, make_dynamics as make_dynamics
 from .training._solution import (
     RESULTS as RESULTS,
     Solution as Solution,
     Trajectory as Trajectory,
     result_name as result_name,
+)
+from .training._train import (
+    gradient_descent as gradient_descent,
+    gradient_flow as gradient_flow,
+    heavy_ball as heavy_ball,
+    inertial_flow as inertial_flow,
+    nesterov as nesterov,
+    optimize as optimize,
+    train as train,
+)
+from .training._trainers import (
+    AbstractDiscreteTrainer as AbstractDiscreteTrainer,
+    AbstractFlowTrainer as AbstractFlowTrainer,
+    AbstractTrainer as AbstractTrainer,
+    GradientDescent as GradientDescent,
+    GradientFlow as GradientFlow,
+    HeavyBall as HeavyBall,
+    InertialFlow as InertialFlow,
+    Nesterov as Nesterov,
+    Optax as Optax,
 )
 
 __version__ = importlib.metadata.version("dipflow")

@@ -12,6 +12,8 @@ import pytest
 
 import dipflow as dip
 
+from .helpers import assert_tree_allclose
+
 
 def numpy_decoder(net, relu=True):
     def conv(x, w, b):
@@ -169,3 +171,32 @@ def test_continuous_trainers_match_scipy(trainer):
     final, _ = ravel_pytree(eqx.filter(sol.net, net.trainable_filter()))
     np.testing.assert_allclose(final, thetas[-1], rtol=1e-6, atol=1e-9)
     assert sol.trajectory.loss[-1] < 0.1 * sol.trajectory.loss[0]  # it trained
+
+
+def test_discrete_trainers_step_a_convdecoder_one_call_per_iteration():
+    """On a CPU a ConvDecoder's discrete run is stepped one compiled call per
+    iteration (XLA:CPU runs convolutions slowly inside loops); its iterates,
+    saved points and result are those of the `lax.while_loop`, also when the
+    tolerance stops it between two checks of the host."""
+    from dipflow.training import _descent
+
+    truth = dip.load_image("camera", size=8)
+    net = dip.ConvDecoder.init(
+        jax.random.PRNGKey(2), truth.shape, channels=3, layers=2, input_size=(2, 2),
+        activation="softplus",
+    )  # fmt: skip
+    op = dip.image_operator(
+        "inpaint", truth.shape, missing=0.5, key=jax.random.PRNGKey(0)
+    )
+    problem = dip.InverseProblem(A=op, x_true=truth.reshape(-1))
+    dynamics = dip.make_dynamics(net, problem)
+    assert _descent.loops_are_slow(dynamics) == (jax.default_backend() == "cpu")
+    trainer = dip.HeavyBall(0.5, 0.5).in_dtype(jnp.float64)
+    L = [float(v) for v in dip.heavy_ball(net, problem, 0.5, 0.5, max_steps=40, tol=0.0, save_every=1).trajectory.loss]  # fmt: skip
+    tol = jnp.asarray(0.5 * (L[20] + L[21]))  # stops at step 21, between checks
+    for save_every in (None, 3):
+        ref = _descent.descend(dynamics, trainer, tol, 40, save_every)
+        got = _descent.descend_stepwise(dynamics, trainer, tol, 40, save_every)
+        assert int(got.num_steps) == int(ref.num_steps) == 21
+        assert got.result == ref.result == dip.RESULTS.converged
+        assert_tree_allclose(got, ref, rtol=1e-12, atol=1e-14)

@@ -57,6 +57,9 @@ def test_image_problem_bad_options(task, options, match):
         (["--channels", "0"], "channels"),
         (["--layers", "1"], "layers"),
         (["--generator", "skipnet", "--size", "8", "--layers", "4"], "divisible"),
+        (["--loss", "huber"], "loss"),
+        (["--loss", "pseudo_huber:-1"], "delta"),
+        (["--loss", "poisson:1", "--noise", "0.1"], "counts"),
     ],
 )
 def test_bad_input_fails_before_training(argv, match, monkeypatch, capsys, tmp_path):

@@ -5,6 +5,7 @@ the stopping tolerance on the excess L − ℓ*; bad input."""
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import dipflow as dip
@@ -196,3 +197,50 @@ def test_bad_losses_are_refused_by_name():
         dip.InverseProblem(A, y=np.array([-1.0, 2.0]), loss=Poisson(1.0))
     with pytest.raises(ValueError, match="`background`.*zero"):
         dip.InverseProblem(A, y=np.array([0.0, 2.0]), loss=Poisson(0.0))
+
+
+@pytest.mark.parametrize("method, extra", [("gd", {}), ("adam", dict(step_size=0.05))])
+def test_study_cells_train_on_their_loss(method, extra):
+    from dipflow.studies._cell_solve import run_cell
+
+    kw = dict(m=4, n=6, k=8, d=5, max_steps=200, tol=0.05, noise=0.3, method=method)
+    cell = dip.Cell(**kw, **extra, loss="pseudo-huber:0.25")
+    assert cell.loss == "pseudo_huber:0.25" and "loss" in cell.params()
+    assert "loss" not in dip.Cell(**kw, **extra, loss="squared").params()  # one id
+    study = dip.Study(cells=(cell,), runs=2, dtype="float64", seed=3)
+    for row in run_cell(cell, study):
+        net, problem = dip.study_instance(cell, study.seed, row["run"])
+        assert problem.loss == PseudoHuber(0.25)
+        if method == "gd":
+            sol = dip.gradient_descent(
+                net, problem, cell.step_size, cell.max_steps, cell.tol
+            )
+        else:
+            sol = dip.optimize(
+                net,
+                problem,
+                optax.adam(cell.step_size),
+                max_steps=cell.max_steps,
+                tol=cell.tol,
+            )
+        assert (
+            row["num_steps"] == int(sol.num_steps) and row["status"] == sol.result_name
+        )
+        np.testing.assert_allclose(row["final_loss"], sol.final_loss, rtol=1e-7)
+
+
+def test_loss_names_are_parsed_in_one_place():
+    from dipflow.problems._losses import loss_name, parse_loss
+
+    assert parse_loss("squared") == SquaredError()
+    assert parse_loss("Pseudo-Huber:0.5") == PseudoHuber(0.5)
+    assert parse_loss("poisson") == Poisson(0.0) and parse_loss("poisson:2") == Poisson(
+        2.0
+    )
+    for loss in (SquaredError(), PseudoHuber(0.5), Poisson(2.0)):
+        assert parse_loss(loss_name(loss)) == loss
+    for bad in ("huber", "pseudo_huber", "squared:1", "poisson:x"):
+        with pytest.raises(ValueError, match="`loss`"):
+            parse_loss(bad)
+    with pytest.raises(ValueError, match="count data"):
+        dip.Cell(m=4, n=6, k=8, d=5, loss="poisson:1")

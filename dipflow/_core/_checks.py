@@ -90,3 +90,25 @@ def nonnegative_scalar(name: str, value, *, strict: bool = False):
         bound = "> 0" if strict else ">= 0"
         raise ValueError(f"`{name}` must be finite and {bound}, got {value!r}.")
     return value
+
+
+def is_positive_ints(value, length: int) -> bool:
+    """Whether `value` is a sequence (not a string) of `length` integers >= 1
+    (bools are not integers here)."""
+    return (
+        not isinstance(value, str)
+        and hasattr(value, "__len__")
+        and len(value) == length
+        and all(
+            isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 1
+            for s in value
+        )
+    )
+
+
+def float_dtype(dtype):
+    """`dtype` as a real floating NumPy dtype; `None` gives JAX's default float."""
+    dtype = jnp.result_type(float) if dtype is None else jnp.dtype(dtype)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"`dtype` must be a real floating dtype, got {dtype}.")
+    return dtype

@@ -15,6 +15,7 @@ import numpy as np
 
 from .._core._checks import nonnegative_scalar, positive_int
 from ..generators._networks import default_trainable_filter
+from ..problems._losses import loss_name, parse_loss
 from ..problems._operators import image_operator
 from ..problems._problems import InverseProblem
 from ._early_stopping import WMV_PATIENCE, WMV_WINDOW
@@ -37,12 +38,12 @@ TASK_OPTIONS = {
 _RANDOM_TASKS = ("inpaint", "compressed_sensing", "fourier")
 
 
-def image_problem(truth, task, *, noise=0.0, key, **options):
+def image_problem(truth, task, *, noise=0.0, key, loss=None, **options):
     """The [`dipflow.InverseProblem`][] of `task` on the image `truth` (C, H, W):
     the operator of [`dipflow.image_operator`][] (random parts drawn from
     `key`) with the options of `TASK_OPTIONS` (an option of another task is an
     error; `None` takes the default), iid Gaussian noise of standard deviation
-    `noise` on `y`."""
+    `noise` on `y`, and the loss `loss` (default squared error)."""
     if task not in TASK_OPTIONS:
         raise ValueError(f"`task` must be one of {list(TASK_OPTIONS)}, got {task!r}.")
     nonnegative_scalar("noise", noise)
@@ -65,7 +66,7 @@ def image_problem(truth, task, *, noise=0.0, key, **options):
     op = image_operator(task, tuple(truth.shape), dtype=truth.dtype, **wanted)
     m = op.out_structure().shape[0]
     eps = noise * jax.random.normal(k_noise, (m,), truth.dtype) if noise > 0 else None
-    return InverseProblem(A=op, x_true=truth.reshape(-1), noise=eps)
+    return InverseProblem(A=op, x_true=truth.reshape(-1), noise=eps, loss=loss)
 
 
 def make_generator(name, key, image_shape, *, channels, layers, activation=None):
@@ -99,6 +100,7 @@ def run_image(
     color=False,
     task="inpaint",
     noise=0.0,
+    loss="squared",
     generator="convdecoder",
     channels=64,
     layers=4,
@@ -125,11 +127,13 @@ def run_image(
     by the same `seeds` initialisations, all in one `fit_image` call, so that
     an image's runs are the same alone or beside others. `task_options` are
     the task's options (`missing`, `sigma`, `factor`, `m`, `kind`,
-    `fraction`: see `TASK_OPTIONS`). Everything is checked (image names, task
+    `fraction`: see `TASK_OPTIONS`); `loss` is the loss trained on, by name
+    (`"squared"`, `"pseudo_huber:DELTA"`, `"poisson:B"`). Everything is checked (image names, task
     and its options, generator sizes, trainer) before anything compiles.
     See the [Images](../images.md) guide.
     """
     seeds = positive_int("seeds", seeds)
+    loss_fn = parse_loss(loss)
     names = image_names(image)
     activation = DEFAULT_ACTIVATION.get(generator) if activation is None else activation
     truths = [load_image(name, size, color=color) for name in names]
@@ -137,7 +141,7 @@ def run_image(
     key = jax.random.PRNGKey(seed)
     k_problem, k_nets = jax.random.split(key)
     problems = [
-        image_problem(t, task, noise=noise, key=k_problem, **task_options)
+        image_problem(t, task, noise=noise, key=k_problem, loss=loss_fn, **task_options)
         for t in truths
     ]
     nets = [
@@ -179,6 +183,7 @@ def run_image(
         "task": task,
         "task_options": {k: v for k, v in task_options.items() if v is not None},
         "noise": noise,
+        "loss": loss_name(loss_fn),
         "m": problems[0].m,
         "n": problems[0].n,
         "generator": generator,

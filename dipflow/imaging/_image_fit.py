@@ -31,8 +31,15 @@ from .._core._checks import nonnegative_int, positive_int
 from ..problems._problems import InverseProblem
 from ..problems._spectra import operator_spectrum
 from ..theory._jacobians import gram_min_eigenvalue
-from ..training._descent import _Discrete, _loop
+from ..training._descent import _loop
 from ..training._setup import make_dynamics
+from ..training._trainers import (
+    AbstractDiscreteTrainer,
+    GradientDescent,
+    HeavyBall,
+    Nesterov,
+    Optax,
+)
 from ._early_stopping import WMV_PATIENCE, WMV_WINDOW, WMVState, theory_stop
 from ._image_metrics import psnr, ssim as _ssim
 
@@ -96,19 +103,20 @@ class ImageFit:
         return np.nanmax(self.psnr_curve, axis=1)
 
 
-def _trainer(optimizer, lr, momentum) -> _Discrete:
+def _trainer(optimizer, lr, momentum) -> AbstractDiscreteTrainer:
     if optimizer not in TRAINERS:
         raise ValueError(f"`optimizer` must be one of {TRAINERS}, got {optimizer!r}.")
     if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
         raise ValueError(f"`lr` must be a positive number, got {lr!r}.")
     if optimizer == "adam":
-        return _Discrete("optax", None, None, optax.adam(lr))
+        return Optax(optax.adam(lr))
     if optimizer == "gd":
-        return _Discrete("gd", jnp.asarray(lr), None, None)
+        return GradientDescent(jnp.asarray(lr))
     mu = 0.9 if momentum is None else momentum
     if not (0 <= mu < 1):
         raise ValueError(f"`momentum` must be in [0, 1), got {momentum!r}.")
-    return _Discrete(optimizer, jnp.asarray(lr), jnp.asarray(mu), None)
+    kind = HeavyBall if optimizer == "heavy_ball" else Nesterov
+    return kind(jnp.asarray(lr), jnp.asarray(mu))
 
 
 def _carry(dynamics, spec, truth, window, patience):

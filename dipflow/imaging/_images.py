@@ -12,6 +12,8 @@ import os
 import jax.numpy as jnp
 import numpy as np
 
+from .._core._checks import float_dtype, is_positive_ints
+
 # Loaders in `skimage.data` whose file ships inside the package (no download),
 # grayscale then colour.
 _GRAY = (
@@ -56,15 +58,7 @@ def _check_size(size):
         return None
     if isinstance(size, numbers.Integral) and not isinstance(size, bool):
         size = (size, size)
-    if (
-        isinstance(size, str)
-        or not hasattr(size, "__len__")
-        or len(size) != 2
-        or not all(
-            isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 1
-            for s in size
-        )
-    ):
+    if not is_positive_ints(size, 2):
         raise ValueError(
             f"`size` must be a positive int, an (H, W) pair of positive ints or None, got {size!r}."
         )
@@ -115,9 +109,7 @@ def load_image(name_or_path, size=64, *, color: bool = False, dtype=None):
     size = _check_size(size)
     if not isinstance(color, bool):
         raise TypeError(f"`color` must be a bool, got {color!r}.")
-    dtype = jnp.result_type(float) if dtype is None else jnp.dtype(dtype)
-    if not jnp.issubdtype(dtype, jnp.floating):
-        raise TypeError(f"`dtype` must be a real floating dtype, got {dtype}.")
+    dtype = float_dtype(dtype)
     image, name = _read(name_or_path)
 
     import skimage.color

@@ -189,3 +189,51 @@ def check_loss(loss) -> AbstractLoss:
             f"PseudoHuber(delta), Poisson(background) or your own), got {type(loss).__name__}."
         )
     return loss
+
+
+# The names people type (CLI, TOML, `Cell(loss=...)`), parsed here and nowhere else.
+_LOSS_KINDS = {
+    "squared": (SquaredError, None),
+    "pseudo_huber": (PseudoHuber, "delta"),
+    "poisson": (Poisson, "background"),
+}
+
+
+def parse_loss(text: str) -> AbstractLoss:
+    """A loss from its name: `"squared"`, `"pseudo_huber:DELTA"` (or
+    `pseudo-huber`), `"poisson"` or `"poisson:BACKGROUND"`."""
+    if not isinstance(text, str):
+        raise TypeError(
+            f"`loss` must be a string such as 'pseudo_huber:0.5', got {text!r}."
+        )
+    name, _, arg = text.strip().partition(":")
+    name = name.strip().lower().replace("-", "_")
+    if name not in _LOSS_KINDS:
+        raise ValueError(
+            f"`loss` must be one of 'squared', 'pseudo_huber:DELTA', "
+            f"'poisson[:BACKGROUND]', got {text!r}."
+        )
+    kind, parameter = _LOSS_KINDS[name]
+    if parameter is None:
+        if arg:
+            raise ValueError(f"`loss` 'squared' takes no parameter, got {text!r}.")
+        return kind()
+    if not arg:
+        if kind is PseudoHuber:
+            raise ValueError(
+                f"`loss` 'pseudo_huber' needs its delta: 'pseudo_huber:0.5', got {text!r}."
+            )
+        return kind()
+    try:
+        value = float(arg)
+    except ValueError:
+        raise ValueError(f"`loss` {text!r}: {parameter} must be a number.") from None
+    return kind(value)
+
+
+def loss_name(loss: AbstractLoss) -> str:
+    """The name [`parse_loss`][dipflow.problems._losses.parse_loss] reads back."""
+    for name, (kind, parameter) in _LOSS_KINDS.items():
+        if type(loss) is kind:
+            return name if parameter is None else f"{name}:{getattr(loss, parameter):g}"
+    raise ValueError(f"{type(loss).__name__} has no name: only built-in losses do.")

@@ -20,7 +20,13 @@ import jax.numpy as jnp
 import lineax as lx
 import numpy as np
 
-from .._core._checks import is_concrete, nonnegative_scalar, positive_int
+from .._core._checks import (
+    float_dtype,
+    is_concrete,
+    is_positive_ints,
+    nonnegative_scalar,
+    positive_int,
+)
 from ._spectra import SingularValuesTag
 
 # -- validation -------------------------------------------------------------------
@@ -32,21 +38,11 @@ def check_image_shape(image_shape) -> tuple[int, int, int]:
         raise TypeError(
             f"`image_shape` must be a (C, H, W) tuple of positive ints, got {image_shape!r}."
         )
-    if len(image_shape) != 3 or not all(
-        isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 1
-        for s in image_shape
-    ):
+    if not is_positive_ints(image_shape, 3):
         raise ValueError(
             f"`image_shape` must be a (C, H, W) tuple of positive ints, got {tuple(image_shape)!r}."
         )
     return tuple(int(s) for s in image_shape)
-
-
-def _dtype(dtype):
-    dtype = jnp.result_type(float) if dtype is None else jnp.dtype(dtype)
-    if not jnp.issubdtype(dtype, jnp.floating):
-        raise TypeError(f"`dtype` must be a real floating dtype, got {dtype}.")
-    return dtype
 
 
 def _concrete_scalar(name, value, *, strict):
@@ -158,7 +154,8 @@ def denoising(image_shape, *, dtype=None) -> lx.AbstractLinearOperator:
     A `lineax.IdentityLinearOperator` on `R^n`.
     """
     C, H, W = check_image_shape(image_shape)
-    return lx.IdentityLinearOperator(jax.ShapeDtypeStruct((C * H * W,), _dtype(dtype)))
+    dtype = float_dtype(dtype)
+    return lx.IdentityLinearOperator(jax.ShapeDtypeStruct((C * H * W,), dtype))
 
 
 def inpainting(
@@ -187,7 +184,7 @@ def inpainting(
     A `lineax.FunctionLinearOperator` from `R^n` to `R^m`.
     """
     C, H, W = check_image_shape(image_shape)
-    dtype = _dtype(dtype)
+    dtype = float_dtype(dtype)
     if (mask is None) == (missing is None):
         raise ValueError("give exactly one of `mask` and `missing` (with `key`).")
     if mask is not None:
@@ -249,7 +246,7 @@ def gaussian_blur(
     A symmetric `lineax.FunctionLinearOperator` on `R^n`.
     """
     C, H, W = check_image_shape(image_shape)
-    dtype = _dtype(dtype)
+    dtype = float_dtype(dtype)
     sigma = _concrete_scalar("sigma", sigma, strict=True)
     truncate = _concrete_scalar("truncate", truncate, strict=True)
     transfer = _gaussian_transfer(H, W, sigma, truncate)
@@ -285,7 +282,7 @@ def super_resolution(
     A `lineax.FunctionLinearOperator` from `R^n` to `R^m`.
     """
     C, H, W = check_image_shape(image_shape)
-    dtype = _dtype(dtype)
+    dtype = float_dtype(dtype)
     f = positive_int("factor", factor)
     if H % f or W % f:
         raise ValueError(
@@ -334,7 +331,7 @@ def compressed_sensing(
     A `lineax.AbstractLinearOperator` from `R^n` to `R^m`.
     """
     C, H, W = check_image_shape(image_shape)
-    dtype = _dtype(dtype)
+    dtype = float_dtype(dtype)
     m = positive_int("m", m)
     n = C * H * W
     key = _check_key(key)
@@ -417,7 +414,7 @@ def fourier_sampling(
     A `lineax.FunctionLinearOperator` from `R^n` to `R^m`.
     """
     C, H, W = check_image_shape(image_shape)
-    dtype = _dtype(dtype)
+    dtype = float_dtype(dtype)
     fraction = _fraction("fraction", fraction, low_open=True, high_open=False)
     center_fraction = _fraction(
         "center_fraction", center_fraction, low_open=False, high_open=False

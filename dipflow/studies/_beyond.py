@@ -213,7 +213,8 @@ def report_beyond(directory, studies: dict[str, Study], *, n_boot: int = 200) ->
 
     from ._plots import plot_figure1
     from ._statistics import bootstrap_power_law
-    from ._store import load, summary
+    from ._study_tables import load
+    from ._summary import summary
 
     out = Path(directory)
     runs = pd.concat(

@@ -12,7 +12,6 @@ import functools
 import math
 from collections.abc import Sequence
 
-import diffrax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -24,11 +23,21 @@ from ..generators._draws import network_from_hidden
 from ..generators._networks import MLPDIP, TwoLayerDIP
 from ..problems._problems import InverseProblem
 from ..training._both_layers import BothLayersDynamics
-from ..training._descent import LINEAR_METHODS, _Discrete, descend
-from ..training._flows import GradientField, InertialField, integrate
+from ..training._descent import descend
+from ..training._flows import integrate
 from ..training._reduced import ReducedDynamics
 from ..training._setup import make_dynamics
 from ..training._solution import RESULT_NAMES
+from ..training._trainers import (
+    AbstractDiscreteTrainer,
+    AbstractTrainer,
+    GradientDescent,
+    GradientFlow,
+    HeavyBall,
+    InertialFlow,
+    Nesterov,
+    Optax,
+)
 from ._cells import Cell, Study, _certificate, _rng, instance_arrays, mlp_hidden_weights
 
 # m is padded to a multiple of this, so that cells with nearby m share a
@@ -50,31 +59,37 @@ def seeds_per_group(m_pad: int, k: int, batch: int, platform: str) -> int:
     return max(1, min(batch, _CACHE_ENTRIES // (m_pad * k)))
 
 
+def _trainer(method: str, hp) -> AbstractTrainer:
+    """The trainer of a cell's method, its hyper-parameters traced arrays."""
+    if method == "adam":
+        return Optax(optax.adam(hp["step_size"]))
+    if method == "gd":
+        return GradientDescent(hp["step_size"])
+    if method == "heavy_ball":
+        return HeavyBall(hp["step_size"], hp["momentum"])
+    if method == "nesterov":
+        return Nesterov(hp["step_size"], hp["momentum"])
+    if method == "flow":
+        return GradientFlow(rtol=hp["rtol"], atol=hp["atol"])
+    return InertialFlow(hp["alpha"], hp["beta"], rtol=hp["rtol"], atol=hp["atol"])
+
+
 def _run(dyn, hp, *, method, max_steps, solver_steps) -> dict:
     """One run of `method` on the state space `dyn`, through the library's own
     trainers (the loop of `dipflow.gradient_descent` & co., `optax.adam`, or the
     solve of the flows), saving nothing but the end."""
-    if method in LINEAR_METHODS or method == "adam":
-        if method == "adam":
-            spec = _Discrete("optax", None, None, optax.adam(hp["step_size"]))
-        else:
-            momentum = None if method == "gd" else hp["momentum"]
-            spec = _Discrete(method, hp["step_size"], momentum, None)
-        sol = descend(dyn, spec, hp["tol"], max_steps, None)
+    trainer = _trainer(method, hp)
+    if isinstance(trainer, AbstractDiscreteTrainer):
+        sol = descend(dyn, trainer, hp["tol"], max_steps, None)
         return _outcome(sol, sol.stats["monotone"], sol.stats["stability_ratio"])
-    if method == "flow":
-        field = GradientField()
-    else:
-        field = InertialField(alpha=hp["alpha"], beta=hp["beta"])
-    controller = diffrax.PIDController(rtol=hp["rtol"], atol=hp["atol"])
     sol = integrate(
         dyn,
-        field,
+        trainer.field(),
         hp["t1"],
         hp["tol"],
         None,
-        diffrax.Tsit5(),
-        controller,
+        trainer.diffrax_solver(),
+        trainer.controller(),
         None,
         solver_steps,
     )
@@ -83,12 +98,16 @@ def _run(dyn, hp, *, method, max_steps, solver_steps) -> dict:
     return _outcome(sol, jnp.asarray(True), ratio)
 
 
-def _reduced_dynamics(arrays, m, *, reduction, activation, train_W):
-    """The exact reduced state space of one run, from its (padded) arrays."""
+def _reduced_dynamics(arrays, m, *, reduction, activation, train_W, loss):
+    """The exact reduced state space of one run, from its (padded) arrays (the
+    padded rows, zero in `M` and `y`, add nothing to a loss that vanishes at a
+    zero residual with a zero gradient, as squared error and pseudo-Huber do)."""
     one = jnp.ones((), arrays[0].dtype)
     if reduction == "W":
         M, z0, y = arrays
-        return ReducedDynamics(M=M, z0=z0, y=y, u_norm2=one, m=m, activation=activation)
+        return ReducedDynamics(
+            M=M, z0=z0, y=y, u_norm2=one, m=m, activation=activation, loss_fn=loss
+        )
     N0, gram_A, z0, y = arrays
     return BothLayersDynamics(
         N0=N0,
@@ -99,6 +118,7 @@ def _reduced_dynamics(arrays, m, *, reduction, activation, train_W):
         m=m,
         activation=activation,
         train_W=train_W,
+        loss_fn=loss,
     )
 
 
@@ -128,7 +148,9 @@ def _sharded_map(fn, arrays, group, mesh):
     )(*arrays)
 
 
-_STATIC = ("activation", "method", "max_steps", "solver_steps", "group", "mesh")
+_STATIC = (
+    "activation", "method", "max_steps", "solver_steps", "group", "mesh", "loss",
+)  # fmt: skip
 
 
 @functools.partial(jax.jit, static_argnames=(*_STATIC, "reduction", "train_W"))
@@ -145,6 +167,7 @@ def _solve_batch(
     solver_steps,
     group,
     mesh,
+    loss,
 ):
     """Reduced-path cells: each run's exact reduced dynamics, `group` runs at a
     time. `arrays` is `(M, z0, y)` for the `"W"` reduction, `(N0, A Aᵀ, z0, y)`
@@ -152,7 +175,12 @@ def _solve_batch(
 
     def one(m, *arrays):
         dyn = _reduced_dynamics(
-            arrays, m, reduction=reduction, activation=activation, train_W=train_W
+            arrays,
+            m,
+            reduction=reduction,
+            activation=activation,
+            train_W=train_W,
+            loss=loss,
         )
         return _run(
             dyn, hp, method=method, max_steps=max_steps, solver_steps=solver_steps
@@ -179,6 +207,7 @@ def _solve_full_batch(
     solver_steps,
     group,
     mesh,
+    loss,
 ):
     """Full-path cells (Adam, whose element-wise scaling has no exact reduction,
     and every method on the MLP): the network itself, batched over runs.
@@ -190,7 +219,7 @@ def _solve_full_batch(
             net = MLPDIP(weights, V, u, activation=activation, train=train)
         else:
             net = TwoLayerDIP(V=V, W=W, u=u, activation=activation, train=train)
-        dyn = make_dynamics(net, InverseProblem(A=A, y=y), reduced=False)
+        dyn = make_dynamics(net, InverseProblem(A=A, y=y, loss=loss), reduced=False)
         return _run(
             dyn, hp, method=method, max_steps=max_steps, solver_steps=solver_steps
         )
@@ -285,6 +314,7 @@ def run_cell(
         method=cell.method,
         max_steps=cell.max_steps,
         solver_steps=max(10 * cell.max_steps, 1000),
+        loss=cell.loss_fn,
     )
 
     rows: list[dict] = []

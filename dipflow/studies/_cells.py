@@ -35,6 +35,13 @@ from .._core._checks import nonnegative_int, nonnegative_scalar, positive_int
 from ..generators._activations import get_activation
 from ..generators._draws import network_from_hidden
 from ..generators._networks import MLPDIP, V_DISTRIBUTIONS, TwoLayerDIP
+from ..problems._losses import (
+    AbstractLoss,
+    Poisson,
+    SquaredError,
+    loss_name,
+    parse_loss,
+)
 from ..problems._problems import InverseProblem
 from ..problems._spectra import dense_spectrum
 from ..theory._certificates import (
@@ -44,7 +51,7 @@ from ..theory._certificates import (
     sigma_min_two_layer,
     two_layer_kernel,
 )
-from ..training._descent import check_momentum
+from ..training._trainers import check_momentum
 from ._instances import draw_instance
 
 METHODS = ("gd", "flow", "heavy_ball", "nesterov", "inertial", "adam")
@@ -67,7 +74,9 @@ _LAYERS = {"two_layer": ("W", "V"), "mlp": ("weights", "V")}
 _DEFAULT_TRAIN = {"two_layer": ("W",), "mlp": ("weights",)}
 
 # Fields left out of a cell's parameters (and so of its id) when unset.
-_OPTIONAL_FIELDS = ("kappa", "momentum", "alpha", "beta", "generator", "train", "depth")
+_OPTIONAL_FIELDS = (
+    "kappa", "momentum", "alpha", "beta", "generator", "train", "depth", "loss",
+)  # fmt: skip
 
 # What an instance's random draws depend on (besides the study seed and run).
 _INSTANCE_PARAMS = ("m", "n", "k", "d", "v_dist")
@@ -108,6 +117,9 @@ class Cell:
       budget reaches).
     - `rtol`, `atol`: the flow's tolerances on z.
     - `panel`: a free label (e.g. `"a"`, `"b"` of Figure 1).
+    - `loss`: the loss trained on, by name: `None` (the default, the paper's
+      squared error) or `"pseudo_huber:DELTA"` (see [`dipflow.losses`][]); the
+      tolerance applies to the excess loss.
     - `kappa`: `None` (the default) draws `A` with iid N(0, 1) entries; a number
       κ ≥ 1 draws `A = U diag(s) Vᵀ` with Haar-random `U`, `V` and singular values
       geometrically spaced from `√m + √n` (a Gaussian matrix's typical norm) down
@@ -136,6 +148,7 @@ class Cell:
     generator: str | None = None
     train: str | tuple[str, ...] | None = None
     depth: int | None = None
+    loss: str | None = None
 
     def __post_init__(self):
         for name in ("m", "n", "k", "d"):
@@ -157,6 +170,7 @@ class Cell:
             raise ValueError(f"`method` must be one of {METHODS}, got {self.method!r}.")
         self._check_hyperparameters()
         self._check_generator()
+        self._check_loss()
         if not isinstance(self.panel, str):
             raise TypeError(f"`panel` must be a string, got {self.panel!r}.")
         if self.kappa is not None and not (
@@ -224,6 +238,24 @@ class Cell:
                 f"`depth` is only for generator 'mlp', got depth={self.depth!r} for "
                 f"{gen!r}; leave it unset."
             )
+
+    def _check_loss(self):
+        if self.loss is None:
+            return
+        loss = parse_loss(self.loss)
+        if isinstance(loss, Poisson):
+            raise ValueError(
+                "`loss` 'poisson' needs count data; a cell draws Gaussian noise "
+                "(use 'squared' or 'pseudo_huber:DELTA')."
+            )
+        name = loss_name(loss)
+        # Canonical (a store column); squared error is the default: one id.
+        object.__setattr__(self, "loss", None if name == "squared" else name)
+
+    @property
+    def loss_fn(self) -> AbstractLoss:
+        """The cell's loss as a value (squared error unless `loss` is set)."""
+        return SquaredError() if self.loss is None else parse_loss(self.loss)
 
     @property
     def generator_name(self) -> str:
@@ -403,6 +435,7 @@ def study_instance(
         A=jnp.asarray(arr["A"], dtype),
         x_true=jnp.asarray(arr["x"], dtype),
         noise=jnp.asarray(arr["eps"], dtype),
+        loss=cell.loss_fn,
     )
     return net, problem
 

@@ -28,11 +28,18 @@ an integer nor loses the sign of `-0.0`, and ±inf are doubles too. SQLite
 cannot store NaN: it binds NaN as NULL. `load` maps NULL back to NaN in a float
 column, so in float columns NaN and `None` both come back as NaN, pandas'
 missing value (and SQL aggregates such as `AVG` skip them).
+
+This module writes studies. It imports no other dipflow module, so that this
+file alone, loaded by its path, can write a study without importing JAX (a
+writer process in the tests does). Reading is in `_study_tables` (`load`,
+`load_config`, `load_provenance`) and `_summary` (`summary`); those names are
+also attributes of this module, imported on first access.
 """
 
 from __future__ import annotations
 
 import datetime
+import importlib
 import importlib.metadata
 import json
 import math
@@ -45,12 +52,9 @@ import sqlite3
 import sys
 import threading
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
-
-if TYPE_CHECKING:
-    import pandas as pd
 
 try:
     import fcntl
@@ -63,8 +67,6 @@ _FORMAT = 1
 # Columns that `load` adds; rows may not use them (SQLite names are case-blind).
 _RESERVED = ("cell_id", "cell_wall_time")
 _MISSING = object()
-
-
 # -- JSON values and run values ----------------------------------------------------------
 
 
@@ -129,18 +131,6 @@ def _now() -> str:
 
 
 # -- the folder: database, lock, provenance -------------------------------------------
-
-
-def _database(path) -> pathlib.Path:
-    """The study file of `path` (a study folder or its `study.sqlite`)."""
-    path = pathlib.Path(path)
-    db = path / STUDY_FILE if path.is_dir() else path
-    if not db.is_file():
-        where = path if path.is_dir() else path.parent
-        raise FileNotFoundError(
-            f"No dipflow study in {where}: {db} does not exist (is `path` the study folder?)."
-        )
-    return db
 
 
 def _read_snapshot(db: pathlib.Path, read):
@@ -695,180 +685,3 @@ class StudyStore:
     def __repr__(self) -> str:
         state = "closed" if self._conn is None else f"{len(self._done)} cells done"
         return f"StudyStore({str(self._folder)!r}, {state})"
-
-
-# -- reading -----------------------------------------------------------------------------
-
-
-def _as_column(values: list, kind: str | None):
-    import pandas as pd
-
-    has_null = any(v is None for v in values)
-    if kind == "float":
-        return np.array(values, dtype=np.float64)  # NULL (NaN, None) -> NaN
-    if kind == "int":
-        return (
-            pd.array(values, dtype="Int64") if has_null else np.array(values, np.int64)
-        )
-    if kind == "bool":
-        if has_null:
-            return pd.array([None if v is None else bool(v) for v in values], "boolean")
-        return np.array(values, dtype=bool)
-    return values  # str (pandas picks its string dtype) or only None seen
-
-
-def _load(path) -> tuple[pd.DataFrame, list[str]]:
-    """The runs table and the cells' parameter names, from one snapshot."""
-    import pandas as pd
-
-    db = _database(path)
-
-    def read(conn):
-        try:
-            conn.execute("BEGIN")  # one consistent snapshot while a writer goes on
-            meta = _read_meta(conn, db)
-            if meta is None:
-                raise ValueError(f"{db} holds no study yet (it was never initialised).")
-            cells = conn.execute(
-                "SELECT cell_id, params, wall_time FROM cells ORDER BY rowid"
-            ).fetchall()
-            data = []
-            if meta.get("columns"):
-                names = ", ".join(["cell_id", *(_quote(n) for n, _ in meta["columns"])])
-                data = conn.execute(
-                    f"SELECT {names} FROM runs ORDER BY rowid"
-                ).fetchall()
-            conn.execute("COMMIT")
-        except sqlite3.DatabaseError as e:
-            raise ValueError(f"Could not read the study in {db}: {e}.") from e
-        return meta, cells, data
-
-    meta, cells, data = _read_snapshot(db, read)
-    columns = meta.get("columns") or [["run", "int"]]
-    by_column = list(zip(*data, strict=True)) if data else [()] * (len(columns) + 1)
-    cell_ids = list(by_column[0])
-    frame = {"cell_id": cell_ids}
-    for (name, kind), col in zip(columns, by_column[1:], strict=True):
-        frame[name] = _as_column(list(col), kind)
-
-    params = {cid: json.loads(p) for cid, p, _ in cells}
-    wall = {cid: w for cid, _, w in cells}
-    keys = list(dict.fromkeys(k for p in params.values() for k in p))
-    for key in keys:
-        if key in frame or key in _RESERVED:
-            continue
-        # Parameters that the rows do not carry; non-scalars as JSON text.
-        col = [params[cid].get(key) for cid in cell_ids]
-        frame[key] = [
-            v
-            if v is None or isinstance(v, (bool, int, float, str))
-            else _canonical(v, "")
-            for v in col
-        ]
-    frame["cell_wall_time"] = np.array([wall[cid] for cid in cell_ids], np.float64)
-    df = pd.DataFrame(frame)
-    order = [c for c in df.columns if c in keys]
-    return df, order
-
-
-def load(path: str | os.PathLike) -> pd.DataFrame:
-    """The runs of a study, one row per run: `cell_id`, the run columns (`run`
-    and everything the rows held), the cell parameters the rows did not hold,
-    and `cell_wall_time` (the seconds its cell took). Cells come in the order
-    they were finished.
-
-    Reads a consistent snapshot, also while another process writes the study.
-    Floats come back bit for bit (NaN and ±inf too; in float columns `None`
-    also comes back as NaN), bools as `bool` dtype (`"boolean"` and `"Int64"`
-    when a bool or int column holds `None`).
-
-    **Arguments:**
-
-    - `path`: the study folder, or its `study.sqlite`.
-
-    **Returns:** a `pandas.DataFrame`.
-    """
-    return _load(path)[0]
-
-
-def load_config(path: str | os.PathLike) -> dict:
-    """The configuration of the study in `path` (a study folder or its
-    `study.sqlite`): what `StudyStore.open` needs to resume it."""
-    return _load_meta(path)["config"]
-
-
-def load_provenance(path: str | os.PathLike) -> list[dict]:
-    """The provenance records of the study in `path`, one per session that
-    opened it for writing, oldest first (a cell's `session` in the `cells` table
-    indexes this list)."""
-    return _load_meta(path).get("provenance", [])
-
-
-def _load_meta(path) -> dict:
-    db = _database(path)
-    meta = _read_snapshot(db, lambda conn: _read_meta(conn, db))
-    if meta is None:
-        raise ValueError(f"{db} holds no study yet (it was never initialised).")
-    return meta
-
-
-def summary(
-    path: str | os.PathLike,
-    by: str | Sequence[str] | None = None,
-    confidence: float = 0.95,
-) -> pd.DataFrame:
-    """The probability of convergence per group of runs, with its Wilson score
-    confidence interval.
-
-    **Arguments:**
-
-    - `path`: the study folder, or its `study.sqlite`.
-    - `by`: the column(s) to group by. Default: the cells' parameter names, one
-      group per distinct configuration.
-    - `confidence`: the confidence level of the interval, in (0, 1).
-
-    **Returns:** a `pandas.DataFrame` with the `by` columns and `runs`,
-    `successes` (runs whose `converged` is True; `None` counts as not
-    converged), `p = successes / runs`, and the interval `ci_low`, `ci_high`,
-    sorted by the `by` columns.
-    """
-    import pandas as pd
-
-    # Here rather than at the top: the module imports no other dipflow module, so
-    # that its file alone can write a study (a writer process in the tests does).
-    from ._statistics import wilson_interval
-
-    if not isinstance(confidence, numbers.Real) or not 0 < confidence < 1:
-        raise ValueError(f"`confidence` must be in (0, 1), got {confidence!r}.")
-    df, keys = _load(path)
-    if "converged" not in df.columns:
-        raise ValueError(
-            f"The study in {path} has no `converged` column to summarise "
-            f"(its columns: {list(df.columns)})."
-        )
-    if not pd.api.types.is_bool_dtype(df["converged"].dtype):
-        raise ValueError(
-            f"The `converged` column of the study in {path} must hold bools, "
-            f"got dtype {df['converged'].dtype}."
-        )
-    by = keys if by is None else [by] if isinstance(by, str) else list(by)
-    unknown = [c for c in by if c not in df.columns]
-    if unknown:
-        raise ValueError(
-            f"`by` names columns that the study in {path} lacks: {unknown} "
-            f"(its columns: {list(df.columns)})."
-        )
-    converged = df["converged"].fillna(False).astype(bool)
-    if by:
-        groups = converged.groupby([df[c] for c in by], dropna=False, sort=True)
-        out = pd.DataFrame({"runs": groups.size(), "successes": groups.sum()})
-        out = out.reset_index()
-    else:
-        out = pd.DataFrame({"runs": [len(df)], "successes": [int(converged.sum())]})
-    out["runs"] = out["runs"].astype(np.int64)
-    out["successes"] = out["successes"].astype(np.int64)
-    out["p"] = out["successes"] / out["runs"]
-    out["ci_low"], out["ci_high"] = wilson_interval(
-        out["successes"], out["runs"], confidence
-    )
-    return out

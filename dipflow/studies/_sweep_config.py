@@ -26,6 +26,7 @@ kappa = [1, 10]            # optional: κ(A) (default: A iid Gaussian)
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import tomllib
@@ -56,6 +57,7 @@ _CELL_TYPES = {
     "generator": str,
     "train": str,
     "depth": int,
+    "loss": str,
 }
 _REQUIRED = ("m", "n", "k", "d")
 
@@ -67,6 +69,16 @@ def _type_name(t):
 def _check_type(where: str, value, expected):
     if isinstance(value, bool) or not isinstance(value, expected):
         raise TypeError(f"{where}: expected {_type_name(expected)}, got {value!r}.")
+
+
+@contextlib.contextmanager
+def _errors_prefixed(where: str):
+    """Raise a `TypeError` or `ValueError` of the block again, its message
+    prefixed by `where`."""
+    try:
+        yield
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"{where}: {e}") from None
 
 
 def study_from_dict(config: dict, source: str = "config") -> Study:
@@ -106,12 +118,10 @@ def study_from_dict(config: dict, source: str = "config") -> Study:
                 _check_type(f"{where}: `{key}`", v, _CELL_TYPES[key])
             axes[key] = values
         for combo in itertools.product(*axes.values()):
-            try:
+            with _errors_prefixed(where):
                 cells.append(Cell(**dict(zip(axes, combo, strict=True))))
-            except (TypeError, ValueError) as e:
-                raise type(e)(f"{where}: {e}") from None
     unique = list(dict.fromkeys(cells))
-    try:
+    with _errors_prefixed(source):
         return Study(
             cells=tuple(unique),
             runs=config["runs"],
@@ -119,8 +129,6 @@ def study_from_dict(config: dict, source: str = "config") -> Study:
             dtype=config.get("dtype", "float32"),
             name=config.get("name", "sweep"),
         )
-    except (TypeError, ValueError) as e:
-        raise type(e)(f"{source}: {e}") from None
 
 
 def load_study(path: str | os.PathLike) -> Study:

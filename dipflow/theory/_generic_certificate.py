@@ -22,6 +22,7 @@ from ..generators._networks import TwoLayerDIP
 from ..problems._problems import InverseProblem
 from ._jacobians import flat_generator, lipschitz_bound, sigma_min_jacobian
 from ._lipschitz import layerwise_lip_bound
+from ._quantity_table import quantity_table
 
 # J (n × p) is formed densely, and σ_min taken from its SVD, up to this many
 # entries (32 MiB in float64); above it, J Jᵀ is built matrix-free.
@@ -107,11 +108,7 @@ class GenericCertificate(eqx.Module):
             return v if isinstance(v, str) else f"{float(v):.6g}"
 
         rows = [(s, m, fmt(v)) for s, m, v in self.rows()]
-        w = [max(len(r[i]) for r in rows) for i in range(3)]
-        lines = [f"{'quantity':<{w[0]}}  {'value':>{w[2]}}  meaning"]
-        lines.append("-" * len(lines[0]) + "-" * 20)
-        lines += [f"{s:<{w[0]}}  {v:>{w[2]}}  {m}" for s, m, v in rows]
-        return "Generic Theorem 1(i) certificate\n" + "\n".join(lines)
+        return quantity_table("Generic Theorem 1(i) certificate", rows)
 
     __repr__ = __str__
 

@@ -42,7 +42,7 @@ import jax.numpy as jnp
 from jax.experimental.sparse.linalg import lobpcg_standard
 from jaxtyping import Array, Bool, Float, Int
 
-from .._core._checks import positive_int
+from .._core._checks import float_dtype, positive_int
 
 METHODS = ("lanczos", "lobpcg")
 
@@ -154,9 +154,7 @@ def smallest_eigenvalue(
     method = check_method(method, METHODS)
     n = positive_int("n", n)
     block_size = positive_int("block_size", block_size)
-    dtype = jnp.result_type(float) if dtype is None else jnp.dtype(dtype)
-    if not jnp.issubdtype(dtype, jnp.floating):
-        raise TypeError(f"`dtype` must be a floating dtype, got {dtype}.")
+    dtype = float_dtype(dtype)
     tol = check_tol(tol, dtype)
     k = resolve_iters(method, num_iters, n, block_size)
     key = jax.random.key(0) if key is None else key

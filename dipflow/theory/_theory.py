@@ -26,6 +26,7 @@ from ._jacobians import (
     sigma_min_gram,
     sigma_min_jacobian,
 )
+from ._quantity_table import quantity_table
 
 # Tolerance on ||u|| = 1 for A-1.
 _UNIT_TOL = 1e-5
@@ -149,11 +150,7 @@ class Certificate(eqx.Module):
             return f"{float(a):.6g}" if a.ndim == 0 else np.array2string(a, precision=4)
 
         rows = [(s, m, fmt(v)) for s, m, v in self.rows()]
-        w = [max(len(r[i]) for r in rows) for i in range(3)]
-        lines = [f"{'quantity':<{w[0]}}  {'value':>{w[2]}}  meaning"]
-        lines.append("-" * len(lines[0]) + "-" * 20)
-        lines += [f"{s:<{w[0]}}  {v:>{w[2]}}  {m}" for s, m, v in rows]
-        return "Theorem 1 certificate\n" + "\n".join(lines)
+        return quantity_table("Theorem 1 certificate", rows)
 
     __repr__ = __str__
 

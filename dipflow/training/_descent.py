@@ -16,19 +16,12 @@ from __future__ import annotations
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
-from jaxtyping import Array, ArrayLike
 
-from .._core._checks import (
-    is_concrete,
-    nonnegative_int,
-    nonnegative_scalar,
-    positive_int,
-)
-from ..problems._problems import InverseProblem
+from .._core._compiled import compile_over
 from ._dynamics import AbstractDynamics
-from ._setup import check_pair, make_dynamics, state_dtype
-from ._solution import RESULTS, Solution, Trajectory
+from ._solution import Solution, Trajectory
 
 # A loss increase breaks monotonicity when it exceeds this many ulps of the
 # previous loss plus one ulp of the initial loss: the slack absorbs round-off,
@@ -62,64 +55,9 @@ def stability_ratio(step_size, curvature, method: str = "gd", momentum=0.0):
     return 2 * step_size * curvature / stability_limit(method, momentum)
 
 
-class _Discrete(eqx.Module):
-    """A discrete method as a value: its optax transformation is built inside
-    the compiled loop from array hyper-parameters, so that calls with other step
-    sizes or momenta reuse one compilation."""
-
-    method: str = eqx.field(static=True)
-    step_size: Array | None
-    momentum: Array | None
-    optimizer: optax.GradientTransformation | None
-
-    def transformation(self) -> optax.GradientTransformation:
-        """The optax transformation, and whether it is fed the descent direction
-        `−∇L` rather than the gradient. The linear methods are: with the step
-        negated, `sgd(−η, μ)` on `−∇L` is `sgd(η, μ)` on `∇L` exactly, and saves
-        two negations per step (which show on small reduced cells)."""
-        if self.method == "optax":
-            return self.optimizer
-        if self.method == "gd":
-            return optax.sgd(-self.step_size)
-        return optax.sgd(
-            -self.step_size, self.momentum, nesterov=self.method == "nesterov"
-        )
-
-    @property
-    def feeds_descent(self) -> bool:
-        return self.method != "optax"
-
-    def time_per_step(self, dtype):
-        return jnp.ones((), dtype) if self.step_size is None else self.step_size
-
-    def stability_ratio(self, dynamics: AbstractDynamics, dtype):
-        if self.method == "optax":
-            return jnp.full((), jnp.nan, dtype)
-        momentum = 0.0 if self.momentum is None else self.momentum
-        return stability_ratio(
-            self.step_size, dynamics.curvature(), self.method, momentum
-        )
-
-    def result(self, excess, tol, monotone, ratio, in_domain) -> RESULTS:
-        """converged / max_steps (stalled) / unstable / diverged / outside_domain,
-        from the excess loss `L − ℓ*`. Gradient descent is unstable when its loss
-        went up at some step; momentum methods are not monotone when stable, so
-        for them it is the step size beyond the limit."""
-        if self.method == "gd":
-            stable = monotone
-        elif self.method == "optax":
-            stable = jnp.asarray(True)
-        else:
-            stable = ratio < 2
-        ran_out = RESULTS.where(stable, RESULTS.max_steps, RESULTS.unstable)
-        broke = RESULTS.where(in_domain, RESULTS.diverged, RESULTS.outside_domain)
-        finite = RESULTS.where(jnp.isfinite(excess), ran_out, broke)
-        return RESULTS.where(excess < tol, RESULTS.converged, finite)
-
-
 def _loop(
     dynamics: AbstractDynamics,
-    method: _Discrete,
+    method,
     tol,
     max_steps,
     with_signal=False,
@@ -209,12 +147,13 @@ def _saving_loop(dynamics, running, one_step, state, save_every, num_saved):
 @eqx.filter_jit
 def descend(
     dynamics: AbstractDynamics,
-    method: _Discrete,
+    method,
     tol,
     max_steps: int,
     save_every: int | None,
 ) -> Solution:
-    """The one loop of every discrete trainer. `save_every=None` saves nothing
+    """The one loop of every discrete trainer (`method`, an
+    `AbstractDiscreteTrainer`). `save_every=None` saves nothing
     (one flat loop: what studies run); else the diagnostics every `save_every`
     iterates."""
     dtype = tol.dtype
@@ -230,6 +169,12 @@ def descend(
         steps = jnp.arange(num_saved) * save_every
         ts = steps * method.time_per_step(dtype)
         trajectory = Trajectory.from_diagnostics(ts, steps, saved)
+    return _solution(dynamics, method, tol, state, trajectory)
+
+
+def _solution(dynamics, method, tol, state, trajectory) -> Solution:
+    """The run's `Solution` from its final loop state."""
+    dtype = tol.dtype
     step, x, _, L, _, monotone = state
     ratio = method.stability_ratio(dynamics, dtype)
     return Solution(
@@ -245,204 +190,84 @@ def descend(
     )
 
 
-# -- the public trainers ------------------------------------------------------------
+# -- the same loop, one compiled call per iteration ----------------------------------
+
+# How often the host asks whether a stepwise run has stopped (each question waits
+# for the device): the steps in between are no-ops once it has.
+_CHECK_EVERY = 8
 
 
-def check_momentum(momentum):
-    nonnegative_scalar("momentum", momentum)
-    if is_concrete(momentum) and float(momentum) >= 1:
-        raise ValueError(f"`momentum` must be in [0, 1), got {momentum!r}.")
-    return momentum
+def loops_are_slow(dynamics: AbstractDynamics) -> bool:
+    """Whether this run is better stepped one compiled call per iteration than
+    inside `lax.while_loop`: on a CPU, for a network with convolutions, which
+    XLA's CPU backend runs many times slower inside a loop than called alone
+    (`benchmarks/bench_conv_batch.py`)."""
+    if jax.default_backend() != "cpu":
+        return False
+    jaxpr = eqx.filter_make_jaxpr(lambda d: d.loss_and_descent(d.initial_state()))(
+        dynamics
+    )[0]
+    return "conv_general_dilated" in str(jaxpr)
 
 
-def _train(
-    method: str,
-    *,
-    net,
-    problem,
-    step_size=None,
-    momentum=None,
-    optimizer=None,
-    max_steps,
+@eqx.filter_jit
+def _first_state(dynamics, method, tol, max_steps):
+    return _loop(dynamics, method, tol, max_steps)[0]
+
+
+def _guarded_step(fixed, state):
+    # One step, or none once the run has stopped: the state then stays as it was.
+    dynamics, method, tol, max_steps, L0 = fixed
+    _, running, one_step = _loop(dynamics, method, tol, max_steps, L0=L0)
+    go = running(state)
+    new = one_step(state)
+    return jax.tree_util.tree_map(lambda a, b: jnp.where(go, a, b), new, state), go
+
+
+def _diagnostics(dynamics, state):
+    return dynamics.diagnostics(state[1])
+
+
+@eqx.filter_jit
+def _final(dynamics, method, tol, state, ts, steps, saved):
+    trajectory = None if ts is None else Trajectory.from_diagnostics(ts, steps, saved)
+    return _solution(dynamics, method, tol, state, trajectory)
+
+
+def descend_stepwise(
+    dynamics: AbstractDynamics,
+    method,
     tol,
-    save_every,
-    **choices,
+    max_steps: int,
+    save_every: int | None,
 ) -> Solution:
-    check_pair(net, problem)
-    if step_size is not None:
-        nonnegative_scalar("step_size", step_size, strict=True)
-    if momentum is not None:
-        check_momentum(momentum)
-    nonnegative_scalar("tol", tol)
-    max_steps = nonnegative_int("max_steps", max_steps)
-    if save_every is None:
-        save_every = max(1, max_steps // 1000)
-    save_every = positive_int("save_every", save_every)
-    # `choices`: trainable, reduced and the save_* flags, as make_dynamics takes them.
-    dynamics = make_dynamics(net, problem, **choices)
-    dtype = state_dtype(dynamics)
-
-    def arr(v):
-        return None if v is None else jnp.asarray(v, dtype)
-
-    spec = _Discrete(method, arr(step_size), arr(momentum), optimizer)
-    return descend(dynamics, spec, jnp.asarray(tol, dtype), max_steps, save_every)
-
-
-def gradient_descent(
-    net,
-    problem: InverseProblem,
-    step_size: float | ArrayLike = 1.0,
-    max_steps: int = 25_000,
-    tol: float | ArrayLike = 1e-7,
-    *,
-    save_every: int | None = None,
-    save_sigma_min: bool = False,
-    save_kernel_rate: bool = False,
-    save_signal_error: bool | None = None,
-    trainable=None,
-    reduced: bool | None = None,
-) -> Solution:
-    """Gradient descent `θ ← θ − η ∇L(θ)` on the loss (2): the explicit-Euler
-    discretisation of the flow (3) with `dt = η`, so step `s` is flow time `s·η`.
-
-    Stops at the first iterate whose loss is `< tol`, after `max_steps` updates,
-    or when the loss becomes non-finite (`RESULTS.diverged`: a result and not an
-    exception, so one diverging seed does not stop a `vmap` batch). A run whose
-    budget ran out is `unstable` if its loss went up at some step (the mark of
-    a step size beyond `2/λ_max`), else `max_steps`.
-
-    **Arguments:**
-
-    - `net`: the generator (e.g. [`dipflow.TwoLayerDIP`][]); any Equinox module
-      with a no-argument `__call__` returning a vector of size `n`.
-    - `problem`: the [`dipflow.InverseProblem`][].
-    - `step_size`: η > 0.
-    - `max_steps`: the most updates to do.
-    - `tol`: the loss tolerance, ≥ 0 (`0` never stops early).
-    - `save_every`: save diagnostics every this many iterates, iterate 0
-      included (default: about 1000 saved points over `max_steps`).
-    - `save_sigma_min`, `save_kernel_rate`, `save_signal_error`: also save
-      σ_min(J(θ)), `λ_min(A J Jᵀ Aᵀ)/m` on Im(A), `||g − x̄||` (the last by
-      default when `x_true` is known).
-    - `trainable`: an Equinox filter spec overriding `net.trainable_filter()`.
-    - `reduced`: run in the generator's exact reduced state (for a `TwoLayerDIP`:
-      `z = W u`, O(mk) per step, when only `W` trains; `z` and `A V/√k`,
-      O(mk + m²), when `V` trains too). Default: yes wherever one exists;
-      `False` forces the full path.
-
-    **Returns:** a [`dipflow.Solution`][]; `stats["stability_ratio"]` is
-    `η · λ_max` of the Gauss–Newton curvature `A J Jᵀ Aᵀ / m` at θ0 (stable near
-    a minimum only below 2). Works under `jax.jit` and `jax.vmap`.
-    """
-    return _train("gd", **locals())
-
-
-def heavy_ball(
-    net,
-    problem: InverseProblem,
-    step_size: float | ArrayLike = 1.0,
-    momentum: float | ArrayLike = 0.9,
-    max_steps: int = 25_000,
-    tol: float | ArrayLike = 1e-7,
-    *,
-    save_every: int | None = None,
-    save_sigma_min: bool = False,
-    save_kernel_rate: bool = False,
-    save_signal_error: bool | None = None,
-    trainable=None,
-    reduced: bool | None = None,
-) -> Solution:
-    """Heavy-ball momentum (Polyak), `optax.sgd(step_size, momentum, nesterov=False)`:
-
-        t ← ∇L(θ) + μ t,   θ ← θ − η t
-
-    with `t = 0` at the start. Stops as [`dipflow.gradient_descent`][] does. A
-    run whose budget ran out is `unstable` when the step size is beyond the
-    method's stability limit at θ0 (`stats["stability_ratio"] ≥ 2`, see
-    [`dipflow.stability_ratio`][]); a stable momentum run's loss need not
-    decrease at every step, so `stats["monotone"]` is reported but does not
-    decide.
-
-    **Arguments:**
-
-    - `step_size`: η > 0.
-    - `momentum`: μ in [0, 1).
-    - `net`, `problem`, `max_steps`, `tol`, `save_every`, `save_sigma_min`,
-      `save_kernel_rate`, `save_signal_error`, `trainable`, `reduced`: as in
-      [`dipflow.gradient_descent`][] (the reduced path adds a k-vector of trace).
-
-    **Returns:** a [`dipflow.Solution`][]. Works under `jax.jit` and `jax.vmap`.
-    """
-    return _train("heavy_ball", **locals())
-
-
-def nesterov(
-    net,
-    problem: InverseProblem,
-    step_size: float | ArrayLike = 1.0,
-    momentum: float | ArrayLike = 0.9,
-    max_steps: int = 25_000,
-    tol: float | ArrayLike = 1e-7,
-    *,
-    save_every: int | None = None,
-    save_sigma_min: bool = False,
-    save_kernel_rate: bool = False,
-    save_signal_error: bool | None = None,
-    trainable=None,
-    reduced: bool | None = None,
-) -> Solution:
-    """Nesterov momentum, `optax.sgd(step_size, momentum, nesterov=True)`:
-
-        t ← ∇L(θ) + μ t,   θ ← θ − η (∇L(θ) + μ t)
-
-    with `t = 0` at the start: the gradient is looked at once more, with the
-    momentum it is about to receive. Stopping, results and arguments as in
-    [`dipflow.heavy_ball`][]; its stability limit is lower
-    ([`dipflow.stability_limit`][]).
-    """
-    return _train("nesterov", **locals())
-
-
-def optimize(
-    net,
-    problem: InverseProblem,
-    optimizer,  # an optax.GradientTransformation, checked below with a clear error
-    *,
-    max_steps: int = 25_000,
-    tol: float | ArrayLike = 1e-7,
-    save_every: int | None = None,
-    save_sigma_min: bool = False,
-    save_kernel_rate: bool = False,
-    save_signal_error: bool | None = None,
-    trainable=None,
-) -> Solution:
-    """Train with any optax optimizer: `optax.adam(1e-2)` (how DIP is trained in
-    practice), `optax.sgd(η, momentum)`, …, on the loss (2).
-
-    Runs on the full parameters: an optimizer's update need not be a linear
-    combination of past gradients (Adam's is not), so the exact reduction of the
-    two-layer net does not apply in general. For gradient descent, heavy ball
-    and Nesterov on the reduced path use [`dipflow.gradient_descent`][],
-    [`dipflow.heavy_ball`][], [`dipflow.nesterov`][].
-
-    Stops as [`dipflow.gradient_descent`][] does; a run whose budget ran out is
-    `max_steps` (no stability limit is known for a general optimizer, and
-    `stats["stability_ratio"]` is NaN). The trajectory's `ts` are step numbers.
-
-    **Arguments:**
-
-    - `optimizer`: an `optax.GradientTransformation`. Reusing one object reuses
-      its compilation.
-    - `net`, `problem`, `max_steps`, `tol`, `save_every`, `save_sigma_min`,
-      `save_kernel_rate`, `save_signal_error`, `trainable`: as in
-      [`dipflow.gradient_descent`][].
-
-    **Returns:** a [`dipflow.Solution`][]. Works under `jax.jit` and `jax.vmap`.
-    """
-    if not isinstance(optimizer, optax.GradientTransformation):
-        raise TypeError(
-            "`optimizer` must be an optax.GradientTransformation (e.g. "
-            f"optax.adam(1e-2)), got {type(optimizer).__name__}."
-        )
-    return _train("optax", reduced=False, **locals())
+    """[`descend`][dipflow.training._descent.descend] with each iteration one
+    compiled call from the host (eager only, not under `jit` or `vmap`): the
+    same iterates, saved points and result."""
+    state = _first_state(dynamics, method, tol, max_steps)
+    step = compile_over(_guarded_step, (dynamics, method, tol, max_steps, state[3]))
+    diagnostics = compile_over(_diagnostics, dynamics)
+    saved = {0: diagnostics(state)} if save_every is not None else {}
+    for i in range(1, max_steps + 1):
+        state, went = step(state)
+        if save_every is not None and i % save_every == 0:
+            saved[i] = diagnostics(state)
+        if i % _CHECK_EVERY == 0 and not bool(went):
+            break
+    ts = steps = table = None
+    if save_every is not None:
+        last = int(state[0])  # points after the run stopped are NaN, as in `descend`
+        num_saved = max_steps // save_every + 1
+        first = saved[0]
+        table = {
+            name: np.full(num_saved, np.nan, np.asarray(value).dtype)
+            for name, value in first.items()
+        }
+        for i, row in saved.items():
+            if i <= last:
+                for name, value in row.items():
+                    table[name][i // save_every] = np.asarray(value)
+        table = {name: jnp.asarray(v) for name, v in table.items()}
+        steps = jnp.arange(num_saved) * save_every
+        ts = steps * method.time_per_step(tol.dtype)
+    return _final(dynamics, method, tol, state, ts, steps, table)

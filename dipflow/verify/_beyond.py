@@ -14,7 +14,7 @@ from ._common import (
     observed_rate,
     worst_over_envelope,
 )
-from ._result import ClaimResult, checked_claim
+from ._result import ClaimResult
 
 
 def measurement_certificate(
@@ -90,7 +90,7 @@ def measurement_certificate(
             else "."
         )
     )
-    return checked_claim(
+    return setup.result(
         rows,
         claim=8,
         name="measurement_certificate",
@@ -105,7 +105,6 @@ def measurement_certificate(
         },
         findings=findings,
         data=df,
-        rerun=setup.rerun,
         figure=_plot_certificates(df),
     )
 
@@ -114,35 +113,29 @@ def _plot_certificates(df):
     fig, ax = new_figure()
     for i, ((m, n, k), t) in enumerate(df.groupby(["m", "n", "k"], sort=False)):
         c = f"C{i}"
-        held = t[t.measurement_holds]
-        if len(held):
-            ax.scatter(
-                held.observed_rate,
-                held.rate_measurement,
-                color=c,
-                marker="o",
-                label=f"measurement, (m,n,k)=({m},{n},{k})",
-            )
-        rest = t[~t.measurement_holds]
-        if len(rest):
-            ax.scatter(
-                rest.observed_rate,
-                rest.rate_measurement,
-                facecolors="none",
-                edgecolors=c,
-                marker="o",
-                label=f"not certified, ({m},{n},{k})",
-            )
-        c5 = t[t.condition5]
-        if len(c5):
-            ax.scatter(
-                c5.observed_rate,
-                c5.rate_5,
-                color=c,
-                marker="x",
-                s=60,
-                label=f"(5), ({m},{n},{k})",
-            )
+        # Which instances, their certified rate, how they are drawn, the label.
+        for points, rate, style, label in (
+            (
+                t[t.measurement_holds],
+                "rate_measurement",
+                dict(color=c, marker="o"),
+                f"measurement, (m,n,k)=({m},{n},{k})",
+            ),
+            (
+                t[~t.measurement_holds],
+                "rate_measurement",
+                dict(facecolors="none", edgecolors=c, marker="o"),
+                f"not certified, ({m},{n},{k})",
+            ),
+            (
+                t[t.condition5],
+                "rate_5",
+                dict(color=c, marker="x", s=60),
+                f"(5), ({m},{n},{k})",
+            ),
+        ):
+            if len(points):
+                ax.scatter(points.observed_rate, points[rate], label=label, **style)
     lim = [df.observed_rate.min() / 2, df.observed_rate.max() * 2]
     ax.plot(lim, lim, "k--", lw=1, label="certified = observed")
     ax.set_xscale("log")
@@ -222,7 +215,7 @@ def signal_space(
         "The row-space part is recovered as the residual vanishes; the ker(A) part is "
         "whatever the network's implicit bias leaves there, not x̄'s."
     )
-    return checked_claim(
+    return setup.result(
         rows,
         claim=9,
         name="signal_space",
@@ -232,7 +225,6 @@ def signal_space(
         summary={"instances": int(df.groupby(["m", "n", "k", "run"]).ngroups)},
         findings=findings,
         data=df,
-        rerun=setup.rerun,
         figure=_plot_signal(df),
     )
 

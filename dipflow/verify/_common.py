@@ -10,7 +10,7 @@ import math
 import numpy as np
 
 from ._instances import FlowRun, assumptions_hold, flow_runs
-from ._result import check_row
+from ._result import ClaimResult, check_row, checked_claim
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +59,11 @@ class FlowSetup:
             instance=fr.run,
             **kwargs,
         )
+
+    def result(self, rows, *, rerun: dict | None = None, **fields) -> ClaimResult:
+        """`checked_claim` for a flow claim: the call that reruns its worst
+        instance takes the claim's own `rerun` keywords, then these options."""
+        return checked_claim(rows, rerun={**(rerun or {}), **self.rerun}, **fields)
 
 
 def flow_record(fr: FlowRun, **fields) -> dict:

@@ -13,7 +13,7 @@ from .._core._checks import positive_int
 from ..generators._networks import MLPDIP, TwoLayerDIP
 from ..problems._problems import InverseProblem
 from ..theory._generic_certificate import generic_certificate
-from ..training._flows import gradient_flow
+from ..training._train import gradient_flow
 from ._common import new_figure, observed_rate, worst_over_envelope
 from ._instances import as_runs, check_model, family_word, require_x64
 from ._result import ClaimResult, check_row, checked_claim

@@ -312,7 +312,7 @@ def lemma3(
                 coordinate=coordinate,
             )
         )
-    table = rows_frame(rows)
+    table, data = rows_frame(rows), pd.DataFrame(data)
     worst = float((table["observed"] / table["bound"]).max())
     findings = [
         f"Largest ratio ||J(W) − J(W̃)|| / ||W − W̃||_F found: {worst:.3g} × the bound "
@@ -326,7 +326,6 @@ def lemma3(
             f"{activation} violates A-4 (φ' is not Lipschitz): the bound does not "
             "apply, and the adversary shows by how much it fails."
         )
-    data = pd.DataFrame(data)
     return checked_claim(
         table,
         claim=2,
@@ -623,25 +622,20 @@ def lemma1(
         )
         # (iii) when R' < R.
         hyp3 = smooth and has_sigma and fr.solved and Rp < R
-        rows.append(
-            setup.check(
-                fr,
-                "(iii) σ_min(J(θ(t))) ≥ σ_min(J0)/2 for all t when R' < R",
-                hypothesis=hyp3,
-                observed=float(fr.sigma_min.min()),
-                bound=s0 / 2,
-                direction=">=",
+        for check, observed, bound, direction in (
+            ("σ_min(J(θ(t))) ≥ σ_min(J0)/2", fr.sigma_min.min(), s0 / 2, ">="),
+            ("||θ(t) − θ0|| ≤ R'", fr.distance.max(), Rp, "<="),
+        ):
+            rows.append(
+                setup.check(
+                    fr,
+                    f"(iii) {check} for all t when R' < R",
+                    hypothesis=hyp3,
+                    observed=float(observed),
+                    bound=bound,
+                    direction=direction,
+                )
             )
-        )
-        rows.append(
-            setup.check(
-                fr,
-                "(iii) ||θ(t) − θ0|| ≤ R' for all t when R' < R",
-                hypothesis=hyp3,
-                observed=float(fr.distance.max()),
-                bound=Rp,
-            )
-        )
         data.append(
             flow_record(
                 fr,
@@ -670,7 +664,7 @@ def lemma1(
         )
     else:
         findings.append("R' < R held on no instance: (iii) was not exercised.")
-    return checked_claim(
+    return setup.result(
         rows,
         claim=4,
         name="lemma1",
@@ -681,7 +675,6 @@ def lemma1(
         summary={"instances": len(df), "R_prime_below_R": int(hyp.sum())},
         findings=findings,
         data=df,
-        rerun=setup.rerun,
         figure=_plot_lemma1(flows),
     )
 

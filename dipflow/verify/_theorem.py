@@ -24,7 +24,7 @@ from ._common import (
     observed_rate,
     worst_over_envelope,
 )
-from ._result import MEASURED, ClaimResult, check_row, checked_claim, rows_frame
+from ._result import MEASURED, ClaimResult, check_row, rows_frame
 
 
 def theorem1_envelope(
@@ -83,7 +83,7 @@ def theorem1_envelope(
             f"{ratio.max():.3g} × the guaranteed σ_min(J0)² σ_A² / (4m) (median "
             f"{ratio.median():.3g}): the envelope is that loose."
         )
-    return checked_claim(
+    return setup.result(
         rows,
         claim=5,
         name="theorem1_envelope",
@@ -101,7 +101,6 @@ def theorem1_envelope(
         },
         findings=findings,
         data=df,
-        rerun=setup.rerun,
         figure=_plot_envelope(flows),
     )
 
@@ -231,7 +230,7 @@ def early_stopping(
             f"{(d5.t_best_signal / d5.t_star).median():.3g} × t*, and "
             f"{d5.signal_error_end.median():.3g} at the end (medians)."
         )
-    return checked_claim(
+    return setup.result(
         rows,
         claim=6,
         name="early_stopping",
@@ -241,7 +240,7 @@ def early_stopping(
         summary={"instances": len(df), "condition5": int(h.sum())},
         findings=findings,
         data=df,
-        rerun={"noise": noise, **setup.rerun},
+        rerun={"noise": noise},
         figure=_plot_early_stopping(flows),
     )
 
@@ -320,7 +319,7 @@ def overparametrization(
     """
     from ..studies._cells import Cell, Study
     from ..studies._runner import run_study
-    from ..studies._store import summary as study_summary
+    from ..studies._summary import summary as study_summary
 
     base = dict(n=20, m=10, d=100, kappa=1.0) if base is None else dict(base)
     vary = (

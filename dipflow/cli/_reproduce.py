@@ -1,0 +1,155 @@
+"""`dipflow reproduce`: Figure 1 of the paper, or its panels for the variants
+beyond the paper."""
+
+from __future__ import annotations
+
+import sys
+
+from ._args import (
+    Command,
+    add_run_options,
+    add_seed,
+    add_x64,
+    dtype,
+    enable_x64,
+    run_options,
+)
+from ._study import run_and_report
+
+
+def _reproduce(args) -> int:
+    if args.figure == "beyond":
+        return _reproduce_beyond(args)
+    if args.variants is not None or args.paper_grid:
+        raise ValueError(
+            "`--variants` and `--paper-grid` are only for `reproduce beyond`."
+        )
+    from ..studies._figure1 import figure1_study
+
+    study = figure1_study(
+        panel=args.panel,
+        runs=50 if args.runs is None else args.runs,
+        method=args.method,
+        momentum=args.momentum,
+        alpha=args.alpha,
+        beta=args.beta,
+        **_study_options(args),
+    )
+    if args.x64:
+        enable_x64()
+    out = args.out or ("figure1-quick" if args.quick else "figure1")
+    return run_and_report(study, out, args)
+
+
+def _reproduce_beyond(args) -> int:
+    from ..studies._beyond import beyond_studies, report_beyond, run_beyond
+
+    studies = beyond_studies(
+        None if args.variants is None else args.variants.split(","),
+        runs=20 if args.runs is None else args.runs,
+        paper_grid=args.paper_grid,
+        **_study_options(args),
+    )
+    if args.x64:
+        enable_x64()
+    out = args.out or (
+        "beyond-quick"
+        if args.quick
+        else "beyond-paper-grid"
+        if args.paper_grid
+        else "beyond"
+    )
+    for part, study in studies.items():
+        print(
+            f"{study.name}: {len(study.cells)} cells × {study.runs} runs -> {out}/{part}",
+            file=sys.stderr,
+        )
+    code = run_beyond(out, studies, run_options(args))
+    if code:
+        return code
+    paths = report_beyond(out, studies)
+    print(f"summary: {paths['summary']}\nreport: {paths['report']}")
+    print("figures: " + ", ".join(str(p) for p in paths["figures"]))
+    return 0
+
+
+def _study_options(args) -> dict:
+    """What both figures' studies take from the command line alike."""
+    return dict(
+        quick=args.quick,
+        seed=args.seed,
+        max_steps=args.max_steps,
+        dtype=dtype(args),
+    )
+
+
+def _arguments(p) -> None:
+    p.add_argument(
+        "figure",
+        choices=("fig1", "beyond"),
+        help="fig1 (the paper's Figure 1) or beyond (its panels for the variants "
+        "beyond the paper: both layers, MLPs, other trainers)",
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        help="study folder (default ./figure1 or ./figure1-quick)",
+    )
+    p.add_argument(
+        "--runs",
+        type=int,
+        default=None,
+        help="runs per cell (default 50 for fig1; 20 for beyond's reduced variants)",
+    )
+    p.add_argument(
+        "--variants",
+        default=None,
+        help="beyond: comma-separated variants (default all: "
+        "paper_gd, paper_flow, both_layers, mlp_depth2, mlp_depth3, heavy_ball, "
+        "nesterov, inertial, adam)",
+    )
+    p.add_argument(
+        "--paper-grid",
+        action="store_true",
+        help="beyond: the reduced variants on Figure 1's whole grid (default: every "
+        "other width and size, which fits 30 minutes on 2 cores)",
+    )
+    p.add_argument(
+        "--panel",
+        choices=("a", "b", "both"),
+        default="both",
+        help="which panel (default both)",
+    )
+    p.add_argument(
+        "--method",
+        choices=("gd", "flow", "both", "heavy_ball", "nesterov", "inertial", "adam"),
+        default="gd",
+        help="gd (the paper), flow (the exact gradient flow to t = 25 000), both, "
+        "or another trainer (heavy_ball, nesterov: --momentum; inertial: --alpha, "
+        "--beta; adam: the full network, step size as learning rate)",
+    )
+    p.add_argument(
+        "--momentum", type=float, default=None, help="heavy ball / Nesterov μ"
+    )
+    p.add_argument("--alpha", type=float, default=None, help="inertial flow α")
+    p.add_argument("--beta", type=float, default=None, help="inertial flow β")
+    p.add_argument(
+        "--quick", action="store_true", help="a 3 × 3 grid per panel, for smoke tests"
+    )
+    p.add_argument(
+        "--max-steps", type=int, default=None, help="override the 25 000-step budget"
+    )
+    add_seed(p, "study seed (default 0)")
+    add_x64(p)
+    add_run_options(p)
+
+
+REPRODUCE = Command(
+    "reproduce",
+    help="reproduce a figure of the paper (fig1: probability of zero loss over sizes)",
+    description="Reproduce Figure 1 with the paper's protocol: sigmoid, A and x̄ iid N(0, 1), "
+    "Rademacher V, GD with step 1, at most 25 000 steps, success = loss < 1e-7, d = 500. "
+    "Resumable: run the same command again on the same --out to continue.",
+    add_arguments=_arguments,
+    run=_reproduce,
+)
