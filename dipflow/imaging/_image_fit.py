@@ -25,7 +25,6 @@ import jax
 import jax.extend.core as jex_core
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from .._core._checks import nonnegative_int, positive_int
 from ..problems._problems import InverseProblem
@@ -33,13 +32,7 @@ from ..problems._spectra import operator_spectrum
 from ..theory._jacobians import gram_min_eigenvalue
 from ..training._descent import _loop
 from ..training._setup import make_dynamics
-from ..training._trainers import (
-    AbstractDiscreteTrainer,
-    GradientDescent,
-    HeavyBall,
-    Nesterov,
-    Optax,
-)
+from ..training._trainers import AbstractDiscreteTrainer, trainer_from_name
 from ._early_stopping import WMV_PATIENCE, WMV_WINDOW, WMVState, theory_stop
 from ._image_metrics import psnr, ssim as _ssim
 
@@ -109,14 +102,15 @@ def _trainer(optimizer, lr, momentum) -> AbstractDiscreteTrainer:
     if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
         raise ValueError(f"`lr` must be a positive number, got {lr!r}.")
     if optimizer == "adam":
-        return Optax(optax.adam(lr))
+        return trainer_from_name("adam", step_size=lr)
     if optimizer == "gd":
-        return GradientDescent(jnp.asarray(lr))
+        return trainer_from_name("gd", step_size=jnp.asarray(lr))
     mu = 0.9 if momentum is None else momentum
     if not (0 <= mu < 1):
         raise ValueError(f"`momentum` must be in [0, 1), got {momentum!r}.")
-    kind = HeavyBall if optimizer == "heavy_ball" else Nesterov
-    return kind(jnp.asarray(lr), jnp.asarray(mu))
+    return trainer_from_name(
+        optimizer, step_size=jnp.asarray(lr), momentum=jnp.asarray(mu)
+    )
 
 
 def _carry(dynamics, spec, truth, window, patience):

@@ -15,7 +15,6 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from .._core._checks import positive_int
 from ..generators._activations import get_activation
@@ -28,16 +27,7 @@ from ..training._flows import integrate
 from ..training._reduced import ReducedDynamics
 from ..training._setup import make_dynamics
 from ..training._solution import RESULT_NAMES
-from ..training._trainers import (
-    AbstractDiscreteTrainer,
-    AbstractTrainer,
-    GradientDescent,
-    GradientFlow,
-    HeavyBall,
-    InertialFlow,
-    Nesterov,
-    Optax,
-)
+from ..training._trainers import AbstractDiscreteTrainer, trainer_from_name
 from ._cells import Cell, Study, _certificate, _rng, instance_arrays, mlp_hidden_weights
 
 # m is padded to a multiple of this, so that cells with nearby m share a
@@ -59,26 +49,16 @@ def seeds_per_group(m_pad: int, k: int, batch: int, platform: str) -> int:
     return max(1, min(batch, _CACHE_ENTRIES // (m_pad * k)))
 
 
-def _trainer(method: str, hp) -> AbstractTrainer:
-    """The trainer of a cell's method, its hyper-parameters traced arrays."""
-    if method == "adam":
-        return Optax(optax.adam(hp["step_size"]))
-    if method == "gd":
-        return GradientDescent(hp["step_size"])
-    if method == "heavy_ball":
-        return HeavyBall(hp["step_size"], hp["momentum"])
-    if method == "nesterov":
-        return Nesterov(hp["step_size"], hp["momentum"])
-    if method == "flow":
-        return GradientFlow(rtol=hp["rtol"], atol=hp["atol"])
-    return InertialFlow(hp["alpha"], hp["beta"], rtol=hp["rtol"], atol=hp["atol"])
-
-
 def _run(dyn, hp, *, method, max_steps, solver_steps) -> dict:
     """One run of `method` on the state space `dyn`, through the library's own
     trainers (the loop of `dipflow.gradient_descent` & co., `optax.adam`, or the
     solve of the flows), saving nothing but the end."""
-    trainer = _trainer(method, hp)
+    trainer = trainer_from_name(
+        method,
+        **{name: hp[name] for name in ("step_size", "momentum", "alpha", "beta")},
+        rtol=hp["rtol"],
+        atol=hp["atol"],
+    )
     if isinstance(trainer, AbstractDiscreteTrainer):
         sol = descend(dyn, trainer, hp["tol"], max_steps, None)
         return _outcome(sol, sol.stats["monotone"], sol.stats["stability_ratio"])

@@ -325,3 +325,37 @@ class InertialFlow(AbstractFlowTrainer):
 
     def field(self):
         return InertialField(alpha=self.alpha, beta=self.beta)
+
+
+# The trainers by the names people type (CLI, TOML, `Cell(method=...)`, the
+# `optimizer` of `fit_image`): parsed here and nowhere else.
+TRAINER_NAMES = ("gd", "heavy_ball", "nesterov", "adam", "flow", "inertial")
+
+
+def trainer_from_name(
+    name: str,
+    *,
+    step_size=None,
+    momentum=None,
+    alpha=None,
+    beta=0.0,
+    rtol=1e-6,
+    atol=1e-9,
+) -> AbstractTrainer:
+    """The trainer `name` with these hyper-parameters: `"gd"`, `"heavy_ball"`,
+    `"nesterov"` (`step_size`, `momentum`), `"adam"` (`step_size` as its
+    learning rate), `"flow"` and `"inertial"` (`alpha`, `beta`; `rtol`, `atol`
+    of the solver's controller)."""
+    if name == "adam":
+        return Optax(optax.adam(step_size))
+    if name == "gd":
+        return GradientDescent(step_size)
+    if name == "heavy_ball":
+        return HeavyBall(step_size, momentum)
+    if name == "nesterov":
+        return Nesterov(step_size, momentum)
+    if name == "flow":
+        return GradientFlow(rtol=rtol, atol=atol)
+    if name == "inertial":
+        return InertialFlow(alpha, beta, rtol=rtol, atol=atol)
+    raise ValueError(f"the trainer must be one of {TRAINER_NAMES}, got {name!r}.")
