@@ -118,7 +118,7 @@ class Cell:
     - `rtol`, `atol`: the flow's tolerances on z.
     - `panel`: a free label (e.g. `"a"`, `"b"` of Figure 1).
     - `loss`: the loss trained on, by name: `None` (the default, the paper's
-      squared error) or `"pseudo_huber:DELTA"` (see [`dipflow.losses`][]); the
+      squared error) or `"pseudo_huber:DELTA"` (a [`dipflow.losses.PseudoHuber`][]); the
       tolerance applies to the excess loss.
     - `kappa`: `None` (the default) draws `A` with iid N(0, 1) entries; a number
       κ ≥ 1 draws `A = U diag(s) Vᵀ` with Haar-random `U`, `V` and singular values
