@@ -14,7 +14,9 @@ import jax
 import numpy as np
 
 from .._core._checks import nonnegative_scalar, positive_int
+from ..generators._convdecoder import ConvDecoder
 from ..generators._networks import default_trainable_filter
+from ..generators._skipnet import SkipNet
 from ..problems._losses import loss_name, parse_loss
 from ..problems._operators import image_operator
 from ..problems._problems import InverseProblem
@@ -73,9 +75,6 @@ def make_generator(name, key, image_shape, *, channels, layers, activation=None)
     """The generator `name` for `image_shape`: a [`dipflow.ConvDecoder`][] of
     `layers` blocks of `channels`, or a [`dipflow.SkipNet`][] of `layers`
     levels of `channels` (skip connections of 4 channels, as in the DIP code)."""
-    from ..generators._convdecoder import ConvDecoder
-    from ..generators._skipnet import SkipNet
-
     if name not in GENERATORS:
         raise ValueError(
             f"`generator` must be one of {list(GENERATORS)}, got {name!r}."
