@@ -30,7 +30,7 @@ import numpy as np
 from _timing import median_time  # benchmarks/_timing.py, beside this script
 
 import dipflow as dip
-from dipflow.studies._cell_solve import M_PAD, _solve_batch, seeds_per_group
+from dipflow.studies._cell_solve import M_PAD, _ReducedW, _solve_batch, seeds_per_group
 from dipflow.studies._cells import instance_arrays
 
 
@@ -65,8 +65,8 @@ def study_step(cell, runs, steps, method, reps):
             arrays,
             m,
             hp,
-            reduction="W",
-            train_W=True,
+            path=_ReducedW,
+            layout=None,
             activation=dip.get_activation("sigmoid"),
             method=method,
             max_steps=steps,

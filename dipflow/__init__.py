@@ -57,7 +57,11 @@ from .problems._spectra import (
 from .studies._cell_solve import run_cell as run_cell
 from .studies._cells import (
     Cell as Cell,
+    MLPSpec as MLPSpec,
+    ProblemSpec as ProblemSpec,
     Study as Study,
+    TrainerSpec as TrainerSpec,
+    TwoLayerSpec as TwoLayerSpec,
     study_instance as study_instance,
 )
 from .studies._figure1 import figure1_study as figure1_study
@@ -105,10 +109,6 @@ from .theory._theory import (
     theorem1 as theorem1,
 )
 from .training._both_layers import BothLayersDynamics as BothLayersDynamics
-from .training._descent import (
-    stability_limit as stability_limit,
-    stability_ratio as stability_ratio,
-)
 from .training._dynamics import (
     AbstractDynamics as AbstractDynamics,
     FullDynamics as FullDynamics,
@@ -145,18 +145,23 @@ from .training._trainers import (
     InertialFlow as InertialFlow,
     Nesterov as Nesterov,
     Optax as Optax,
+    stability_limit as stability_limit,
+    stability_ratio as stability_ratio,
 )
 
 __version__ = importlib.metadata.version("dipflow")
 
 
+# `dipflow.verify` builds its tables with pandas: it is imported on first use,
+# so that `import dipflow` imports neither pandas nor matplotlib.
+_LAZY_SUBMODULES = ("verify",)
+
+
 def __getattr__(name: str):
-    # `dipflow.verify` builds its tables with pandas: it is imported on first use,
-    # so that `import dipflow` imports neither pandas nor matplotlib.
-    if name == "verify":
-        return importlib.import_module(f"{__name__}.verify")
+    if name in _LAZY_SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), "verify"})
+    return sorted({*globals(), *_LAZY_SUBMODULES})

@@ -10,7 +10,7 @@ import optax
 import pytest
 
 import dipflow as dip
-from dipflow.imaging import _image_fit
+from dipflow.imaging import _batching, _image_fit
 
 SHAPE = (1, 5, 5)
 ITERS = 60
@@ -117,6 +117,23 @@ def test_every_batching_agrees(setup):
             other.trajectory.distance, fit.trajectory.distance, rtol=1e-10,
             atol=1e-14,
         )  # fmt: skip
+
+
+def test_the_stopping_rules_are_values(setup):
+    """`fit.rules` are the rules that keyed `stops`, with their settings; the
+    batching names parse to values (a value passes as is)."""
+    _, _, _, fit = setup
+    theory, oracle, wmv = fit.rules
+    assert [r.name for r in fit.rules] == list(fit.stops[0]) == list(fit.images[0])[1:]
+    assert (wmv.window, wmv.patience) == (5, 10)
+    np.testing.assert_array_equal(
+        theory.iteration, [s["theory"]["iteration"] for s in fit.stops]
+    )
+    assert oracle.caption(fit.stops[0]["oracle"]).startswith("oracle: it ")
+    interleave = _batching.batching_from_name(None)  # tests run on a CPU
+    assert interleave == _batching.BATCHINGS["interleave"]
+    assert _batching.batching_from_name(interleave) is interleave
+    assert interleave.groups(3) == [slice(0, 1), slice(1, 2), slice(2, 3)]
 
 
 def test_sigma_min_in_float64_when_training_in_float32():

@@ -370,6 +370,103 @@ def test_toml_validation(tmp_path):
         dip.load_study(path)
 
 
+def test_toml_grid_of_several_trainers():
+    config = {
+        "runs": 2,
+        "grid": {
+            "m": 4,
+            "n": [6, 12],
+            "k": 8,
+            "d": 5,
+            "max_steps": 300,
+            "trainer": [
+                {"method": "gd", "step_size": 0.5},
+                {"method": "heavy_ball", "step_size": 0.5, "momentum": [0.5, 0.9]},
+                {"method": "inertial", "alpha": 1.0, "beta": 0.5, "max_steps": 100},
+            ],
+        },
+    }
+    study = dip.study_from_dict(config)
+    # 2 sizes × (1 + 2 + 1) trainers, each with its own hyper-parameters.
+    assert len(study.cells) == 8
+    by_method = {}
+    for cell in study.cells:
+        by_method.setdefault(cell.method, []).append(cell)
+    assert sorted(c.momentum for c in by_method["heavy_ball"]) == [0.5, 0.5, 0.9, 0.9]
+    assert all(c.momentum is None for c in by_method["gd"] + by_method["inertial"])
+    assert {c.beta for c in by_method["inertial"]} == {0.5}
+    # The grid's own trainer keys apply to every trainer that does not set them.
+    assert {c.max_steps for c in by_method["gd"]} == {300}
+    assert {c.max_steps for c in by_method["inertial"]} == {100}
+    # The same cells as one grid per trainer.
+    per_trainer = dip.study_from_dict(
+        {
+            "runs": 2,
+            "grid": [
+                {"m": 4, "n": [6, 12], "k": 8, "d": 5, "max_steps": 300}
+                | {"method": "gd", "step_size": 0.5},
+                {"m": 4, "n": [6, 12], "k": 8, "d": 5, "max_steps": 300}
+                | {"method": "heavy_ball", "step_size": 0.5, "momentum": [0.5, 0.9]},
+                {"m": 4, "n": [6, 12], "k": 8, "d": 5, "max_steps": 100}
+                | {"method": "inertial", "alpha": 1.0, "beta": 0.5},
+            ],
+        }
+    )
+    assert {c.cell_id for c in study.cells} == {c.cell_id for c in per_trainer.cells}
+    grid = {"m": 4, "n": 6, "k": 8, "d": 5}
+    bad = [
+        ({"trainer": [{"method": "heavy_ball"}]}, ValueError, "needs `momentum`"),
+        ({"trainer": [{"methd": "gd"}]}, ValueError, "`trainer` 1: unknown key"),
+        ({"trainer": [{"method": "gd", "k": 3}]}, ValueError, "unknown key.*'k'"),
+        ({"trainer": []}, ValueError, "`trainer` is an empty list"),
+        ({"trainer": ["gd"]}, TypeError, "`trainer` 1: expected a table"),
+        ({"trainer": [{"method": "gd", "momentum": 0.5}]}, ValueError, "momentum"),
+        ({"trainer": {"method": "gd", "step_size": "1"}}, TypeError, "`step_size`"),
+    ]
+    for extra, error, match in bad:
+        with pytest.raises(error, match=match):
+            dip.study_from_dict({"runs": 1, "grid": grid | extra})
+
+
+def test_cell_holds_its_problem_generator_and_trainer():
+    flat = dip.Cell(
+        m=4, n=6, k=8, d=5, method="heavy_ball", step_size=0.5, momentum=0.9,
+        noise=0.1, kappa=3.0, train="W,V", panel="a",
+    )  # fmt: skip
+    parts = dip.Cell(
+        problem=dip.ProblemSpec(m=4, n=6, noise=0.1, kappa=3.0),
+        network=dip.TwoLayerSpec(k=8, d=5, train=("V", "W")),
+        trainer=dip.TrainerSpec("heavy_ball", step_size=0.5, momentum=0.9),
+        panel="a",
+    )
+    assert parts == flat and parts.cell_id == flat.cell_id
+    assert parts.params() == flat.params()
+    assert flat.problem.m == flat.m == 4 and flat.network.k == flat.k == 8
+    assert isinstance(flat.trainer.trainer, dip.HeavyBall)
+    assert flat.reduction is dip.BothLayersDynamics
+    assert dip.Cell(m=4, n=6, k=8, d=5).reduction is dip.ReducedDynamics
+    assert dip.Cell(m=4, n=6, k=8, d=5, method="adam").reduction is None
+    mlp = dip.Cell(m=4, n=6, network=dip.MLPSpec(k=8, d=5, depth=2))
+    assert mlp.cell_id == dip.Cell(m=4, n=6, k=8, d=5, generator="mlp", depth=2).cell_id
+    assert mlp.reduction is None and isinstance(mlp.network, dip.MLPSpec)
+    assert mlp.generator == "mlp" and flat.generator is None
+    # Another generator by name keeps the sizes.
+    swapped = dataclasses.replace(flat, generator="mlp", depth=2, train=None)
+    assert swapped.network == dip.MLPSpec(k=8, d=5, depth=2)
+    # Flat names change a part given as a value, as dataclasses.replace does.
+    assert dataclasses.replace(flat, momentum=0.5).trainer.momentum == 0.5
+    assert dataclasses.replace(flat, activation="tanh").network.activation == "tanh"
+    assert dataclasses.replace(flat, activation="tanh").problem == flat.problem
+    with pytest.raises(TypeError, match="`problem` must be a dipflow.ProblemSpec"):
+        dip.Cell(problem=(4, 6), k=8, d=5)
+    with pytest.raises(TypeError, match="`trainer` must be a dipflow.TrainerSpec"):
+        dip.Cell(m=4, n=6, k=8, d=5, trainer="gd")
+    with pytest.raises(ValueError, match="`depth` is only for generator 'mlp'"):
+        dip.Cell(m=4, n=6, network=dip.TwoLayerSpec(k=8, d=5), depth=2)
+    with pytest.raises(ValueError, match="needs `momentum`"):
+        dip.TrainerSpec("nesterov")
+
+
 def test_cli_reproduce_quick_and_plot(tmp_path, capsys):
     out = tmp_path / "fig1"
     args = [

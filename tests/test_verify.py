@@ -269,7 +269,9 @@ def test_generic_certificates_hold_where_they_certify_and_can_fail(monkeypatch):
         assert row.held is pd.NA or bool(row.held)
     # The certificate's numbers are the library's for the same draw.
     gen, m, n, k = _run.QUICK[10]["cases"][0]
-    net, problem = _generic._instance(gen, m, n, k, 10, 0, seed=0, activation="sigmoid")
+    net, problem = _generic._instance(
+        _generic.GENERATORS[gen], m, n, k, 10, 0, seed=0, activation="sigmoid"
+    )
     cert = dip.generic_certificate(net, problem, steps=40, seed=0)
     np.testing.assert_allclose(data.loc[(gen, 0), "R_prime"], cert.R_prime, rtol=1e-12)
     # A certificate promising ten times the rate is caught by the envelope check.

@@ -8,10 +8,27 @@ that names the argument and what was expected. Values that are tracers (inside
 from __future__ import annotations
 
 import numbers
+from collections.abc import Mapping
+from typing import TypeVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+_T = TypeVar("_T")
+
+
+def option(
+    name: str, value, choices: Mapping[str, _T], expected: str | None = None
+) -> _T:
+    """What the user-typed name `value` of the argument `name` stands for in
+    `choices` (a table from names to types or values): where an option given
+    as a string becomes what the code dispatches on. `expected` words the
+    choices in the error (default: their list)."""
+    if isinstance(value, str) and value in choices:
+        return choices[value]
+    expected = f"one of {list(choices)}" if expected is None else expected
+    raise ValueError(f"`{name}` must be {expected}, got {value!r}.")
 
 
 def is_concrete(x) -> bool:
@@ -60,20 +77,20 @@ def check_shape(name: str, x, expected: tuple, meaning: str) -> None:
         )
 
 
-def positive_int(name: str, value) -> int:
+def _integer_at_least(name: str, value, low: int) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"`{name}` must be an integer, got {value!r}.")
-    if value < 1:
-        raise ValueError(f"`{name}` must be >= 1, got {value}.")
+    if value < low:
+        raise ValueError(f"`{name}` must be >= {low}, got {value}.")
     return int(value)
+
+
+def positive_int(name: str, value) -> int:
+    return _integer_at_least(name, value, 1)
 
 
 def nonnegative_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"`{name}` must be an integer, got {value!r}.")
-    if value < 0:
-        raise ValueError(f"`{name}` must be >= 0, got {value}.")
-    return int(value)
+    return _integer_at_least(name, value, 0)
 
 
 def nonnegative_scalar(name: str, value, *, strict: bool = False):

@@ -5,6 +5,7 @@ and bilinear resizing, per-channel normalisation, and PyTorch's initialisation.
 
 from __future__ import annotations
 
+import enum
 import math
 
 import jax
@@ -16,7 +17,23 @@ from ..problems._operators import check_image_shape
 
 _EPS = 1e-5  # BatchNorm2d's default
 
-PADDINGS = ("zeros", "reflect")
+
+class Padding(enum.StrEnum):
+    """How a convolution pads its input by `(kh − 1)/2`: with zeros
+    (PyTorch's default) or by reflection (the DIP code's)."""
+
+    ZEROS = "zeros"
+    REFLECT = "reflect"
+
+    def pad(self, x: Float[Array, "c h w"], ph: int, pw: int):
+        """`x` padded as the convolution needs it and the padding left for the
+        convolution itself to add (zeros)."""
+        if self is Padding.REFLECT and (ph or pw):
+            return jnp.pad(x, ((0, 0), (ph, ph), (pw, pw)), mode="reflect"), (0, 0)
+        return x, (ph, pw)
+
+
+PADDINGS = {p.value: p for p in Padding}
 
 
 def generator_image_shape(image_shape) -> tuple[int, int, int]:
@@ -35,14 +52,11 @@ def conv2d(
     b,
     *,
     stride: int = 1,
-    padding: str = "zeros",
+    padding: Padding = Padding.ZEROS,
 ) -> Array:
-    """Cross-correlation as `torch.nn.Conv2d` with padding `(kh − 1)/2`:
-    `padding="zeros"` (PyTorch's default) or `"reflect"` (the DIP code's)."""
-    ph, pw = (w.shape[2] - 1) // 2, (w.shape[3] - 1) // 2
-    if padding == "reflect" and (ph or pw):
-        x = jnp.pad(x, ((0, 0), (ph, ph), (pw, pw)), mode="reflect")
-        ph = pw = 0
+    """Cross-correlation as `torch.nn.Conv2d` with padding `(kh − 1)/2`, as
+    `padding` says."""
+    x, (ph, pw) = padding.pad(x, (w.shape[2] - 1) // 2, (w.shape[3] - 1) // 2)
     # Channels-last dimension numbers: XLA:CPU's convolutions run ~10 % faster
     # on them (benchmarks/bench_conv_impl.py); XLA folds the transposes into
     # its layouts.
@@ -63,6 +77,23 @@ def resize_nearest(x: Float[Array, "c h w"], size: tuple[int, int]) -> Array:
     rows = (jnp.arange(H) * h) // H
     cols = (jnp.arange(W) * w) // W
     return x[:, rows][:, :, cols]
+
+
+class Upsampling(enum.StrEnum):
+    """How an image is doubled in each direction: `torch.nn.Upsample(
+    scale_factor=2)` in mode `"bilinear"` or `"nearest"`."""
+
+    BILINEAR = "bilinear"
+    NEAREST = "nearest"
+
+    def double(self, x: Float[Array, "c h w"]) -> Array:
+        """`x` at twice its height and width."""
+        if self is Upsampling.BILINEAR:
+            return upsample_bilinear2(x)
+        return resize_nearest(x, (2 * x.shape[1], 2 * x.shape[2]))
+
+
+UPSAMPLINGS = {u.value: u for u in Upsampling}
 
 
 def _double_linear(x: Array, axis: int) -> Array:

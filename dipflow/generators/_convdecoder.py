@@ -15,11 +15,11 @@ import math
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import jax.tree_util as jtu
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._core._checks import positive_int
-from ._activations import Activation, get_activation
+from ._activations import get_activation
+from ._conv_generator import AbstractConvGenerator
 from ._conv_layers import (
     channel_norm,
     conv2d,
@@ -28,7 +28,6 @@ from ._conv_layers import (
     resize_nearest,
     torch_uniform,
 )
-from ._networks import AbstractAutodiffGenerator, _check_train
 
 
 def block_sizes(image_hw, input_size, layers: int) -> tuple[tuple[int, int], ...]:
@@ -43,7 +42,11 @@ def block_sizes(image_hw, input_size, layers: int) -> tuple[tuple[int, int], ...
     return (*inner, (H, W), (H, W))
 
 
-class ConvDecoder(AbstractAutodiffGenerator):
+def _sizes(sizes) -> tuple[tuple[int, int], ...]:
+    return tuple(map(tuple, sizes))
+
+
+class ConvDecoder(AbstractConvGenerator):
     """A convolutional decoder `g(u, θ)` returning the image `(C, H, W)`
     flattened (C order).
 
@@ -53,21 +56,19 @@ class ConvDecoder(AbstractAutodiffGenerator):
     - `scales`, `shifts`: the per-channel normalisations.
     - `out_weight`, `out_bias`: the final 1×1 convolution to `C` channels.
     - `u`: the fixed input `(ch, h0, w0)`.
-    - `sizes`: each block's size after upsampling; `image_shape`.
-    - `activation`; `train`: `"conv"` (every convolution) and/or `"norm"`.
+    - `sizes`: each block's size after upsampling.
+    - `image_shape`, `activation`, `train` (keyword only): the image `(C, H, W)`,
+      the activation, and `"conv"` (every convolution) and/or `"norm"`.
     """
 
-    weights: tuple[Float[Array, "ch ch 3 3"], ...]
-    biases: tuple[Float[Array, " ch"], ...]
-    scales: tuple[Float[Array, " ch"], ...]
-    shifts: tuple[Float[Array, " ch"], ...]
+    weights: tuple[Float[Array, "ch ch 3 3"], ...] = eqx.field(converter=tuple)
+    biases: tuple[Float[Array, " ch"], ...] = eqx.field(converter=tuple)
+    scales: tuple[Float[Array, " ch"], ...] = eqx.field(converter=tuple)
+    shifts: tuple[Float[Array, " ch"], ...] = eqx.field(converter=tuple)
     out_weight: Float[Array, "C ch 1 1"]
     out_bias: Float[Array, " C"]
     u: Float[Array, "ch h0 w0"]
-    sizes: tuple[tuple[int, int], ...] = eqx.field(static=True)
-    image_shape: tuple[int, int, int] = eqx.field(static=True)
-    activation: Activation = eqx.field(static=True)
-    train: tuple[str, ...] = eqx.field(static=True)
+    sizes: tuple[tuple[int, int], ...] = eqx.field(static=True, converter=_sizes)
 
     @classmethod
     def init(
@@ -130,19 +131,8 @@ class ConvDecoder(AbstractAutodiffGenerator):
             sizes=block_sizes((H, W), (h0, w0), layers),
             image_shape=(C, H, W),
             activation=get_activation(activation),
-            train=_check_train(train, ("conv", "norm")),
+            train=train,
         )
-
-    def __init__(
-        self, weights, biases, scales, shifts, out_weight, out_bias, u, sizes,
-        image_shape, activation, train,
-    ):  # fmt: skip
-        self.weights, self.biases = tuple(weights), tuple(biases)
-        self.scales, self.shifts = tuple(scales), tuple(shifts)
-        self.out_weight, self.out_bias, self.u = out_weight, out_bias, u
-        self.sizes, self.image_shape = tuple(map(tuple, sizes)), tuple(image_shape)
-        self.activation = get_activation(activation)
-        self.train = _check_train(train, ("conv", "norm"))
 
     def __call__(self) -> Float[Array, " n"]:
         x = self.u
@@ -154,19 +144,6 @@ class ConvDecoder(AbstractAutodiffGenerator):
             x = channel_norm(self.activation(conv2d(x, w, b)), s, t)
         return conv2d(x, self.out_weight, self.out_bias).reshape(-1)
 
-    def trainable_filter(self) -> ConvDecoder:
-        spec = jtu.tree_map(lambda _: False, self)
-        conv, norm = "conv" in self.train, "norm" in self.train
-        L = len(self.weights)
-        return eqx.tree_at(
-            lambda n: (
-                n.weights,
-                n.biases,
-                n.out_weight,
-                n.out_bias,
-                n.scales,
-                n.shifts,
-            ),
-            spec,
-            replace=((conv,) * L, (conv,) * L, conv, conv, (norm,) * L, (norm,) * L),
-        )
+    def parameter_groups(self):
+        conv = [*self.weights, *self.biases, self.out_weight, self.out_bias]
+        return conv, [*self.scales, *self.shifts]

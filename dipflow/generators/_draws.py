@@ -7,22 +7,17 @@ same generator state gives the same network, bit for bit.
 
 from __future__ import annotations
 
-import math
-
 import jax.numpy as jnp
 import numpy as np
 
+from ._distributions import v_distribution
 from ._networks import TwoLayerDIP
 
 
 def draw_v(rng: np.random.Generator, shape: tuple[int, int], v_dist: str):
     """`V` with iid entries of mean 0 and variance 1 (A-3): Rademacher ±1,
     uniform(−√3, √3) or N(0, 1), in float64."""
-    if v_dist == "rademacher":
-        return rng.integers(0, 2, size=shape, dtype=np.int8).astype(np.float64) * 2 - 1
-    if v_dist == "uniform":
-        return rng.uniform(-math.sqrt(3.0), math.sqrt(3.0), size=shape)
-    return rng.standard_normal(shape)
+    return v_distribution(v_dist).draw(rng, shape)
 
 
 def network_from_hidden(

@@ -12,7 +12,6 @@ Jacobians, diffrax); all its floating-point arrays train.
 from __future__ import annotations
 
 import abc
-import math
 
 import equinox as eqx
 import jax
@@ -23,28 +22,26 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._core._checks import as_float_array, check_shape, is_concrete, positive_int
 from ._activations import Activation, get_activation
-
-# Distributions of V under A-3 and the bound D on their entries.
-V_DISTRIBUTIONS = {"rademacher": 1.0, "uniform": math.sqrt(3.0), "gaussian": math.inf}
-
-
-def sample_v(key: PRNGKeyArray, shape: tuple[int, ...], v_dist: str, dtype) -> Array:
-    """Entries with mean 0 and variance 1: Rademacher ±1, uniform(−√3, √3) or N(0, 1)."""
-    if v_dist == "rademacher":
-        return jax.random.rademacher(key, shape, dtype=dtype)
-    if v_dist == "uniform":
-        return jax.random.uniform(key, shape, dtype, -math.sqrt(3.0), math.sqrt(3.0))
-    if v_dist == "gaussian":
-        return jax.random.normal(key, shape, dtype)
-    raise ValueError(
-        f"`v_dist` must be one of {sorted(V_DISTRIBUTIONS)}, got {v_dist!r}."
-    )
+from ._distributions import (
+    V_DISTRIBUTIONS as V_DISTRIBUTIONS,
+    V_LAWS,
+    AbstractVDistribution,
+    v_distribution,
+)
 
 
 def sample_sphere(key: PRNGKeyArray, d: int, dtype) -> Array:
     """`u` uniform on the unit sphere S^{d−1} (A-1): a normalised Gaussian vector."""
     g = jax.random.normal(key, (d,), dtype)
     return g / jnp.linalg.norm(g)
+
+
+def trained_group(group: str) -> property:
+    """A property of a generator: whether the parameter group `group` (a name
+    that its `train` takes) is trained."""
+    return property(
+        lambda net: group in net.train, doc=f"Whether `{group}` is in `train`."
+    )
 
 
 def _check_train(train, allowed: tuple[str, ...]) -> tuple[str, ...]:
@@ -195,14 +192,11 @@ class TwoLayerDIP(AbstractGenerator):
         or `"gaussian"`, which violates A-3's boundedness and is flagged)."""
         n, k, d = positive_int("n", n), positive_int("k", k), positive_int("d", d)
         activation = get_activation(activation)
-        if v_dist not in V_DISTRIBUTIONS:
-            raise ValueError(
-                f"`v_dist` must be one of {sorted(V_DISTRIBUTIONS)}, got {v_dist!r}."
-            )
+        law = v_distribution(v_dist)
         dtype = jnp.result_type(float) if dtype is None else dtype
         k_v, k_w, k_u = jax.random.split(key, 3)
         return cls(
-            V=sample_v(k_v, (n, k), v_dist, dtype),
+            V=law.sample(k_v, (n, k), dtype),
             W=jax.random.normal(k_w, (k, d), dtype),
             u=sample_sphere(k_u, d, dtype),
             activation=activation,
@@ -248,19 +242,30 @@ class TwoLayerDIP(AbstractGenerator):
         dynamics knows z without W)."""
         z = self.hidden() if hidden is None else hidden
         G = jnp.zeros((self.n, self.n), self.V.dtype)
-        if "W" in self.train:
+        if self.trains_W:
             G = G + two_layer_gram(
                 self.V, self.activation.derivative(z), jnp.dot(self.u, self.u)
             )
-        if "V" in self.train:
+        if self.trains_V:
             G = G + jnp.sum(self.activation(z) ** 2) / self.k * jnp.eye(
                 self.n, dtype=self.V.dtype
             )
         return G
 
+    trains_W = trained_group("W")
+    """Whether the first layer `W` trains."""
+
+    trains_V = trained_group("V")
+    """Whether the output layer `V` trains."""
+
     @property
     def paper_model(self) -> bool:
-        return self.train == ("W",)
+        return self.trains_W and not self.trains_V
+
+    @property
+    def v_distribution(self) -> AbstractVDistribution | None:
+        """The law `V` was drawn from, `None` when it was given (`"custom"`)."""
+        return V_LAWS.get(self.v_dist)
 
     @property
     def entry_bound(self) -> Array:
@@ -349,7 +354,7 @@ class MLPDIP(AbstractAutodiffGenerator):
         )
         return cls(
             weights=weights,
-            V=sample_v(keys[0], (n, widths[-1]), v_dist, dtype),
+            V=v_distribution(v_dist).sample(keys[0], (n, widths[-1]), dtype),
             u=sample_sphere(keys[1], d, dtype),
             activation=activation,
             train=train,
@@ -362,12 +367,18 @@ class MLPDIP(AbstractAutodiffGenerator):
             h = phi(w @ h / jnp.sqrt(h.shape[-1]).astype(h.dtype))
         return self.V @ h / jnp.sqrt(h.shape[-1]).astype(h.dtype)
 
+    trains_weights = trained_group("weights")
+    """Whether the hidden layers train."""
+
+    trains_V = trained_group("V")
+    """Whether the output layer `V` trains."""
+
     def trainable_filter(self) -> MLPDIP:
         spec = jtu.tree_map(lambda _: False, self)
-        if "weights" in self.train:
+        if self.trains_weights:
             spec = eqx.tree_at(
                 lambda net: net.weights, spec, replace=(True,) * len(self.weights)
             )
-        if "V" in self.train:
+        if self.trains_V:
             spec = eqx.tree_at(lambda net: net.V, spec, replace=True)
         return spec

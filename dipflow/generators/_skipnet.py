@@ -19,24 +19,21 @@ from collections.abc import Sequence
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import jax.tree_util as jtu
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from .._core._checks import positive_int
-from ._activations import Activation, get_activation
+from .._core._checks import option, positive_int
+from ._conv_generator import AbstractConvGenerator
 from ._conv_layers import (
     PADDINGS,
+    UPSAMPLINGS,
+    Padding,
+    Upsampling,
     channel_norm,
     conv2d,
     draw,
     generator_image_shape,
-    resize_nearest,
     torch_uniform,
-    upsample_bilinear2,
 )
-from ._networks import AbstractAutodiffGenerator, _check_train
-
-UPSAMPLINGS = ("bilinear", "nearest")
 
 
 class ConvBlock(eqx.Module):
@@ -48,7 +45,7 @@ class ConvBlock(eqx.Module):
     shift: Float[Array, " o"]
     stride: int = eqx.field(static=True)
 
-    def __call__(self, x, activation, padding):
+    def __call__(self, x, activation, padding: Padding):
         x = conv2d(x, self.weight, self.bias, stride=self.stride, padding=padding)
         return activation(channel_norm(x, self.scale, self.shift))
 
@@ -64,6 +61,11 @@ class SkipLevel(eqx.Module):
     shift: Float[Array, " c"]
     up: ConvBlock
     up1x1: ConvBlock
+
+    def blocks(self) -> list[ConvBlock]:
+        """The level's convolution blocks, the skip's where there is one."""
+        skip = [] if self.skip is None else [self.skip]
+        return [self.down, self.down2, *skip, self.up, self.up1x1]
 
 
 def _conv_block(key, c_in, c_out, size, stride, dtype) -> ConvBlock:
@@ -97,7 +99,15 @@ def _per_level(name, value, levels: int, *, allow_zero: bool) -> tuple[int, ...]
     return values
 
 
-class SkipNet(AbstractAutodiffGenerator):
+def _upsampling(upsample) -> Upsampling:
+    return option("upsample", upsample, UPSAMPLINGS)
+
+
+def _padding(padding) -> Padding:
+    return option("padding", padding, PADDINGS)
+
+
+class SkipNet(AbstractConvGenerator):
     """The DIP encoder-decoder with skip connections, `g(u, θ)` returning the
     image `(C, H, W)` flattened (C order).
 
@@ -106,21 +116,20 @@ class SkipNet(AbstractAutodiffGenerator):
     - `levels`: the [`dipflow.SkipLevel`][]s, outermost first.
     - `out_weight`, `out_bias`: the final 1×1 convolution to `C` channels.
     - `u`: the fixed input `(input_channels, H, W)`.
-    - `image_shape`; `activation`; `upsample` (`"bilinear"` or `"nearest"`);
-      `padding` (`"reflect"` or `"zeros"`); `sigmoid` (a sigmoid on the output).
-    - `train`: `"conv"` (every convolution) and/or `"norm"`.
+    - `upsample` (`"bilinear"` or `"nearest"`), `padding` (`"reflect"` or
+      `"zeros"`): given as names, held as their types; `sigmoid` (a sigmoid on
+      the output).
+    - `image_shape`, `activation`, `train` (keyword only): the image `(C, H, W)`,
+      the activation, and `"conv"` (every convolution) and/or `"norm"`.
     """
 
-    levels: tuple[SkipLevel, ...]
+    levels: tuple[SkipLevel, ...] = eqx.field(converter=tuple)
     out_weight: Float[Array, "C c 1 1"]
     out_bias: Float[Array, " C"]
     u: Float[Array, "c H W"]
-    image_shape: tuple[int, int, int] = eqx.field(static=True)
-    activation: Activation = eqx.field(static=True)
-    upsample: str = eqx.field(static=True)
-    padding: str = eqx.field(static=True)
-    sigmoid: bool = eqx.field(static=True)
-    train: tuple[str, ...] = eqx.field(static=True)
+    upsample: Upsampling = eqx.field(static=True, converter=_upsampling)
+    padding: Padding = eqx.field(static=True, converter=_padding)
+    sigmoid: bool = eqx.field(static=True, converter=bool)
 
     @classmethod
     def init(
@@ -172,14 +181,7 @@ class SkipNet(AbstractAutodiffGenerator):
                 f"`image_shape` {(C, H, W)}: H and W must be divisible by 2^levels "
                 f"= {2**L} for {L} levels."
             )
-        if upsample not in UPSAMPLINGS:
-            raise ValueError(
-                f"`upsample` must be one of {list(UPSAMPLINGS)}, got {upsample!r}."
-            )
-        if padding not in PADDINGS:
-            raise ValueError(
-                f"`padding` must be one of {list(PADDINGS)}, got {padding!r}."
-            )
+        upsample, padding = _upsampling(upsample), _padding(padding)
         dtype = jnp.result_type(float) if dtype is None else dtype
         *level_keys, k_w, k_b, k_u = jax.random.split(key, L + 3)
         levels, c_in = [], c_u
@@ -212,26 +214,12 @@ class SkipNet(AbstractAutodiffGenerator):
             train=train,
         )
 
-    def __init__(
-        self, levels, out_weight, out_bias, u, image_shape, activation, upsample,
-        padding, sigmoid, train,
-    ):  # fmt: skip
-        self.levels = tuple(levels)
-        self.out_weight, self.out_bias, self.u = out_weight, out_bias, u
-        self.image_shape = tuple(image_shape)
-        self.activation = get_activation(activation)
-        self.upsample, self.padding, self.sigmoid = upsample, padding, bool(sigmoid)
-        self.train = _check_train(train, ("conv", "norm"))
-
     def _level(self, i: int, x: Array) -> Array:
         level, act, pad = self.levels[i], self.activation, self.padding
         deeper = level.down2(level.down(x, act, pad), act, pad)
         if i + 1 < len(self.levels):
             deeper = self._level(i + 1, deeper)
-        if self.upsample == "bilinear":
-            deeper = upsample_bilinear2(deeper)
-        else:
-            deeper = resize_nearest(deeper, (2 * deeper.shape[1], 2 * deeper.shape[2]))
+        deeper = self.upsample.double(deeper)
         if level.skip is not None:
             deeper = jnp.concatenate([level.skip(x, act, pad), deeper])
         h = channel_norm(deeper, level.scale, level.shift)
@@ -241,13 +229,9 @@ class SkipNet(AbstractAutodiffGenerator):
         x = conv2d(self._level(0, self.u), self.out_weight, self.out_bias)
         return (jax.nn.sigmoid(x) if self.sigmoid else x).reshape(-1)
 
-    def trainable_filter(self) -> SkipNet:
-        conv, norm = "conv" in self.train, "norm" in self.train
-
-        def trains(path, _):
-            name = path[-1].name
-            if name in ("weight", "bias", "out_weight", "out_bias"):
-                return conv
-            return norm if name in ("scale", "shift") else False
-
-        return jtu.tree_map_with_path(trains, self)
+    def parameter_groups(self):
+        blocks = [block for level in self.levels for block in level.blocks()]
+        conv = [a for b in blocks for a in (b.weight, b.bias)]
+        norm = [a for b in blocks for a in (b.scale, b.shift)]
+        norm += [a for level in self.levels for a in (level.scale, level.shift)]
+        return [*conv, self.out_weight, self.out_bias], norm

@@ -29,7 +29,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Bool, Float, Int
+from jaxtyping import Array, Float, Int
 
 from .._core._checks import array_namespace, nonnegative_scalar, positive_int
 from ..theory._certificates import AnyArray, stopping_time6
@@ -146,9 +146,67 @@ def wmv_stop(iterates, window=WMV_WINDOW, patience=WMV_PATIENCE) -> PatienceStop
     return patience_stop(var, patience, start=window - 1)
 
 
+class PatienceState(eqx.Module):
+    """The patience rule streaming, one value of the curve at a time: the
+    counterpart of [`dipflow.patience_stop`][] inside a training loop.
+
+    **Fields:**
+
+    - `best`, `best_index`: the smallest value so far and its iteration
+      (frozen once stopped).
+    - `wait`: counted iterations since `best_index`.
+    - `stop_index`: the iteration at which the rule fired, −1 before.
+    - `patience`: static.
+    """
+
+    best: Float[Array, ""]
+    best_index: Int[Array, ""]
+    wait: Int[Array, ""]
+    stop_index: Int[Array, ""]
+    patience: int = eqx.field(static=True)
+
+    @classmethod
+    def init(cls, patience, dtype) -> PatienceState:
+        """A fresh rule: no value seen yet (`best = +inf`)."""
+        int_ = jnp.asarray(0).dtype
+        return cls(
+            best=jnp.full((), jnp.inf, dtype),
+            best_index=jnp.zeros((), int_),
+            wait=jnp.zeros((), int_),
+            stop_index=jnp.full((), -1, int_),
+            patience=patience,
+        )
+
+    @property
+    def stopped(self) -> Array:
+        """Whether the rule has fired."""
+        return self.stop_index >= 0
+
+    def update(self, t, value, counts) -> PatienceState:
+        """The rule after `value` at iteration `t`; an iteration that does not
+        `count` (ES-WMV's window not yet full) changes nothing."""
+        live = counts & ~self.stopped
+        improved = live & (value < self.best)
+        wait = jnp.where(improved, 0, jnp.where(live, self.wait + 1, self.wait))
+        fired = live & (wait >= self.patience)
+        return PatienceState(
+            best=jnp.where(improved, value, self.best),
+            best_index=jnp.where(improved, t, self.best_index),
+            wait=wait,
+            stop_index=jnp.where(fired, t, self.stop_index),
+            patience=self.patience,
+        )
+
+
+def _of_rule(name: str, doc: str) -> property:
+    """`WMVState`'s read-only view of its patience rule's `name`."""
+    return property(lambda self: getattr(self.rule, name), doc=doc)
+
+
 class WMVState(eqx.Module):
     """ES-WMV streaming, in O(W·n) memory: a ring buffer of the last `W`
-    reconstructions and the patience counter. Jit- and scan-compatible:
+    reconstructions and the patience rule on their variance. Jit- and
+    scan-compatible:
 
     ```python
     state = dip.WMVState.init(n, window=100, patience=1000)
@@ -165,22 +223,17 @@ class WMVState(eqx.Module):
     - `buffer`: the last `W` iterates (ring order), shape `(W, n)`.
     - `count`: iterates seen; the next update is iteration `count`.
     - `variance`: `VAR` at the last iterate (NaN until the window is full).
-    - `best_variance`, `best_index`: the smallest `VAR` so far and its
-      iteration (frozen once stopped).
-    - `wait`: iterations since `best_index`.
-    - `stopped`, `stop_index`: whether the rule fired, and when (−1 before).
-    - `patience`: static.
+    - `rule`: the patience rule on `VAR` (a `PatienceState`), read through
+      the properties `best_variance`, `best_index` (the smallest `VAR` so far
+      and its iteration, frozen once stopped), `wait` (iterations since
+      `best_index`), `stopped`, `stop_index` (whether the rule fired, and
+      when: −1 before) and `patience`.
     """
 
     buffer: Float[Array, "W n"]
     count: Int[Array, ""]
     variance: Float[Array, ""]
-    best_variance: Float[Array, ""]
-    best_index: Int[Array, ""]
-    wait: Int[Array, ""]
-    stopped: Bool[Array, ""]
-    stop_index: Int[Array, ""]
-    patience: int = eqx.field(static=True)
+    rule: PatienceState
 
     @classmethod
     def init(cls, n, window=WMV_WINDOW, patience=WMV_PATIENCE, dtype=None) -> WMVState:
@@ -188,22 +241,23 @@ class WMVState(eqx.Module):
         n, W = positive_int("n", n), positive_int("window", window)
         patience = positive_int("patience", patience)
         dtype = jnp.result_type(float) if dtype is None else dtype
-        int_ = jnp.asarray(0).dtype
         return cls(
             buffer=jnp.zeros((W, n), dtype),
-            count=jnp.zeros((), int_),
+            count=jnp.zeros((), jnp.asarray(0).dtype),
             variance=jnp.full((), jnp.nan, dtype),
-            best_variance=jnp.full((), jnp.inf, dtype),
-            best_index=jnp.zeros((), int_),
-            wait=jnp.zeros((), int_),
-            stopped=jnp.asarray(False),
-            stop_index=jnp.full((), -1, int_),
-            patience=patience,
+            rule=PatienceState.init(patience, dtype),
         )
 
     @property
     def window(self) -> int:
         return self.buffer.shape[0]
+
+    best_variance = _of_rule("best", "The smallest `VAR` so far (frozen once stopped).")
+    best_index = _of_rule("best_index", "The iteration of `best_variance`.")
+    wait = _of_rule("wait", "Iterations since `best_index`.")
+    stopped = _of_rule("stopped", "Whether the rule has fired.")
+    stop_index = _of_rule("stop_index", "When the rule fired (−1 before).")
+    patience = _of_rule("patience", "The patience (static).")
 
     def update(self, x) -> WMVState:
         """The state after iterate `x` (any shape with `n` entries) of
@@ -213,20 +267,11 @@ class WMVState(eqx.Module):
         buffer = self.buffer.at[t % W].set(jnp.ravel(x).astype(self.buffer.dtype))
         full = t + 1 >= W
         var = jnp.where(full, _window_variance(buffer), jnp.nan)
-        live = full & ~self.stopped
-        improved = live & (var < self.best_variance)
-        wait = jnp.where(improved, 0, jnp.where(live, self.wait + 1, self.wait))
-        fired = live & (wait >= self.patience)
         return WMVState(
             buffer=buffer,
             count=t + 1,
             variance=var,
-            best_variance=jnp.where(improved, var, self.best_variance),
-            best_index=jnp.where(improved, t, self.best_index),
-            wait=wait,
-            stopped=self.stopped | fired,
-            stop_index=jnp.where(fired, t, self.stop_index),
-            patience=self.patience,
+            rule=self.rule.update(t, var, full),
         )
 
 

@@ -4,6 +4,7 @@ convolutional generator, the theory along training; written as
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
@@ -20,11 +21,34 @@ from ..generators._skipnet import SkipNet
 from ..problems._losses import loss_name, parse_loss
 from ..problems._operators import image_operator
 from ..problems._problems import InverseProblem
-from ._early_stopping import WMV_PATIENCE, WMV_WINDOW
 from ._image_fit import fit_image
 from ._images import load_image
 
-GENERATORS = ("convdecoder", "skipnet")
+# fit_image's keywords and their defaults: `run_image` passes them through.
+_FIT_DEFAULTS = {
+    name: p.default
+    for name, p in inspect.signature(fit_image).parameters.items()
+    if p.kind is inspect.Parameter.KEYWORD_ONLY
+}
+
+
+def _convdecoder(key, image_shape, *, channels, layers, activation):
+    return ConvDecoder.init(
+        key, image_shape, channels=channels, layers=layers, activation=activation
+    )
+
+
+def _skipnet(key, image_shape, *, channels, layers, activation):
+    channels = positive_int("channels", channels)
+    levels = positive_int("layers", layers)
+    return SkipNet.init(
+        key, image_shape, channels=(channels,) * levels, activation=activation
+    )
+
+
+# The generators by the names users type: how each is built (its default
+# activation below).
+GENERATORS = {"convdecoder": _convdecoder, "skipnet": _skipnet}
 DEFAULT_ACTIVATION = {"convdecoder": "relu", "skipnet": "leaky_relu"}
 
 # Each task's options and their defaults (`None`: the operator's own default;
@@ -38,6 +62,8 @@ TASK_OPTIONS = {
     "fourier": {"fraction": 0.3},
 }
 _RANDOM_TASKS = ("inpaint", "compressed_sensing", "fourier")
+# Task options whose default depends on the image.
+_IMAGE_DEFAULTS = {"compressed_sensing": {"m": lambda truth: max(truth.size // 4, 1)}}
 
 
 def image_problem(truth, task, *, noise=0.0, key, loss=None, **options):
@@ -59,8 +85,9 @@ def image_problem(truth, task, *, noise=0.0, key, loss=None, **options):
         )
     wanted = dict(TASK_OPTIONS[task])
     wanted.update({k: v for k, v in options.items() if v is not None})
-    if task == "compressed_sensing" and wanted["m"] is None:
-        wanted["m"] = max(truth.size // 4, 1)
+    for option, default in _IMAGE_DEFAULTS.get(task, {}).items():
+        if wanted[option] is None:
+            wanted[option] = default(truth)
     wanted = {k: v for k, v in wanted.items() if v is not None}
     k_op, k_noise = jax.random.split(key)
     if task in _RANDOM_TASKS:
@@ -80,13 +107,7 @@ def make_generator(name, key, image_shape, *, channels, layers, activation=None)
             f"`generator` must be one of {list(GENERATORS)}, got {name!r}."
         )
     activation = DEFAULT_ACTIVATION[name] if activation is None else activation
-    if name == "skipnet":
-        channels = positive_int("channels", channels)
-        levels = positive_int("layers", layers)
-        return SkipNet.init(
-            key, image_shape, channels=(channels,) * levels, activation=activation
-        )
-    return ConvDecoder.init(
+    return GENERATORS[name](
         key, image_shape, channels=channels, layers=layers, activation=activation
     )
 
@@ -104,34 +125,26 @@ def run_image(
     channels=64,
     layers=4,
     activation=None,
-    optimizer="adam",
-    lr=0.01,
-    momentum=None,
-    iters=1000,
-    record_every=10,
     seed=0,
     seeds=1,
-    sigma_min_at=None,
-    lanczos_iters=None,
-    sigma_min_x64=True,
-    wmv_window=WMV_WINDOW,
-    wmv_patience=WMV_PATIENCE,
-    progress=True,
-    **task_options,
+    **options,
 ) -> dict:
     """Run `dipflow image` into the folder `out`; returns the summary.
 
     `image` is one image name (or file), or a list of them: every image is
     observed through the same operator draw and noise (from `seed`) and fitted
     by the same `seeds` initialisations, all in one `fit_image` call, so that
-    an image's runs are the same alone or beside others. `task_options` are
-    the task's options (`missing`, `sigma`, `factor`, `m`, `kind`,
-    `fraction`: see `TASK_OPTIONS`); `loss` is the loss trained on, by name
+    an image's runs are the same alone or beside others. `options` are
+    [`dipflow.fit_image`][]'s keywords (`optimizer`, `lr`, `iters`, …, with
+    its defaults) and the task's options (`missing`, `sigma`, `factor`, `m`,
+    `kind`, `fraction`: see `TASK_OPTIONS`); `loss` is the loss trained on, by name
     (`"squared"`, `"pseudo_huber:DELTA"`, `"poisson:B"`). Everything is checked (image names, task
     and its options, generator sizes, trainer) before anything compiles.
     See the [Images](../images.md) guide.
     """
     seeds = positive_int("seeds", seeds)
+    settings = _FIT_DEFAULTS | {k: v for k, v in options.items() if k in _FIT_DEFAULTS}
+    task_options = {k: v for k, v in options.items() if k not in _FIT_DEFAULTS}
     loss_fn = parse_loss(loss)
     names = image_names(image)
     activation = DEFAULT_ACTIVATION.get(generator) if activation is None else activation
@@ -157,12 +170,8 @@ def run_image(
         [nets[j] for _, j in runs],
         [problems[i] for i, _ in runs] if several else problems[0],
         [truths[i] for i, _ in runs] if several else truths[0],
-        optimizer=optimizer, lr=lr, momentum=momentum,
-        iters=iters, record_every=record_every, sigma_min_at=sigma_min_at,
-        lanczos_iters=lanczos_iters, sigma_min_x64=sigma_min_x64,
-        wmv_window=wmv_window,
-        wmv_patience=wmv_patience, progress=progress,
-    )  # fmt: skip
+        **settings,
+    )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     labels = [image_label(names[i]) for i, _ in runs]
@@ -190,9 +199,9 @@ def run_image(
         "layers": layers,
         "activation": activation,
         "parameters": _trained_parameters(nets[0]),
-        "optimizer": optimizer,
-        "lr": lr,
-        "iters": iters,
+        "optimizer": settings["optimizer"],
+        "lr": settings["lr"],
+        "iters": settings["iters"],
         "seeds": seeds,
         **_results(fit, everything),
         "sec_per_iter": fit.sec_per_iter,
@@ -260,7 +269,7 @@ def _results(fit, runs) -> dict:
                 for key in ("iteration", "psnr", "ssim")
             }
             | {"reached": all(s[rule]["reached"] for s in stops)}
-            for rule in ("theory", "oracle", "wmv")
+            for rule in (rule.name for rule in fit.rules)
         },
     }
 
@@ -297,6 +306,10 @@ def _title(s, image) -> str:
     )
 
 
+# The stopping rules' marks on the PSNR curve, by name.
+_STOP_STYLES = {"oracle": "g--", "wmv": "r:", "theory": "k-."}
+
+
 def _observation_image(problem, shape):
     """What a person would look at: Aᵀ y shown as an image."""
     return np.asarray(problem.adjoint(problem.y)).reshape(shape)
@@ -315,16 +328,8 @@ def plot_image_fit(fit, truth, problem, path, *, title="", seed=0):
         ("truth", np.asarray(truth)),
         ("observation Aᵀy", _observation_image(problem, shape)),
     ]
-    for rule, label in (("theory", "(6)"), ("oracle", "oracle"), ("wmv", "ES-WMV")):
-        img = fit.images[seed][rule]
-        s = stops[rule]
-        if s["reached"]:
-            text = f"{label}: it {int(s['iteration'])}, {s['psnr']:.2f} dB"
-        elif rule == "theory":
-            text = f"{label}: it {s['iteration']:.3g}, not reached"
-        else:  # WMV's candidate so far: its patience had not run out
-            text = f"{label}: it {int(s['iteration'])} (candidate), {s['psnr']:.2f} dB"
-        panels.append((text, img))
+    for rule in fit.rules:
+        panels.append((rule.caption(stops[rule.name]), fit.images[seed][rule.name]))
     panels.append((f"final: {fit.final_psnr[seed]:.2f} dB", fit.images[seed]["final"]))
     fig = Figure(figsize=(3 * len(panels), 6.8), layout="constrained")
     grid = fig.add_gridspec(2, len(panels), height_ratios=(1, 1))
@@ -348,10 +353,10 @@ def plot_image_fit(fit, truth, problem, path, *, title="", seed=0):
     traj = fit.trajectory[fit.trajectory.seed == seed]
     ax = fig.add_subplot(grid[1, :third])
     ax.plot(fit.psnr_curve[seed])
-    for rule, style in (("oracle", "g--"), ("wmv", "r:"), ("theory", "k-.")):
-        s = stops[rule]
-        if rule != "theory" or s["reached"]:
-            ax.axvline(s["iteration"], color=style[0], ls=style[1:], label=rule)
+    for rule, style in _STOP_STYLES.items():
+        at = stops[rule]["iteration"]
+        if math.isfinite(at) and at < len(fit.psnr_curve[seed]):  # within the run
+            ax.axvline(at, color=style[0], ls=style[1:], label=rule)
     ax.set_xlabel("iteration")
     ax.set_ylabel("PSNR (dB)")
     ax.legend(fontsize=7)

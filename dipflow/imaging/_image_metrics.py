@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
@@ -82,3 +84,11 @@ def ssim(x, reference, data_range=1.0, **options) -> float:
             **options,
         )
     )
+
+
+def ssim_any_size(x, reference) -> float:
+    """[`dipflow.ssim`][] with skimage's 7 × 7 window, shrunk (odd) for images
+    smaller than that; NaN below 3 × 3."""
+    side = min(reference.shape[-2:])
+    win = min(7, side if side % 2 else side - 1)
+    return ssim(x, reference, win_size=win) if win >= 3 else math.nan

@@ -25,6 +25,7 @@ from .._core._checks import (
     is_concrete,
     is_positive_ints,
     nonnegative_scalar,
+    option,
     positive_int,
 )
 from ._spectra import SingularValuesTag
@@ -335,12 +336,15 @@ def compressed_sensing(
     m = positive_int("m", m)
     n = C * H * W
     key = _check_key(key)
-    if kind == "gaussian":
-        return lx.MatrixLinearOperator(
-            jax.random.normal(key, (m, n), dtype) / math.sqrt(m)
-        )
-    if kind != "structured":
-        raise ValueError(f"`kind` must be 'gaussian' or 'structured', got {kind!r}.")
+    sense = option("kind", kind, _SENSING, "'gaussian' or 'structured'")
+    return sense(key, m, n, dtype)
+
+
+def _gaussian_sensing(key, m: int, n: int, dtype) -> lx.AbstractLinearOperator:
+    return lx.MatrixLinearOperator(jax.random.normal(key, (m, n), dtype) / math.sqrt(m))
+
+
+def _structured_sensing(key, m: int, n: int, dtype) -> lx.AbstractLinearOperator:
     if m > n:
         raise ValueError(
             f"`m` must be <= n = C·H·W = {n} for kind='structured' (rows of an "
@@ -357,6 +361,10 @@ def compressed_sensing(
     s = math.sqrt(n / m)
     tag = SingularValuesTag(norm=s, sigma_A=s, rank=m)
     return _function_operator(measure, n, dtype, tags=(tag,))
+
+
+# The kinds of `compressed_sensing`.
+_SENSING = {"gaussian": _gaussian_sensing, "structured": _structured_sensing}
 
 
 def _half_plane(H: int, W: int):

@@ -218,6 +218,14 @@ class InverseProblem(eqx.Module):
         )
 
 
+def check_problem(problem) -> None:
+    """`problem` is an [`dipflow.InverseProblem`][] (eager, before anything runs)."""
+    if not isinstance(problem, InverseProblem):
+        raise TypeError(
+            f"`problem` must be a dipflow.InverseProblem, got {type(problem).__name__}."
+        )
+
+
 def _apply(A, x):
     if isinstance(A, lx.AbstractLinearOperator):
         return A.mv(x)

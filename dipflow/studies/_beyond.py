@@ -23,7 +23,16 @@ import numpy as np
 
 from .._core._checks import positive_int
 from ._cells import Cell, Study
-from ._figure1 import K_GRID, M_GRID, N_GRID, PROTOCOL, QUICK_K, QUICK_M, QUICK_N
+from ._figure1 import (
+    K_GRID,
+    M_GRID,
+    N_GRID,
+    PANELS,
+    PROTOCOL,
+    QUICK_K,
+    QUICK_M,
+    QUICK_N,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +45,8 @@ class Variant:
     full_path: bool = False
 
 
+# The variant the others are compared with: the paper's own.
+BASELINE = "paper_gd"
 VARIANTS = (
     Variant("paper_gd", "paper: GD", dict(method="gd")),
     Variant("paper_flow", "paper: gradient flow", dict(method="flow")),
@@ -140,18 +151,17 @@ def beyond_studies(
             protocol["max_steps"] = min(protocol["max_steps"], FULL_MAX_STEPS)
         if max_steps is not None:
             protocol["max_steps"] = max_steps
-        part = cells["full" if variant.full_path else "reduced"]
-        part += [
-            Cell(m=10, n=n, k=k, panel="a", **protocol) for n in n_grid for k in k_grid
-        ]
-        part += [
-            Cell(m=m, n=60, k=k, panel="b", **protocol) for m in m_grid for k in k_grid
+        cells["full" if variant.full_path else "reduced"] += [
+            Cell(**sizes, panel=label, **protocol)
+            for label, sizes_of in PANELS["both"]
+            for sizes in sizes_of(k_grid, n_grid, m_grid)
         ]
     suffix = "-quick" if quick else "-paper-grid" if paper_grid else ""
+    runs_of = {"reduced": runs, "full": full_runs}
     return {
         part: Study(
             cells=tuple(part_cells),
-            runs=runs if part == "reduced" else full_runs,
+            runs=runs_of[part],
             seed=seed,
             dtype=dtype,
             name=f"beyond-{part}{suffix}",
@@ -189,9 +199,12 @@ def _variant_frame(df):
 
 def _grid_note(variant: Variant, study: Study) -> str:
     cells = [c for c in study.cells if variant_of(c.params()) == variant.name]
+    panels = {"a": [], "b": []}
+    for c in cells:
+        panels[c.panel].append(c)
     ks = sorted({c.k for c in cells})
-    ns = sorted({c.n for c in cells if c.panel == "a"})
-    ms = sorted({c.m for c in cells if c.panel == "b"})
+    ns = sorted({c.n for c in panels["a"]})
+    ms = sorted({c.m for c in panels["b"]})
     steps = max(c.max_steps for c in cells)
     return (
         f"k ∈ {ks}, n ∈ {ns} (a), m ∈ {ms} (b); {study.runs} runs per cell, "
@@ -333,12 +346,12 @@ def _write_report(path, exponents, present):
         "| variant | k*(n) exponent | k*(m) exponent | vs paper GD (n, m) | grid |",
         "| --- | --- | --- | --- | --- |",
     ]
-    base = exponents[exponents["variant"] == "paper_gd"]
+    base = exponents[exponents["variant"] == BASELINE]
     base = None if base.empty else base.iloc[0]
     for _, row in exponents.iterrows():
         versus = (
             "—"
-            if base is None or row["variant"] == "paper_gd"
+            if base is None or row["variant"] == BASELINE
             else f"{_moved(row, base, 'n')}, {_moved(row, base, 'm')}"
         )
         lines.append(

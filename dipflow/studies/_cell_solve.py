@@ -19,16 +19,24 @@ import numpy as np
 from .._core._checks import positive_int
 from ..generators._activations import get_activation
 from ..generators._draws import network_from_hidden
-from ..generators._networks import MLPDIP, TwoLayerDIP
+from ..generators._networks import TwoLayerDIP
 from ..problems._problems import InverseProblem
 from ..training._both_layers import BothLayersDynamics
 from ..training._descent import descend
 from ..training._flows import integrate
 from ..training._reduced import ReducedDynamics
 from ..training._setup import make_dynamics
-from ..training._solution import RESULT_NAMES
+from ..training._solution import RESULT_NAMES, RESULTS, result_code
 from ..training._trainers import AbstractDiscreteTrainer, trainer_from_name
-from ._cells import Cell, Study, _certificate, _rng, instance_arrays, mlp_hidden_weights
+from ._cells import (
+    Cell,
+    MLPSpec,
+    Study,
+    _certificate,
+    _rng,
+    instance_arrays,
+    mlp_hidden_weights,
+)
 
 # m is padded to a multiple of this, so that cells with nearby m share a
 # compilation (zero rows of M and y change nothing: the loss keeps the true m).
@@ -78,28 +86,115 @@ def _run(dyn, hp, *, method, max_steps, solver_steps) -> dict:
     return _outcome(sol, jnp.asarray(True), ratio)
 
 
-def _reduced_dynamics(arrays, m, *, reduction, activation, train_W, loss):
-    """The exact reduced state space of one run, from its (padded) arrays (the
-    padded rows, zero in `M` and `y`, add nothing to a loss that vanishes at a
-    zero residual with a zero gradient, as squared error and pseudo-Huber do)."""
-    one = jnp.ones((), arrays[0].dtype)
-    if reduction == "W":
+class _Path:
+    """How the runs of a cell are solved: the arrays of one run, the dynamics
+    built from them, and the work of one step (for scheduling). The padded rows
+    of the reduced paths, zero in `M` and `y`, add nothing to a loss that
+    vanishes at a zero residual with a zero gradient, as squared error and
+    pseudo-Huber do."""
+
+    @staticmethod
+    def padded_m(m: int) -> int:
+        return -(-m // M_PAD) * M_PAD
+
+    @staticmethod
+    def layout(cell):
+        """What of the cell, besides its arrays, shapes its compiled program."""
+        return None
+
+
+class _ReducedW(_Path):
+    """The paper's training, `z = W u`: arrays `(M, z0, y)`."""
+
+    @staticmethod
+    def inputs(M, arr, y, m_pad):
+        return _padded(M, (m_pad, M.shape[1])), arr["z0"], _padded(y, (m_pad,))
+
+    @staticmethod
+    def dynamics(arrays, m, layout, *, activation, loss):
         M, z0, y = arrays
+        one = jnp.ones((), M.dtype)
         return ReducedDynamics(
             M=M, z0=z0, y=y, u_norm2=one, m=m, activation=activation, loss_fn=loss
         )
-    N0, gram_A, z0, y = arrays
-    return BothLayersDynamics(
-        N0=N0,
-        gram_A=gram_A,
-        z0=z0,
-        y=y,
-        u_norm2=one,
-        m=m,
-        activation=activation,
-        train_W=train_W,
-        loss_fn=loss,
-    )
+
+    @staticmethod
+    def step_cost(cell, m_pad):
+        return m_pad * cell.k
+
+
+class _ReducedBoth(_Path):
+    """`V` trained too, `(z, A V/√k)`: arrays `(N0, A Aᵀ, z0, y)`, not padded:
+    the state (`A V/√k` is m × k) would carry the zero rows, and an adaptive
+    solver's error norm would count them."""
+
+    @staticmethod
+    def padded_m(m):
+        return m
+
+    @staticmethod
+    def inputs(M, arr, y, m_pad):
+        A = arr["A"]
+        return (
+            _padded(M, (m_pad, M.shape[1])),
+            _padded(A @ A.T, (m_pad, m_pad)),
+            arr["z0"],
+            _padded(y, (m_pad,)),
+        )
+
+    @staticmethod
+    def layout(cell):
+        return "W" in cell.trained_layers  # whether W trains
+
+    @staticmethod
+    def dynamics(arrays, m, train_W, *, activation, loss):
+        N0, gram_A, z0, y = arrays
+        return BothLayersDynamics(
+            N0=N0,
+            gram_A=gram_A,
+            z0=z0,
+            y=y,
+            u_norm2=jnp.ones((), N0.dtype),
+            m=m,
+            activation=activation,
+            train_W=train_W,
+            loss_fn=loss,
+        )
+
+    @staticmethod
+    def step_cost(cell, m_pad):
+        return 3 * m_pad * cell.k + m_pad * m_pad
+
+
+class _Full(_Path):
+    """The network itself (Adam, whose element-wise scaling has no exact
+    reduction, and every method on the MLP): arrays `(V, W, hidden, u, A, y)`,
+    `hidden` the MLP's layers 2..depth (`(depth − 1, k, k)`); the layout is the
+    cell's generator."""
+
+    @staticmethod
+    def layout(cell):
+        return cell.network
+
+    @staticmethod
+    def dynamics(arrays, m, generator, *, activation, loss):
+        V, W, hidden, u, A, y = arrays
+        first = TwoLayerDIP(V=V, W=W, u=u, activation=activation)
+        net = generator.network(first, [hidden[i] for i in range(hidden.shape[0])])
+        return make_dynamics(net, InverseProblem(A=A, y=y, loss=loss), reduced=False)
+
+    @staticmethod
+    def step_cost(cell, m_pad):
+        hidden = (cell.depth or 1) - 1
+        return cell.k * cell.d + hidden * cell.k**2 + cell.n * cell.k + cell.m * cell.n
+
+
+_PATHS = {ReducedDynamics: _ReducedW, BothLayersDynamics: _ReducedBoth, None: _Full}
+
+
+def cell_path(cell: Cell) -> type[_Path]:
+    """How `cell`'s runs are solved: one of its exact reductions, or the network."""
+    return _PATHS[cell.reduction]
 
 
 def _outcome(sol, monotone, ratio) -> dict:
@@ -133,14 +228,14 @@ _STATIC = (
 )  # fmt: skip
 
 
-@functools.partial(jax.jit, static_argnames=(*_STATIC, "reduction", "train_W"))
+@functools.partial(jax.jit, static_argnames=(*_STATIC, "path", "layout"))
 def _solve_batch(
     arrays,
     m,
     hp,
     *,
-    reduction,
-    train_W,
+    path,
+    layout,
     activation,
     method,
     max_steps,
@@ -149,19 +244,12 @@ def _solve_batch(
     mesh,
     loss,
 ):
-    """Reduced-path cells: each run's exact reduced dynamics, `group` runs at a
-    time. `arrays` is `(M, z0, y)` for the `"W"` reduction, `(N0, A Aᵀ, z0, y)`
-    for `"both"`; `m` the true number of measurements of each run."""
+    """Every run of a cell, `group` runs at a time: its dynamics on `path` (a
+    `_Path`, with the cell's `layout` of it) built from its `arrays`; `m` the
+    true number of measurements of each run."""
 
     def one(m, *arrays):
-        dyn = _reduced_dynamics(
-            arrays,
-            m,
-            reduction=reduction,
-            activation=activation,
-            train_W=train_W,
-            loss=loss,
-        )
+        dyn = path.dynamics(arrays, m, layout, activation=activation, loss=loss)
         return _run(
             dyn, hp, method=method, max_steps=max_steps, solver_steps=solver_steps
         )
@@ -169,65 +257,10 @@ def _solve_batch(
     return _sharded_map(one, (m, *arrays), group, mesh)
 
 
-@functools.partial(jax.jit, static_argnames=(*_STATIC, "generator", "train"))
-def _solve_full_batch(
-    V,
-    W,
-    hidden,
-    u,
-    A,
-    y,
-    hp,
-    *,
-    generator,
-    train,
-    activation,
-    method,
-    max_steps,
-    solver_steps,
-    group,
-    mesh,
-    loss,
-):
-    """Full-path cells (Adam, whose element-wise scaling has no exact reduction,
-    and every method on the MLP): the network itself, batched over runs.
-    `hidden` holds the MLP's layers 2..depth (shape `(runs, depth − 1, k, k)`)."""
-
-    def one(V, W, hidden, u, A, y):
-        if generator == "mlp":
-            weights = (W, *(hidden[i] for i in range(hidden.shape[0])))
-            net = MLPDIP(weights, V, u, activation=activation, train=train)
-        else:
-            net = TwoLayerDIP(V=V, W=W, u=u, activation=activation, train=train)
-        dyn = make_dynamics(net, InverseProblem(A=A, y=y, loss=loss), reduced=False)
-        return _run(
-            dyn, hp, method=method, max_steps=max_steps, solver_steps=solver_steps
-        )
-
-    return _sharded_map(one, (V, W, hidden, u, A, y), group, mesh)
-
-
 def padded_m(cell: Cell) -> int:
-    """The `m` a cell's arrays are padded to. Not for the both-layers reduction:
-    its state (`A V/√k` is m × k) would carry the zero rows, and an adaptive
-    solver's error norm would count them."""
-    if cell.reduction == "both":
-        return cell.m
-    return -(-cell.m // M_PAD) * M_PAD
-
-
-def _reduced_inputs(reduction, M, arr, y, m_pad) -> tuple[np.ndarray, ...]:
-    """One run's arrays for `_solve_batch`, `m` padded with zero rows."""
-    k = M.shape[1]
-    if reduction == "W":
-        return _padded(M, (m_pad, k)), arr["z0"], _padded(y, (m_pad,))
-    A = arr["A"]
-    return (
-        _padded(M, (m_pad, k)),
-        _padded(A @ A.T, (m_pad, m_pad)),
-        arr["z0"],
-        _padded(y, (m_pad,)),
-    )
+    """The `m` a cell's arrays are padded to (cells with nearby `m` share a
+    compilation)."""
+    return cell_path(cell).padded_m(cell.m)
 
 
 def _mlp_residual(W1, hidden, V, u, A, y, activation) -> float:
@@ -274,20 +307,12 @@ def run_cell(
     m_pad = padded_m(cell)
     dtype = np.dtype(study.dtype)
 
+    budget = {"tol": cell.tol, "t1": cell.horizon}
     hp = {
         name: dtype.type(value)
-        for name, value in (
-            ("step_size", cell.step_size),
-            ("momentum", cell.momentum or 0.0),
-            ("alpha", cell.alpha or 0.0),
-            ("beta", cell.beta or 0.0),
-            ("tol", cell.tol),
-            ("t1", cell.horizon),
-            ("rtol", cell.rtol),
-            ("atol", cell.atol),
-        )
+        for name, value in (cell.trainer.hyper_parameters() | budget).items()
     }
-    reduction = cell.reduction
+    path = cell_path(cell)
     activation = get_activation(cell.activation)
     common = dict(
         activation=activation,
@@ -297,6 +322,7 @@ def run_cell(
         loss=cell.loss_fn,
     )
 
+    converged = int(result_code(RESULTS.converged))
     rows: list[dict] = []
     for start in range(0, study.runs, chunk):
         runs = list(range(start, min(start + chunk, study.runs)))
@@ -305,7 +331,7 @@ def run_cell(
             arr = instance_arrays(cell, study.seed, r)
             M = arr["A"] @ arr["V"] / math.sqrt(cell.k)
             y = arr["A"] @ arr["x"] + arr["eps"]
-            if reduction is None:
+            if path is _Full:
                 net = network_from_hidden(
                     arr["V"],
                     arr["z0"],
@@ -320,13 +346,13 @@ def run_cell(
                 V, W1, u = (np.asarray(a, np.float64) for a in (net.V, net.W, net.u))
                 hidden = np.zeros((0, cell.k, cell.k))
                 r0 = None
-                if cell.generator_name == "mlp":
+                if isinstance(cell.network, MLPSpec):
                     layers = mlp_hidden_weights(cell, study.seed, r)
                     hidden = np.stack(layers) if layers else hidden
                     r0 = _mlp_residual(W1, hidden, V, u, arr["A"], y, activation)
                 inputs.append((V, W1, hidden, u, arr["A"], y))
             else:
-                inputs.append(_reduced_inputs(reduction, M, arr, y, m_pad))
+                inputs.append(path.inputs(M, arr, y, m_pad))
                 r0 = None
             certs.append(_certificate(cell, arr, M, y, r0))
         inputs += inputs[-1:] * (batch - len(runs))  # pad the batch with the last run
@@ -334,37 +360,26 @@ def run_cell(
         group = seeds_per_group(
             m_pad, cell.k, batch // len(devices), devices[0].platform
         )
-        if reduction is None:
-            out = _solve_full_batch(
-                *arrays,
-                hp,
-                generator=cell.generator_name,
-                train=cell.trained_layers,
-                group=group,
-                mesh=mesh,
-                **common,
-            )
-        else:
-            out = _solve_batch(
-                tuple(arrays),
-                np.full((batch,), cell.m, dtype),
-                hp,
-                reduction=reduction,
-                train_W="W" in cell.trained_layers,
-                group=group,
-                mesh=mesh,
-                **common,
-            )
+        out = _solve_batch(
+            tuple(arrays),
+            np.full((batch,), cell.m, dtype),
+            hp,
+            path=path,
+            layout=path.layout(cell),
+            group=group,
+            mesh=mesh,
+            **common,
+        )
         out = {key: np.asarray(v)[: len(runs)] for key, v in out.items()}
         for i, r in enumerate(runs):
-            result = RESULT_NAMES[int(out["result"][i])]
+            code = int(out["result"][i])
             rows.append(
                 {
                     **study.row_params(cell),
                     "run": r,
                     "seed": study.seed,
-                    "converged": result == "converged",
-                    "status": result,
+                    "converged": code == converged,
+                    "status": RESULT_NAMES[code],
                     "num_steps": int(out["num_steps"][i]),
                     "t_final": float(out["t_final"][i]),
                     "final_loss": float(out["final_loss"][i]),

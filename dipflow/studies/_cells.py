@@ -26,6 +26,7 @@ import functools
 import hashlib
 import json
 import math
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -51,15 +52,18 @@ from ..theory._certificates import (
     sigma_min_two_layer,
     two_layer_kernel,
 )
-from ..training._trainers import check_momentum
+from ..training._both_layers import BothLayersDynamics
+from ..training._reduced import ReducedDynamics
+from ..training._trainers import (
+    TRAINER_NAMES,
+    AbstractTrainer,
+    check_momentum,
+    trainer_from_name,
+)
 from ._instances import draw_instance
 
-METHODS = ("gd", "flow", "heavy_ball", "nesterov", "inertial", "adam")
-# The methods with an exact reduction for the two-layer net trained in W.
-REDUCED_METHODS = ("gd", "flow", "heavy_ball", "nesterov", "inertial")
-
-
-# The hyper-parameters each method takes besides `step_size`.
+# The hyper-parameters each method takes besides `step_size` (the names people
+# type: `Cell(method=...)`, TOML).
 _HYPERPARAMETERS = {
     "gd": (),
     "flow": (),
@@ -68,111 +72,56 @@ _HYPERPARAMETERS = {
     "inertial": ("alpha", "beta"),
     "adam": (),
 }
-# The generators a cell can train, and the parameter groups each can train.
-GENERATORS = ("two_layer", "mlp")
-_LAYERS = {"two_layer": ("W", "V"), "mlp": ("weights", "V")}
-_DEFAULT_TRAIN = {"two_layer": ("W",), "mlp": ("weights",)}
+_MOMENTUM_METHODS = {"heavy_ball", "nesterov"}
+METHODS = tuple(_HYPERPARAMETERS)
+assert set(METHODS) == set(TRAINER_NAMES)
 
+# A cell's parameters (the store's columns and the cell id), in their order.
+_FIELDS = (
+    "m", "n", "k", "d", "activation", "v_dist", "method", "step_size",
+    "max_steps", "tol", "noise", "t1", "rtol", "atol", "panel", "kappa",
+    "momentum", "alpha", "beta", "generator", "train", "depth", "loss",
+)  # fmt: skip
 # Fields left out of a cell's parameters (and so of its id) when unset.
 _OPTIONAL_FIELDS = (
     "kappa", "momentum", "alpha", "beta", "generator", "train", "depth", "loss",
 )  # fmt: skip
+
+_DTYPES = ("float32", "float64")
 
 # What an instance's random draws depend on (besides the study seed and run).
 _INSTANCE_PARAMS = ("m", "n", "k", "d", "v_dist")
 
 
 @dataclasses.dataclass(frozen=True)
-class Cell:
-    """One configuration of a study.
+class ProblemSpec:
+    """The problem every run of a cell draws: `A` (m × n), `x̄`, the noise, and
+    the loss trained on.
 
     **Fields:**
 
-    - `m`, `n`, `k`, `d`: sizes of `A` (m × n), the hidden width and the input.
-    - `activation`, `v_dist`: as in [`dipflow.TwoLayerDIP.init`][].
-    - `method`: the trainer: `"gd"` (gradient descent), `"flow"` (the exact
-      gradient flow), `"heavy_ball"`, `"nesterov"`, `"inertial"` (the inertial
-      flow) or `"adam"`. On the two-layer net all but Adam run an exact reduced
-      dynamics; Adam, and every method on the MLP, run the full network (`W` is
-      k × d), which costs far more per step.
-    - `generator`: `"two_layer"` (the paper's net (4), the default) or `"mlp"`
-      ([`dipflow.MLPDIP`][], every hidden layer of width `k`).
-    - `train`: the trained layers, `"W"` (default) / `"W,V"` / `"V"` for the
-      two-layer net, `"weights"` (default) / `"weights,V"` / `"V"` for the MLP;
-      a tuple is accepted too.
-    - `depth`: the MLP's number of hidden layers (required for it, refused for
-      the two-layer net). Its first layer and `V` are those of the two-layer
-      net of the same run, so a depth-1 MLP is that net.
-    - `step_size`: the step η of the discrete methods (Adam's learning rate);
-      for the flows it only sets the default horizon and the reported
-      stability ratio (that of gradient descent with this step).
-    - `max_steps`: the discrete methods' step budget.
-    - `momentum`: μ in [0, 1) of `"heavy_ball"` and `"nesterov"` (required
-      there, refused elsewhere).
-    - `alpha`, `beta`: the damping α (required) and β (default 0) of
-      `"inertial"`, refused elsewhere.
-    - `tol`: success is a loss below `tol`.
+    - `m`, `n`: the size of `A`.
     - `noise`: standard deviation of the Gaussian noise ε.
-    - `t1`: the flow's horizon (default `max_steps · step_size`, the time GD's
-      budget reaches).
-    - `rtol`, `atol`: the flow's tolerances on z.
-    - `panel`: a free label (e.g. `"a"`, `"b"` of Figure 1).
-    - `loss`: the loss trained on, by name: `None` (the default, the paper's
-      squared error) or `"pseudo_huber:DELTA"` (a [`dipflow.losses.PseudoHuber`][]); the
-      tolerance applies to the excess loss.
     - `kappa`: `None` (the default) draws `A` with iid N(0, 1) entries; a number
-      κ ≥ 1 draws `A = U diag(s) Vᵀ` with Haar-random `U`, `V` and singular values
-      geometrically spaced from `√m + √n` (a Gaussian matrix's typical norm) down
-      to `(√m + √n)/κ`, as [`dipflow.InverseProblem.with_condition_number`][].
+      κ ≥ 1 draws `A = U diag(s) Vᵀ` with Haar-random `U`, `V` and singular
+      values geometrically spaced from `√m + √n` (a Gaussian matrix's typical
+      norm) down to `(√m + √n)/κ`, as
+      [`dipflow.InverseProblem.with_condition_number`][].
+    - `loss`: the loss by name: `None` (the paper's squared error) or
+      `"pseudo_huber:DELTA"` (a [`dipflow.losses.PseudoHuber`][]); the
+      tolerance applies to the excess loss.
     """
 
     m: int
     n: int
-    k: int
-    d: int
-    activation: str = "sigmoid"
-    v_dist: str = "rademacher"
-    method: str = "gd"
-    step_size: float = 1.0
-    max_steps: int = 25_000
-    tol: float = 1e-7
     noise: float = 0.0
-    t1: float | None = None
-    rtol: float = 1e-5
-    atol: float = 1e-8
-    panel: str = ""
     kappa: float | None = None
-    momentum: float | None = None
-    alpha: float | None = None
-    beta: float | None = None
-    generator: str | None = None
-    train: str | tuple[str, ...] | None = None
-    depth: int | None = None
     loss: str | None = None
 
     def __post_init__(self):
-        for name in ("m", "n", "k", "d"):
-            positive_int(name, getattr(self, name))
-        nonnegative_int("max_steps", self.max_steps)
-        nonnegative_scalar("step_size", self.step_size, strict=True)
-        nonnegative_scalar("tol", self.tol)
+        positive_int("m", self.m)
+        positive_int("n", self.n)
         nonnegative_scalar("noise", self.noise)
-        nonnegative_scalar("rtol", self.rtol, strict=True)
-        nonnegative_scalar("atol", self.atol, strict=True)
-        if self.t1 is not None:
-            nonnegative_scalar("t1", self.t1, strict=True)
-        get_activation(self.activation)
-        if self.v_dist not in V_DISTRIBUTIONS:
-            raise ValueError(
-                f"`v_dist` must be one of {sorted(V_DISTRIBUTIONS)}, got {self.v_dist!r}."
-            )
-        if self.method not in METHODS:
-            raise ValueError(f"`method` must be one of {METHODS}, got {self.method!r}.")
-        self._check_hyperparameters()
-        self._check_generator()
-        self._check_loss()
-        if not isinstance(self.panel, str):
-            raise TypeError(f"`panel` must be a string, got {self.panel!r}.")
         if self.kappa is not None and not (
             isinstance(self.kappa, (int, float))
             and math.isfinite(self.kappa)
@@ -181,8 +130,197 @@ class Cell:
             raise ValueError(
                 f"`kappa` must be None or a number >= 1, got {self.kappa!r}."
             )
+        if self.loss is not None:
+            loss = parse_loss(self.loss)
+            if isinstance(loss, Poisson):
+                raise ValueError(
+                    "`loss` 'poisson' needs count data; a cell draws Gaussian noise "
+                    "(use 'squared' or 'pseudo_huber:DELTA')."
+                )
+            # Canonical (a store column); squared error is the default: one id.
+            name = None if isinstance(loss, SquaredError) else loss_name(loss)
+            object.__setattr__(self, "loss", name)
 
-    def _check_hyperparameters(self):
+    @property
+    def loss_fn(self) -> AbstractLoss:
+        """The loss as a value (squared error unless `loss` is set)."""
+        return SquaredError() if self.loss is None else parse_loss(self.loss)
+
+
+@dataclasses.dataclass(frozen=True)
+class GeneratorSpec:
+    """The generator every run of a cell trains: its hidden width `k`, input
+    size `d`, `activation` and the law of `V` (`v_dist`, as in
+    [`dipflow.TwoLayerDIP.init`][]), and the layers it trains (`train`: names
+    comma-joined or a tuple). [`dipflow.TwoLayerSpec`][] or
+    [`dipflow.MLPSpec`][]."""
+
+    k: int
+    d: int
+    activation: str = "sigmoid"
+    v_dist: str = "rademacher"
+    train: str | tuple[str, ...] | None = None
+
+    # The name people type, the layers it can train, and those it trains unless told.
+    name: ClassVar[str]
+    layers: ClassVar[tuple[str, ...]]
+    default_train: ClassVar[tuple[str, ...]]
+
+    def __post_init__(self):
+        positive_int("k", self.k)
+        positive_int("d", self.d)
+        get_activation(self.activation)
+        if self.v_dist not in V_DISTRIBUTIONS:
+            raise ValueError(
+                f"`v_dist` must be one of {sorted(V_DISTRIBUTIONS)}, got {self.v_dist!r}."
+            )
+        if self.train is not None:
+            object.__setattr__(self, "train", self._canonical_train(self.train))
+
+    def _canonical_train(self, given) -> str | None:
+        train = given.split(",") if isinstance(given, str) else given
+        train = tuple(str(t).strip() for t in train)
+        if (
+            not train
+            or any(t not in self.layers for t in train)
+            or len(set(train)) < len(train)
+        ):
+            raise ValueError(
+                f"`train` must name layers of the {self.name!r} generator, a non-empty "
+                f"subset of {self.layers}, got {given!r}."
+            )
+        # In the generator's order, comma-joined (a store column); the default
+        # is `None`: one id.
+        canonical = tuple(t for t in self.layers if t in train)
+        return None if canonical == self.default_train else ",".join(canonical)
+
+    @property
+    def trained_layers(self) -> tuple[str, ...]:
+        if self.train is None:
+            return self.default_train
+        return tuple(self.train.split(","))
+
+    @property
+    def depth(self) -> int | None:
+        return None
+
+    def reduction(self, trainer: AbstractTrainer) -> type | None:
+        """The exact reduced dynamics runs of `trainer` use (`None`: the full
+        network)."""
+        return None
+
+    def network(self, first: TwoLayerDIP, hidden: list) -> TwoLayerDIP | MLPDIP:
+        """The run's network from the two-layer net `first` it shares its first
+        layer and `V` with, and its hidden layers 2..depth."""
+        raise NotImplementedError
+
+
+@dataclasses.dataclass(frozen=True)
+class TwoLayerSpec(GeneratorSpec):
+    """The paper's two-layer net (4), trained in `"W"` (the default), `"W,V"`
+    or `"V"`."""
+
+    name: ClassVar[str] = "two_layer"
+    layers: ClassVar[tuple[str, ...]] = ("W", "V")
+    default_train: ClassVar[tuple[str, ...]] = ("W",)
+
+    def reduction(self, trainer):
+        if not trainer.keeps_reductions:
+            return None
+        return BothLayersDynamics if "V" in self.trained_layers else ReducedDynamics
+
+    def network(self, first, hidden):
+        if self.train is None:
+            return first
+        return TwoLayerDIP(
+            first.V,
+            first.W,
+            first.u,
+            activation=first.activation,
+            train=self.trained_layers,
+            v_dist=first.v_dist,
+            w_dist=first.w_dist,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class MLPSpec(GeneratorSpec):
+    """[`dipflow.MLPDIP`][] with `depth` hidden layers of width `k`, trained in
+    `"weights"` (the default), `"weights,V"` or `"V"`. Its first layer and `V`
+    are those of the two-layer net of the same run, so a depth-1 MLP is that net."""
+
+    depth: int | None = None
+
+    name: ClassVar[str] = "mlp"
+    layers: ClassVar[tuple[str, ...]] = ("weights", "V")
+    default_train: ClassVar[tuple[str, ...]] = ("weights",)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.depth is None:
+            raise ValueError("generator 'mlp' needs `depth` >= 1 (hidden layers).")
+        positive_int("depth", self.depth)
+
+    def network(self, first, hidden):
+        return MLPDIP(
+            (first.W, *hidden),
+            first.V,
+            first.u,
+            activation=first.activation,
+            train=self.trained_layers,
+        )
+
+
+GENERATORS = {spec.name: spec for spec in (TwoLayerSpec, MLPSpec)}
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainerSpec:
+    """How every run of a cell trains: the method by name, its hyper-parameters
+    and its budget.
+
+    **Fields:**
+
+    - `method`: `"gd"` (gradient descent), `"flow"` (the exact gradient flow),
+      `"heavy_ball"`, `"nesterov"`, `"inertial"` (the inertial flow) or
+      `"adam"`. On the two-layer net all but Adam run an exact reduced
+      dynamics; Adam, and every method on the MLP, run the full network (`W` is
+      k × d), which costs far more per step.
+    - `step_size`: the step η of the discrete methods (Adam's learning rate);
+      for the flows it only sets the default horizon and the reported stability
+      ratio (that of gradient descent with this step).
+    - `momentum`: μ in [0, 1) of `"heavy_ball"` and `"nesterov"` (required
+      there, refused elsewhere).
+    - `alpha`, `beta`: the damping α (required) and β (default 0) of
+      `"inertial"`, refused elsewhere.
+    - `rtol`, `atol`: the flows' tolerances on z.
+    - `max_steps`: the discrete methods' step budget.
+    - `tol`: success is a loss (its excess over the infimum) below `tol`.
+    - `t1`: the flows' horizon (default `max_steps · step_size`, the time GD's
+      budget reaches).
+    """
+
+    method: str = "gd"
+    step_size: float = 1.0
+    momentum: float | None = None
+    alpha: float | None = None
+    beta: float | None = None
+    rtol: float = 1e-5
+    atol: float = 1e-8
+    max_steps: int = 25_000
+    tol: float = 1e-7
+    t1: float | None = None
+
+    def __post_init__(self):
+        nonnegative_int("max_steps", self.max_steps)
+        nonnegative_scalar("step_size", self.step_size, strict=True)
+        nonnegative_scalar("tol", self.tol)
+        nonnegative_scalar("rtol", self.rtol, strict=True)
+        nonnegative_scalar("atol", self.atol, strict=True)
+        if self.t1 is not None:
+            nonnegative_scalar("t1", self.t1, strict=True)
+        if self.method not in _HYPERPARAMETERS:
+            raise ValueError(f"`method` must be one of {METHODS}, got {self.method!r}.")
         takes = _HYPERPARAMETERS[self.method]
         for name in ("momentum", "alpha", "beta"):
             value = getattr(self, name)
@@ -192,88 +330,33 @@ class Cell:
                     f"(which takes {takes or 'none of momentum, alpha, beta'}); "
                     "leave it unset."
                 )
-        if self.method in ("heavy_ball", "nesterov"):
+        if self.method in _MOMENTUM_METHODS:
             if self.momentum is None:
                 raise ValueError(f"method {self.method!r} needs `momentum` in [0, 1).")
             check_momentum(self.momentum)
-        if self.method == "inertial":
+        if "alpha" in takes:
             if self.alpha is None:
-                raise ValueError("method 'inertial' needs `alpha` >= 0.")
+                raise ValueError(f"method {self.method!r} needs `alpha` >= 0.")
             nonnegative_scalar("alpha", self.alpha)
             if self.beta is not None:
                 nonnegative_scalar("beta", self.beta)
 
-    def _check_generator(self):
-        if self.generator is not None and self.generator not in GENERATORS:
-            raise ValueError(
-                f"`generator` must be one of {GENERATORS}, got {self.generator!r}."
-            )
-        if self.generator == "two_layer":
-            object.__setattr__(self, "generator", None)  # the default: one id
-        gen = self.generator_name
-        if self.train is not None:
-            train = self.train.split(",") if isinstance(self.train, str) else self.train
-            train = tuple(str(t).strip() for t in train)
-            allowed = _LAYERS[gen]
-            if (
-                not train
-                or any(t not in allowed for t in train)
-                or len(set(train)) < len(train)
-            ):
-                raise ValueError(
-                    f"`train` must name layers of the {gen!r} generator, a non-empty "
-                    f"subset of {allowed}, got {self.train!r}."
-                )
-            # Canonical: in the generator's order, comma-joined (a store column).
-            canonical = ",".join(t for t in allowed if t in train)
-            if canonical == ",".join(_DEFAULT_TRAIN[gen]):
-                canonical = None  # the default: one id
-            object.__setattr__(self, "train", canonical)
-        if gen == "mlp":
-            if self.depth is None:
-                raise ValueError("generator 'mlp' needs `depth` >= 1 (hidden layers).")
-            positive_int("depth", self.depth)
-        elif self.depth is not None:
-            raise ValueError(
-                f"`depth` is only for generator 'mlp', got depth={self.depth!r} for "
-                f"{gen!r}; leave it unset."
-            )
+    @functools.cached_property
+    def trainer(self) -> AbstractTrainer:
+        """The trainer as a value ([`dipflow.GradientDescent`][], …)."""
+        return trainer_from_name(self.method, **self.hyper_parameters())
 
-    def _check_loss(self):
-        if self.loss is None:
-            return
-        loss = parse_loss(self.loss)
-        if isinstance(loss, Poisson):
-            raise ValueError(
-                "`loss` 'poisson' needs count data; a cell draws Gaussian noise "
-                "(use 'squared' or 'pseudo_huber:DELTA')."
-            )
-        name = loss_name(loss)
-        # Canonical (a store column); squared error is the default: one id.
-        object.__setattr__(self, "loss", None if name == "squared" else name)
-
-    @property
-    def loss_fn(self) -> AbstractLoss:
-        """The cell's loss as a value (squared error unless `loss` is set)."""
-        return SquaredError() if self.loss is None else parse_loss(self.loss)
-
-    @property
-    def generator_name(self) -> str:
-        return "two_layer" if self.generator is None else self.generator
-
-    @property
-    def trained_layers(self) -> tuple[str, ...]:
-        if self.train is None:
-            return _DEFAULT_TRAIN[self.generator_name]
-        return tuple(self.train.split(","))
-
-    @property
-    def reduction(self) -> str | None:
-        """Which exact reduction the cell's runs use: `"W"` (`z = W u`),
-        `"both"` (`z`, `A V/√k`), or `None` (the full network)."""
-        if self.generator_name != "two_layer" or self.method not in REDUCED_METHODS:
-            return None
-        return "W" if self.trained_layers == ("W",) else "both"
+    def hyper_parameters(self) -> dict:
+        """The hyper-parameters by name, unset ones as 0 (what builds the
+        trainer, as arrays of a run's dtype in a compiled batch)."""
+        return {
+            "step_size": self.step_size,
+            "momentum": self.momentum or 0.0,
+            "alpha": self.alpha or 0.0,
+            "beta": self.beta or 0.0,
+            "rtol": self.rtol,
+            "atol": self.atol,
+        }
 
     @property
     def horizon(self) -> float:
@@ -283,16 +366,205 @@ class Cell:
             else self.max_steps * float(self.step_size)
         )
 
+
+class _Part:
+    """A field of one of a cell's parts read as the cell's own (`cell.m` is
+    `cell.problem.m`): the names a flat cell always had."""
+
+    def __init__(self, part: str):
+        self.part = part
+
+    def __set_name__(self, owner, name):
+        self.name = name
+
+    def __get__(self, cell, owner=None):
+        if cell is None:
+            return self
+        return getattr(getattr(cell, self.part), self.name)
+
+
+_TRAINER_FIELDS = tuple(f.name for f in dataclasses.fields(TrainerSpec))
+
+
+def _part(cls, value, given: dict):
+    """A cell's part of type `cls`: `value` (a part, or the class to build) with
+    the flat fields `given` that belong to it."""
+    names = [f.name for f in dataclasses.fields(cls) if f.name in given]
+    fields = {name: given[name] for name in names}
+    if isinstance(value, cls):
+        return dataclasses.replace(value, **fields) if fields else value
+    if value is not None and not isinstance(value, type):
+        raise TypeError(
+            f"`{cls.__name__.removesuffix('Spec').lower()}` must be a "
+            f"dipflow.{cls.__name__}, got {type(value).__name__}."
+        )
+    return cls(**fields)
+
+
+def _network(generator, network, given: dict) -> GeneratorSpec:
+    """A cell's generator: `network` (a spec, or none), changed to the generator
+    named `generator` (if any) and by the flat fields `given`."""
+    if network is not None and not isinstance(network, GeneratorSpec):
+        raise TypeError(
+            "`network` must be a dipflow.TwoLayerSpec or dipflow.MLPSpec, got "
+            f"{type(network).__name__}."
+        )
+    if generator is not None and generator not in GENERATORS:
+        raise ValueError(
+            f"`generator` must be one of {tuple(GENERATORS)}, got {generator!r}."
+        )
+    cls = GENERATORS.get(generator, type(network) if network else TwoLayerSpec)
+    if "depth" in given and cls is not MLPSpec:
+        raise ValueError(
+            f"`depth` is only for generator 'mlp', got depth={given['depth']!r} for "
+            f"{cls.name!r}; leave it unset."
+        )
+    if network is not None and cls is not type(network):
+        # Another generator of the same sizes, with its own layers and depth.
+        sizes = {n: getattr(network, n) for n in ("k", "d", "activation", "v_dist")}
+        network, given = None, sizes | given
+    return _part(cls, network, given)
+
+
+@dataclasses.dataclass(frozen=True, init=False)
+class Cell:
+    """One configuration of a study: the problem its runs draw, the generator
+    they train and the trainer, as values.
+
+    Build it from those values,
+    `Cell(problem=ProblemSpec(m=10, n=60), network=TwoLayerSpec(k=100, d=500),
+    trainer=TrainerSpec("gd", step_size=1.0))`, or from the flat names of their
+    fields, `Cell(m=10, n=60, k=100, d=500, method="gd")`; read them either way
+    (`cell.problem.m` is `cell.m`).
+
+    **Arguments:**
+
+    - `problem`: a [`dipflow.ProblemSpec`][] (`m`, `n`, `noise`, `kappa`, `loss`).
+    - `network`: the generator, a [`dipflow.TwoLayerSpec`][] or
+      [`dipflow.MLPSpec`][] (`k`, `d`, `activation`, `v_dist`, `train`, `depth`).
+    - `trainer`: a [`dipflow.TrainerSpec`][] (`method`, `step_size`, `momentum`,
+      `alpha`, `beta`, `rtol`, `atol`, `max_steps`, `tol`, `t1`).
+    - `panel`: a free label (e.g. `"a"`, `"b"` of Figure 1).
+    - `generator`: the generator by name, `"two_layer"` (the paper's net (4),
+      the default) or `"mlp"` (every hidden layer of width `k`), with the flat
+      fields; read back as `None` (two-layer) or `"mlp"`.
+    - the flat fields: with the part they belong to given as a value, they
+      change its fields (as `dataclasses.replace(cell, activation=...)` does);
+      their meaning is on the part's page.
+    """
+
+    problem: ProblemSpec
+    network: GeneratorSpec
+    trainer: TrainerSpec
+    panel: str = ""
+
+    def __init__(
+        self,
+        m: int | None = None,
+        n: int | None = None,
+        k: int | None = None,
+        d: int | None = None,
+        activation: Any = None,
+        v_dist: str | None = None,
+        method: str | None = None,
+        step_size: float | int | None = None,
+        max_steps: int | None = None,
+        tol: float | int | None = None,
+        noise: float | int | None = None,
+        t1: float | int | None = None,
+        rtol: float | int | None = None,
+        atol: float | int | None = None,
+        panel: str = "",
+        kappa: float | int | None = None,
+        momentum: float | int | None = None,
+        alpha: float | int | None = None,
+        beta: float | int | None = None,
+        generator: Any = None,
+        train: str | tuple[str, ...] | None = None,
+        depth: int | None = None,
+        loss: str | None = None,
+        *,
+        problem: Any = None,
+        network: Any = None,
+        trainer: Any = None,
+    ):
+        # The flat fields given (unset ones take the part's default); with a part
+        # given as a value they change that part's fields, as
+        # `dataclasses.replace(cell, activation=...)` does.
+        flat = {name: value for name, value in locals().items() if name in _FIELDS}
+        given = {name: v for name, v in flat.items() if v is not None}
+        if not isinstance(panel, str):
+            raise TypeError(f"`panel` must be a string, got {panel!r}.")
+        problem = _part(ProblemSpec, problem, given)
+        trainer = _part(TrainerSpec, trainer, given)
+        network = _network(generator, network, given)
+        for name, value in (
+            ("problem", problem),
+            ("network", network),
+            ("trainer", trainer),
+            ("panel", panel),
+        ):
+            object.__setattr__(self, name, value)
+
+    # The flat names of the parts' fields.
+    m = _Part("problem")
+    n = _Part("problem")
+    noise = _Part("problem")
+    kappa = _Part("problem")
+    loss = _Part("problem")
+    loss_fn = _Part("problem")
+    k = _Part("network")
+    d = _Part("network")
+    activation = _Part("network")
+    v_dist = _Part("network")
+    train = _Part("network")
+    depth = _Part("network")
+    trained_layers = _Part("network")
+    method = _Part("trainer")
+    step_size = _Part("trainer")
+    momentum = _Part("trainer")
+    alpha = _Part("trainer")
+    beta = _Part("trainer")
+    rtol = _Part("trainer")
+    atol = _Part("trainer")
+    max_steps = _Part("trainer")
+    tol = _Part("trainer")
+    t1 = _Part("trainer")
+    horizon = _Part("trainer")
+
+    @property
+    def generator(self) -> str | None:
+        """The generator's name as a cell parameter: `None` for the paper's
+        two-layer net (the default: one id), `"mlp"`."""
+        return None if isinstance(self.network, TwoLayerSpec) else self.network.name
+
+    @property
+    def generator_name(self) -> str:
+        return self.network.name
+
+    @property
+    def reduction(self) -> type | None:
+        """The exact reduced dynamics the cell's runs use, as
+        [`dipflow.reduction`][] gives it for their network:
+        [`dipflow.ReducedDynamics`][] (`z = W u`),
+        [`dipflow.BothLayersDynamics`][] (`z`, `A V/√k`), or `None` (the full
+        network)."""
+        return self.network.reduction(self.trainer.trainer)
+
+    def _flat(self) -> dict:
+        flat = {name: getattr(self, name) for name in _FIELDS}
+        return flat
+
     def params(self) -> dict:
-        """The cell as a JSON-serialisable dict (the store's cell parameters).
-        `kappa`, `momentum`, `alpha`, `beta`, `generator`, `train` and `depth`
-        appear only when set, so the ids of cells that do not use them stay what
-        they were before they existed."""
-        params = dataclasses.asdict(self)
-        for name in _OPTIONAL_FIELDS:
-            if params[name] is None:
-                del params[name]
-        return params
+        """The cell as a JSON-serialisable dict of its flat fields (the store's
+        cell parameters). `kappa`, `momentum`, `alpha`, `beta`, `generator`,
+        `train`, `depth` and `loss` appear only when set, so the ids of cells
+        that do not use them stay what they were before they existed."""
+        return {
+            name: value
+            for name, value in self._flat().items()
+            if value is not None or name not in _OPTIONAL_FIELDS
+        }
 
     @functools.cached_property
     def cell_id(self) -> str:
@@ -341,13 +613,18 @@ class Study:
                 )
         positive_int("runs", self.runs)
         nonnegative_int("seed", self.seed)
-        if self.dtype not in ("float32", "float64"):
+        if self.dtype not in _DTYPES:
             raise ValueError(
                 f"`dtype` must be 'float32' or 'float64', got {self.dtype!r}."
             )
         ids = [c.cell_id for c in self.cells]
         if len(set(ids)) != len(ids):
             raise ValueError("the study lists the same cell twice.")
+
+    @property
+    def x64(self) -> bool:
+        """Whether the study runs in float64."""
+        return np.dtype(self.dtype) == np.float64
 
     def row_params(self, cell: Cell) -> dict:
         """`cell.params()` with every optional field that any cell of the study
@@ -360,7 +637,7 @@ class Study:
         return [
             name
             for name in _OPTIONAL_FIELDS
-            if any(getattr(c, name) is not None for c in self.cells)
+            if any(c._flat()[name] is not None for c in self.cells)
         ]
 
     def config(self) -> dict:
@@ -409,28 +686,11 @@ def study_instance(
     arr = instance_arrays(cell, seed, run)
     rng = _rng(seed, cell, run, stream=1)
     dtype = jnp.result_type(float) if dtype is None else dtype
-    net = network_from_hidden(
+    first = network_from_hidden(
         arr["V"], arr["z0"], cell.d, rng, cell.activation, cell.v_dist, dtype
     )
-    if cell.generator_name == "mlp":
-        hidden = [jnp.asarray(w, dtype) for w in mlp_hidden_weights(cell, seed, run)]
-        net = MLPDIP(
-            (net.W, *hidden),
-            net.V,
-            net.u,
-            activation=net.activation,
-            train=cell.trained_layers,
-        )
-    elif cell.train is not None:
-        net = TwoLayerDIP(
-            net.V,
-            net.W,
-            net.u,
-            activation=net.activation,
-            train=cell.trained_layers,
-            v_dist=net.v_dist,
-            w_dist=net.w_dist,
-        )
+    hidden = [jnp.asarray(w, dtype) for w in mlp_hidden_weights(cell, seed, run)]
+    net = cell.network.network(first, hidden)
     problem = InverseProblem(
         A=jnp.asarray(arr["A"], dtype),
         x_true=jnp.asarray(arr["x"], dtype),
@@ -444,7 +704,7 @@ def mlp_hidden_weights(cell: Cell, seed: int, run: int) -> list[np.ndarray]:
     """The MLP's hidden layers 2..depth of run `run` (k × k, iid N(0, 1)), from a
     stream of their own; layer 1 and `V` are the two-layer net's."""
     rng = _rng(seed, cell, run, stream=2)
-    return [rng.standard_normal((cell.k, cell.k)) for _ in range(cell.depth - 1)]
+    return [rng.standard_normal((cell.k, cell.k)) for _ in range((cell.depth or 1) - 1)]
 
 
 def _certificate(cell: Cell, arr: dict, M: np.ndarray, y: np.ndarray, r0=None) -> dict:
@@ -460,7 +720,7 @@ def _certificate(cell: Cell, arr: dict, M: np.ndarray, y: np.ndarray, r0=None) -
     A, V, z0 = arr["A"], arr["V"], arr["z0"]
     spec = dense_spectrum(A)
     out = {"sigma_A": float(spec.sigma_A), "kappa_A": float(spec.kappa)}
-    if cell.generator_name == "mlp":
+    if isinstance(cell.network, MLPSpec):
         nan = float("nan")
         return out | {
             "sigma_min_J0": nan,
@@ -478,7 +738,7 @@ def _certificate(cell: Cell, arr: dict, M: np.ndarray, y: np.ndarray, r0=None) -
     if "V" in train:
         sigma_J = np.sqrt(sigma_J**2 + phi @ phi / cell.k)
         K = K + phi @ phi / cell.k * (A @ A.T)
-    if train == ("W",):
+    if "V" not in train:
         lip = lemma3_bound(act.bound, np.max(np.abs(V)), cell.n, cell.k)
         holds = bool(condition5(r0, spec.sigma_A, sigma_J, lip)[2])
     else:

@@ -14,25 +14,20 @@ from collections.abc import Iterator, Sequence
 
 import jax
 
+from .._core._backend import on_cpu
 from .._core._checks import positive_int
 from ..generators._activations import portable_activations, restore_activations
-from ..training._descent import LINEAR_METHODS
-from ._cell_solve import M_PAD, padded_m, run_cell
+from ..training._trainers import AbstractDiscreteTrainer
+from ._cell_solve import M_PAD, cell_path, padded_m, run_cell
 from ._cells import Cell, Study
 
 
 def expected_cost(cell: Cell) -> float:
     """A rough per-cell cost, for scheduling: the work of one step times the
     budget (a converging cell stops earlier; a large cell still costs more)."""
-    m_pad = padded_m(cell)
-    if cell.reduction == "W":
-        step = m_pad * cell.k
-    elif cell.reduction == "both":
-        step = 3 * m_pad * cell.k + m_pad * m_pad
-    else:
-        hidden = (cell.depth or 1) - 1
-        step = cell.k * cell.d + hidden * cell.k**2 + cell.n * cell.k + cell.m * cell.n
-    stages = 1 if cell.method in LINEAR_METHODS or cell.method == "adam" else 6
+    step = cell_path(cell).step_cost(cell, padded_m(cell))
+    # An ODE solver's step evaluates the field several times.
+    stages = 1 if isinstance(cell.trainer.trainer, AbstractDiscreteTrainer) else 6
     return float(step) * stages * max(cell.max_steps, 1)
 
 
@@ -66,7 +61,7 @@ def _timed_cell(cell, study, chunk_size):
 
 def _remote_cell(cell, study, chunk_size, activations):
     # A worker process has its own JAX configuration and activation registry.
-    if study.dtype == "float64":
+    if study.x64:
         jax.config.update("jax_enable_x64", True)
     restore_activations(activations)
     return _timed_cell(cell, study, chunk_size)
@@ -105,7 +100,7 @@ def _init_worker(x64: bool, cache_dir: str | None, activations: bytes):
 def default_workers(num_cells: int) -> int:
     """Worker processes for the local executor: one per core on a CPU (a cell's
     loop keeps one core busy), one process (all devices) on an accelerator."""
-    if jax.default_backend() != "cpu":
+    if not on_cpu():
         return 1
     return max(1, min(os.cpu_count() or 1, num_cells))
 
@@ -142,7 +137,7 @@ def _pool_cells(ordered, study, chunk_size, workers, activations):
         max_workers=workers,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=_init_worker,
-        initargs=(study.dtype == "float64", _compilation_cache_dir(), activations),
+        initargs=(study.x64, _compilation_cache_dir(), activations),
     )
     finished = False
     try:

@@ -25,6 +25,22 @@ PROTOCOL = dict(
 )
 
 
+def _panel_a(k_grid, n_grid, m_grid) -> list[dict]:
+    """Panel (a): m = 10 over n × k."""
+    return [dict(m=10, n=n, k=k) for n in n_grid for k in k_grid]
+
+
+def _panel_b(k_grid, n_grid, m_grid) -> list[dict]:
+    """Panel (b): n = 60 over m × k."""
+    return [dict(m=m, n=60, k=k) for m in m_grid for k in k_grid]
+
+
+# The panels and method sets by the names people type.
+PANELS = {"a": (("a", _panel_a),), "b": (("b", _panel_b),)}
+PANELS["both"] = PANELS["a"] + PANELS["b"]
+_METHOD_SETS = {"both": ("gd", "flow")}
+
+
 def figure1_study(
     panel: str = "both",
     runs: int = 50,
@@ -55,36 +71,26 @@ def figure1_study(
 
     Any trainer of [`dipflow.Cell`][] can be `method`; `"both"` is GD and the flow.
     """
-    if panel not in ("a", "b", "both"):
+    if panel not in PANELS:
         raise ValueError(f"`panel` must be 'a', 'b' or 'both', got {panel!r}.")
-    if method != "both" and method not in METHODS:
+    methods = _METHOD_SETS.get(method, (method,))
+    if any(m not in METHODS for m in methods):
         raise ValueError(
             f"`method` must be 'both' or one of {METHODS}, got {method!r}."
         )
     runs = positive_int("runs", runs)
-    k_grid, n_grid, m_grid = (
-        (QUICK_K, QUICK_N, QUICK_M) if quick else (K_GRID, N_GRID, M_GRID)
-    )
+    grids = (QUICK_K, QUICK_N, QUICK_M) if quick else (K_GRID, N_GRID, M_GRID)
     protocol = dict(PROTOCOL)
     if max_steps is not None:
         protocol["max_steps"] = max_steps
-    methods = ("gd", "flow") if method == "both" else (method,)
     for name, value in (("momentum", momentum), ("alpha", alpha), ("beta", beta)):
         if value is not None:
             protocol[name] = value
-    cells = []
-    for meth in methods:
-        if panel in ("a", "both"):
-            cells += [
-                Cell(m=10, n=n, k=k, method=meth, panel="a", **protocol)
-                for n in n_grid
-                for k in k_grid
-            ]
-        if panel in ("b", "both"):
-            cells += [
-                Cell(m=m, n=60, k=k, method=meth, panel="b", **protocol)
-                for m in m_grid
-                for k in k_grid
-            ]
+    cells = [
+        Cell(**sizes, method=meth, panel=label, **protocol)
+        for meth in methods
+        for label, sizes_of in PANELS[panel]
+        for sizes in sizes_of(*grids)
+    ]
     name = "figure1" + ("-quick" if quick else "")
     return Study(cells=tuple(cells), runs=runs, seed=seed, dtype=dtype, name=name)

@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 
 # The variable on the horizontal axis of each panel of Figure 1.
 PANEL_AXIS = {"a": "n", "b": "m"}
+# The size each panel holds fixed.
+_OTHER_AXIS = {"a": "m", "b": "n"}
 _LABELS = {
     "k": "k (hidden width)",
     "n": "n (signal size)",
@@ -59,17 +61,24 @@ def _gaussian_kappa(n: np.ndarray, m: np.ndarray) -> np.ndarray:
         return (sn + sm) / np.abs(sn - sm)
 
 
+def _kappa_one(n: np.ndarray, m: np.ndarray) -> np.ndarray:
+    return np.ones_like(n * m)
+
+
+# How κ(A) enters the bound's shape, by the names people type.
+_KAPPAS = {"gaussian": _gaussian_kappa, "one": _kappa_one}
+
+
 def _bound_shape(n, m, d, kappa: str = "gaussian") -> np.ndarray:
-    """`width_bound_shape` (of `dipflow.studies._statistics`) with κ(A) estimated (`"gaussian"`) or taken as 1 (`"one"`); NaN where the κ estimate
-    is infinite."""
+    """`width_bound_shape` (of `dipflow.studies._statistics`) with κ(A)
+    estimated (`"gaussian"`) or taken as 1 (`"one"`); NaN where the estimate is
+    infinite."""
     n, m = np.asarray(n, dtype=float), np.asarray(m, dtype=float)
-    if kappa == "gaussian":
-        kappa_A = _gaussian_kappa(n, m)
-    elif kappa == "one":
-        kappa_A = np.ones_like(n * m)
-    else:
-        raise ValueError(f"`kappa` must be 'gaussian' or 'one', got {kappa!r}.")
-    return width_bound_shape(n, m, d, kappa_A)
+    return width_bound_shape(n, m, d, _KAPPAS[kappa](n, m))
+
+
+# The figure formats `plot_figure1` writes.
+_FORMATS = (".png", ".pdf")
 
 
 # -- drawing -----------------------------------------------------------------------------------
@@ -194,9 +203,9 @@ def phase_diagram(
     if panel not in PANEL_AXIS:
         raise ValueError(f"`panel` must be 'a' or 'b', got {panel!r}.")
     level = _check_level("level", level)
-    if kappa not in ("gaussian", "one"):
+    if kappa not in _KAPPAS:
         raise ValueError(f"`kappa` must be 'gaussian' or 'one', got {kappa!r}.")
-    x = PANEL_AXIS[panel]
+    x, other = PANEL_AXIS[panel], _OTHER_AXIS[panel]
     sub = _select(summary, "summary", panel, method)
     if method is None and "method" in sub.columns and sub["method"].notna().any():
         method = str(sub["method"].dropna().iloc[0])
@@ -275,16 +284,18 @@ def phase_diagram(
         )
 
     m_fixed, n_fixed, d = _single(sub, "m"), _single(sub, "n"), _single(sub, "d")
-    fixed = n_fixed if x == "m" else m_fixed
+    fixed = {"m": m_fixed, "n": n_fixed}[other]
     if fixed is not None and d is not None and finite.any():
-        n_of = (lambda v: v) if x == "n" else (lambda v: np.full_like(v, fixed))
-        m_of = (lambda v: v) if x == "m" else (lambda v: np.full_like(v, fixed))
-        at_data = _bound_shape(n_of(xs_t), m_of(xs_t), d, kappa)
+
+        def along(v):  # the sizes along the panel's axis, the other one fixed
+            return {x: v, other: np.full_like(v, fixed), "d": d, "kappa": kappa}
+
+        at_data = _bound_shape(**along(xs_t))
         anchor = np.flatnonzero(finite & np.isfinite(at_data))
         if anchor.size:
             i = anchor[0]
             scale = k_star[i] / at_data[i]
-            shape = _bound_shape(n_of(x_line), m_of(x_line), d, kappa)
+            shape = _bound_shape(**along(x_line))
             ax.plot(
                 x_line,
                 scale * shape,
@@ -303,7 +314,7 @@ def phase_diagram(
         title += f" {_METHOD_NAMES.get(method, method)}"
     fixed_parts = []
     if fixed is not None:
-        fixed_parts.append(f"{'n' if x == 'm' else 'm'} = {fixed:g}")
+        fixed_parts.append(f"{other} = {fixed:g}")
     if d is not None:
         fixed_parts.append(f"d = {d:g}")
     if fixed_parts:
@@ -390,7 +401,7 @@ def plot_figure1(
             )
 
     stem = Path(path_stem)
-    if stem.suffix.lower() in (".png", ".pdf"):
+    if stem.suffix.lower() in _FORMATS:
         stem = stem.with_suffix("")
     stem.parent.mkdir(parents=True, exist_ok=True)
 

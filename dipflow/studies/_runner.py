@@ -12,7 +12,12 @@ from ._cells import Study
 from ._executors import dask_executor, local_executor
 from ._store import StudyStore
 
-EXECUTORS = ("local", "dask")
+# The executors by the names people type, and the option only each one takes.
+_EXECUTORS = {
+    "local": (local_executor, "workers"),
+    "dask": (dask_executor, "scheduler"),
+}
+EXECUTORS = tuple(_EXECUTORS)
 
 
 def run_study(
@@ -50,13 +55,15 @@ def run_study(
     """
     if not isinstance(study, Study):
         raise TypeError(f"`study` must be a dipflow.Study, got {type(study).__name__}.")
-    if executor not in EXECUTORS:
+    if executor not in _EXECUTORS:
         raise ValueError(f"`executor` must be one of {EXECUTORS}, got {executor!r}.")
-    if workers is not None and executor != "local":
-        raise ValueError("`workers` is only used with executor='local'.")
-    if scheduler is not None and executor != "dask":
-        raise ValueError("`scheduler` is only used with executor='dask'.")
-    if study.dtype == "float64" and not jax.config.jax_enable_x64:
+    run_cells, takes = _EXECUTORS[executor]
+    options = {"workers": workers, "scheduler": scheduler}
+    for name, value in options.items():
+        if value is not None and name != takes:
+            owner = next(e for e, (_, o) in _EXECUTORS.items() if o == name)
+            raise ValueError(f"`{name}` is only used with executor={owner!r}.")
+    if study.x64 and not jax.config.jax_enable_x64:
         raise ValueError(
             "the study's dtype is float64 but JAX runs in float32: call "
             "jax.config.update('jax_enable_x64', True) first."
@@ -67,14 +74,9 @@ def run_study(
     ) as store:
         done = store.done_cells()
         todo = [c for c in study.cells if c.cell_id not in done]
-        if executor == "local":
-            results = local_executor(
-                todo, study, chunk_size=chunk_size, workers=workers
-            )
-        else:
-            results = dask_executor(
-                todo, study, chunk_size=chunk_size, scheduler=scheduler
-            )
+        results = run_cells(
+            todo, study, chunk_size=chunk_size, **{takes: options[takes]}
+        )
         bar = _progress_bar(len(study.cells), len(done), study.runs, enabled=progress)
         interrupted = False
         cells_run = 0

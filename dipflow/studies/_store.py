@@ -95,18 +95,22 @@ def _canonical(obj, what: str) -> str:
         raise TypeError(f"{what} must be JSON-serialisable: {e}.") from None
 
 
+# A column's kind is the Python type of its values, stored in `meta` by name.
+KINDS = {kind.__name__: kind for kind in (bool, int, float, str)}
+
+
 def _scalar(value, what: str):
     """`value` as a plain Python scalar, and its kind (`None` for `None`)."""
     if value is None:
         return None, None
     if isinstance(value, (bool, np.bool_)):
-        return bool(value), "bool"
+        return bool(value), bool
     if isinstance(value, numbers.Integral):
-        return int(value), "int"
+        return int(value), int
     if isinstance(value, numbers.Real):
-        return float(value), "float"
+        return float(value), float
     if isinstance(value, str):
-        return str(value), "str"
+        return str(value), str
     if getattr(value, "shape", None) == () and hasattr(value, "item"):
         return _scalar(value.item(), what)
     raise TypeError(
@@ -114,12 +118,18 @@ def _scalar(value, what: str):
     )
 
 
-def _merge_kinds(old: str | None, new: str | None) -> str | None:
-    if old is None or new is None or old == new:
+def _merge_kinds(old: type | None, new: type | None) -> type | None:
+    if old is None or new is None or old is new:
         return old if new is None else new
-    if {old, new} == {"int", "float"}:
-        return "float"
-    raise ValueError(f"holds {old} values in earlier rows, got a {new}")
+    if {old, new} == {int, float}:
+        return float
+    raise ValueError(
+        f"holds {old.__name__} values in earlier rows, got a {new.__name__}"
+    )
+
+
+def _kind_name(kind: type | None) -> str | None:
+    return None if kind is None else kind.__name__
 
 
 def _quote(name: str) -> str:
@@ -330,7 +340,7 @@ class StudyStore:
         self._session = session
         self._provenance = provenance
         self._columns: list[str] | None = None
-        self._kinds: dict[str, str | None] = {}
+        self._kinds: dict[str, type | None] = {}
         self._done: set[str] = set()
         self._mutex = threading.Lock()
 
@@ -440,7 +450,7 @@ class StudyStore:
             columns = meta.get("columns")
             if columns:
                 self._columns = [name for name, _ in columns]
-                self._kinds = dict(map(tuple, columns))
+                self._kinds = {n: KINDS.get(kind) for n, kind in columns}
             self._done = {row[0] for row in conn.execute("SELECT cell_id FROM cells")}
             conn.execute("COMMIT")
         except BaseException:
@@ -526,11 +536,7 @@ class StudyStore:
         if len(rows) == 0:
             raise ValueError(f"`rows` of cell {cell_id!r} is empty: a cell has runs.")
         wall_time, kind = _scalar(wall_time, "`wall_time`")
-        if (
-            kind not in ("int", "float")
-            or not math.isfinite(wall_time)
-            or wall_time < 0
-        ):
+        if kind not in (int, float) or not math.isfinite(wall_time) or wall_time < 0:
             raise ValueError(
                 f"`wall_time` must be a finite number ≥ 0, got {wall_time!r}."
             )
@@ -569,7 +575,7 @@ class StudyStore:
                 converted.append(value)
             values.append(converted)
         run_kind = kinds["run"]
-        if run_kind != "int" or any(v[columns.index("run")] is None for v in values):
+        if run_kind is not int or any(v[columns.index("run")] is None for v in values):
             raise ValueError(
                 f"`run` must be an integer in every row of cell {cell_id!r}."
             )
@@ -602,7 +608,8 @@ class StudyStore:
                     "which SQLite does not tell apart."
                 )
             seen[folded] = name
-        return ["run", *(n for n in names if n != "run")]
+        names.remove("run")
+        return ["run", *names]
 
     def _insert(self, cell_id, params_json, columns, kinds, values, wall_time) -> None:
         conn = self._conn
@@ -614,12 +621,12 @@ class StudyStore:
                 defs = [
                     "cell_id TEXT NOT NULL REFERENCES cells(cell_id)",
                     '"run" INTEGER NOT NULL',
-                    *(_quote(n) for n in columns if n != "run"),
+                    *(_quote(n) for n in columns[1:]),  # `run` comes first
                     'PRIMARY KEY (cell_id, "run")',
                 ]
                 conn.execute(f"CREATE TABLE runs ({', '.join(defs)})")
             if self._columns is None or kinds != self._kinds:
-                self._put_meta("columns", [[n, kinds[n]] for n in columns])
+                self._put_meta("columns", [[n, _kind_name(kinds[n])] for n in columns])
             conn.execute(
                 "INSERT INTO cells VALUES (?, ?, ?, ?, ?, ?)",
                 (cell_id, params_json, len(values), wall_time, _now(), self._session),

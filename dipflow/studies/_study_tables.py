@@ -20,6 +20,7 @@ import numpy as np
 
 from ._store import (
     _RESERVED,
+    KINDS,
     STUDY_FILE,
     _canonical,
     _quote,
@@ -46,14 +47,15 @@ def _database(path) -> pathlib.Path:
 def _as_column(values: list, kind: str | None):
     import pandas as pd
 
+    kind = KINDS.get(kind)
     has_null = any(v is None for v in values)
-    if kind == "float":
+    if kind is float:
         return np.array(values, dtype=np.float64)  # NULL (NaN, None) -> NaN
-    if kind == "int":
+    if kind is int:
         return (
             pd.array(values, dtype="Int64") if has_null else np.array(values, np.int64)
         )
-    if kind == "bool":
+    if kind is bool:
         if has_null:
             return pd.array([None if v is None else bool(v) for v in values], "boolean")
         return np.array(values, dtype=bool)

@@ -22,6 +22,26 @@ kappa = [1, 10]            # optional: κ(A) (default: A iid Gaussian)
 ```
 
 `[grid]` (a single table) is accepted for one grid.
+
+Several trainers, each with its own hyper-parameters, sweep in one grid as a
+list of `trainer` tables (whose values may be lists too: a product of their
+own). A trainer key (`method`, `step_size`, `momentum`, `alpha`, `beta`,
+`rtol`, `atol`, `max_steps`, `tol`, `t1`) set in the grid itself applies to
+every trainer that does not set it:
+
+```toml
+[[grid]]
+m = 10
+n = [30, 60]
+k = [50, 100]
+d = 500
+max_steps = 25000          # every trainer's budget
+trainer = [
+  { method = "gd", step_size = 1.0 },
+  { method = "heavy_ball", step_size = 0.5, momentum = [0.5, 0.9] },
+  { method = "inertial", alpha = 1.0, beta = 0.5 },
+]
+```
 """
 
 from __future__ import annotations
@@ -31,35 +51,23 @@ import itertools
 import os
 import tomllib
 
-from ._cells import Cell, Study
+from ._cells import _TRAINER_FIELDS, Cell, Study
 
 _TOP_KEYS = {"name": str, "runs": int, "seed": int, "dtype": str, "grid": (dict, list)}
-_CELL_TYPES = {
-    "m": int,
-    "n": int,
-    "k": int,
-    "d": int,
-    "activation": str,
-    "v_dist": str,
-    "method": str,
-    "step_size": (int, float),
-    "max_steps": int,
-    "tol": (int, float),
-    "noise": (int, float),
-    "t1": (int, float),
-    "rtol": (int, float),
-    "atol": (int, float),
-    "panel": str,
-    "kappa": (int, float),
-    "momentum": (int, float),
-    "alpha": (int, float),
-    "beta": (int, float),
-    "generator": str,
-    "train": str,
-    "depth": int,
-    "loss": str,
-}
+# The type of each cell key's values in TOML.
+_INTEGERS = ("m", "n", "k", "d", "max_steps", "depth")
+_NUMBERS = (
+    "step_size", "tol", "noise", "t1", "rtol", "atol", "kappa", "momentum", "alpha",
+    "beta",
+)  # fmt: skip
+_STRINGS = ("activation", "v_dist", "method", "panel", "generator", "train", "loss")
+_CELL_TYPES = (
+    dict.fromkeys(_INTEGERS, int)
+    | dict.fromkeys(_NUMBERS, (int, float))
+    | dict.fromkeys(_STRINGS, str)
+)
 _REQUIRED = ("m", "n", "k", "d")
+_TRAINER_TYPES = {key: _CELL_TYPES[key] for key in _TRAINER_FIELDS}
 
 
 def _type_name(t):
@@ -79,6 +87,43 @@ def _errors_prefixed(where: str):
         yield
     except (TypeError, ValueError) as e:
         raise type(e)(f"{where}: {e}") from None
+
+
+def _product(table: dict, types: dict, where: str) -> list[dict]:
+    """Every combination of `table`'s values (a value or a list of values a key)."""
+    unknown = set(table) - set(types)
+    if unknown:
+        raise ValueError(
+            f"{where}: unknown key(s) {sorted(unknown)}; expected {sorted(types)}."
+        )
+    axes = {}
+    for key, value in table.items():
+        values = value if isinstance(value, list) else [value]
+        if not values:
+            raise ValueError(f"{where}: `{key}` is an empty list.")
+        for v in values:
+            _check_type(f"{where}: `{key}`", v, types[key])
+        axes[key] = values
+    return [
+        dict(zip(axes, combo, strict=True))
+        for combo in itertools.product(*axes.values())
+    ]
+
+
+def _trainers(tables, where: str) -> list[dict]:
+    """The trainers of a grid: its `trainer` tables, each a product of its own
+    values (without them, one trainer made of the grid's own keys)."""
+    tables = tables if isinstance(tables, list) else [tables]
+    if not tables:
+        raise ValueError(f"{where}: `trainer` is an empty list.")
+    trainers = []
+    for t, table in enumerate(tables):
+        if not isinstance(table, dict):
+            raise TypeError(
+                f"{where}: `trainer` {t + 1}: expected a table, got {table!r}."
+            )
+        trainers += _product(table, _TRAINER_TYPES, f"{where}: `trainer` {t + 1}")
+    return trainers
 
 
 def study_from_dict(config: dict, source: str = "config") -> Study:
@@ -101,25 +146,14 @@ def study_from_dict(config: dict, source: str = "config") -> Study:
         where = f"{source}: grid {g + 1}"
         if not isinstance(grid, dict):
             raise TypeError(f"{where}: expected a table, got {grid!r}.")
-        unknown = set(grid) - set(_CELL_TYPES)
-        if unknown:
-            raise ValueError(
-                f"{where}: unknown key(s) {sorted(unknown)}; expected {sorted(_CELL_TYPES)}."
-            )
+        grid = dict(grid)
+        trainers = _trainers(grid.pop("trainer", [{}]), where)
         missing = [k for k in _REQUIRED if k not in grid]
         if missing:
             raise ValueError(f"{where}: missing key(s) {missing}.")
-        axes = {}
-        for key, value in grid.items():
-            values = value if isinstance(value, list) else [value]
-            if not values:
-                raise ValueError(f"{where}: `{key}` is an empty list.")
-            for v in values:
-                _check_type(f"{where}: `{key}`", v, _CELL_TYPES[key])
-            axes[key] = values
-        for combo in itertools.product(*axes.values()):
+        for combo in itertools.product(_product(grid, _CELL_TYPES, where), trainers):
             with _errors_prefixed(where):
-                cells.append(Cell(**dict(zip(axes, combo, strict=True))))
+                cells.append(Cell(**(combo[0] | combo[1])))
     unique = list(dict.fromkeys(cells))
     with _errors_prefixed(source):
         return Study(

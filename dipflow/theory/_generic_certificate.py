@@ -10,6 +10,7 @@ adversarial search) and a derived upper bound where one is known.
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import equinox as eqx
 import jax
@@ -19,10 +20,10 @@ from jaxtyping import Array, Float
 
 from .._core._checks import nonnegative_int, nonnegative_scalar, positive_int
 from ..generators._networks import TwoLayerDIP
-from ..problems._problems import InverseProblem
+from ..problems._problems import check_problem
 from ._jacobians import flat_generator, lipschitz_bound, sigma_min_jacobian
 from ._lipschitz import layerwise_lip_bound
-from ._quantity_table import quantity_table
+from ._quantity_table import AbstractQuantityTable
 
 # J (n × p) is formed densely, and σ_min taken from its SVD, up to this many
 # entries (32 MiB in float64); above it, J Jᵀ is built matrix-free.
@@ -32,7 +33,7 @@ DENSE_JACOBIAN_LIMIT = 2**22
 _POLISH_ITERS = 30
 
 
-class GenericCertificate(eqx.Module):
+class GenericCertificate(AbstractQuantityTable):
     """Theorem 1(i) for one (generator, problem): condition (5) decided by a
     lower and an upper bound on Lip(J) over a ball around θ0.
 
@@ -86,6 +87,7 @@ class GenericCertificate(eqx.Module):
     verdict: str = eqx.field(static=True)
     upper_bound: str = eqx.field(static=True)
     sigma_min_method: str = eqx.field(static=True)
+    title: ClassVar[str] = "Generic Theorem 1(i) certificate"
 
     def rows(self) -> list[tuple[str, str, object]]:
         """`(symbol, meaning, value)` rows."""
@@ -102,15 +104,6 @@ class GenericCertificate(eqx.Module):
             ("verdict", "condition (5)", self.verdict),
             ("rate (8)", "σ_min(J0)² σ_A² / (4m), if certified", self.rate),
         ]  # fmt: skip
-
-    def __str__(self) -> str:
-        def fmt(v):
-            return v if isinstance(v, str) else f"{float(v):.6g}"
-
-        rows = [(s, m, fmt(v)) for s, m, v in self.rows()]
-        return quantity_table("Generic Theorem 1(i) certificate", rows)
-
-    __repr__ = __str__
 
 
 # Arguments unannotated: bad types get the messages below, which name them.
@@ -165,10 +158,7 @@ def generic_certificate(
             "`net` must be a generator: an Equinox module with a no-argument "
             f"`__call__` (e.g. dipflow.TwoLayerDIP), got {type(net).__name__}."
         )
-    if not isinstance(problem, InverseProblem):
-        raise TypeError(
-            f"`problem` must be a dipflow.InverseProblem, got {type(problem).__name__}."
-        )
+    check_problem(problem)
     if radius is not None:
         nonnegative_scalar("radius", radius, strict=True)
     num_restarts = positive_int("num_restarts", num_restarts)

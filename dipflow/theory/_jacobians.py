@@ -10,12 +10,14 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float
 
+from .._core._backend import on_cpu
+from .._core._checks import option
 from ..generators._networks import (
     AbstractGenerator,
     TwoLayerDIP,
     default_trainable_filter,
 )
-from ..problems._problems import InverseProblem
+from ..problems._problems import InverseProblem, check_problem
 from . import _certificates, _spectral
 from ._certificates import (
     lemma3_bound,
@@ -59,21 +61,42 @@ def jacobian(net, trainable=None, mode: str = "auto") -> Float[Array, "n p"]:
       are exact; `jacfwd` pushes a `p × p` identity through the network, which
       for a wide net (`p = k·d` of 10⁵) does not fit in memory.
     """
-    if mode not in ("auto", "fwd", "rev"):
-        raise ValueError(f"`mode` must be 'auto', 'fwd' or 'rev', got {mode!r}.")
+    return _dense_jacobian(net, trainable, _jacobian_mode(mode))
+
+
+def _auto(theta, g):
+    # jacfwd pushes a p × p identity through the network: only when p ≤ n.
+    n = jax.eval_shape(g, theta).shape[0]
+    return jax.jacfwd if theta.size <= n else jax.jacrev
+
+
+def _forward(theta, g):
+    return jax.jacfwd
+
+
+def _reverse(theta, g):
+    return jax.jacrev
+
+
+# How `mode` chooses the autodiff transform from `(θ, g)`.
+_MODES = {"auto": _auto, "fwd": _forward, "rev": _reverse}
+
+
+def _jacobian_mode(mode):
+    return option("mode", mode, _MODES, "'auto', 'fwd' or 'rev'")
+
+
+def _dense_jacobian(net, trainable, choose):
     theta, g = flat_generator(net, trainable)
-    if mode == "auto":
-        n = jax.eval_shape(g, theta).shape[0]
-        mode = "fwd" if theta.size <= n else "rev"
-    return _jacobian(net, trainable, mode)
+    return _jacobian(net, trainable, choose(theta, g))
 
 
 # Compiled as one program: called eagerly, autodiff of a convolutional
 # network dispatches (and compiles) each primitive on its own, ~3x slower.
 @eqx.filter_jit
-def _jacobian(net, trainable, mode: str):
+def _jacobian(net, trainable, transform):
     theta, g = flat_generator(net, trainable)
-    return (jax.jacfwd if mode == "fwd" else jax.jacrev)(g)(theta)
+    return transform(g)(theta)
 
 
 def _sigma_min_from_singular_values(s, n):
@@ -81,8 +104,14 @@ def _sigma_min_from_singular_values(s, n):
     return s[n - 1] if s.shape[0] >= n else jnp.zeros((), s.dtype)
 
 
-SIGMA_MIN_METHODS = ("svd", *_spectral.METHODS)
-KERNEL_METHODS = ("dense", *_spectral.METHODS)
+class _Dense:
+    """The dense method: the matrix formed, its spectrum taken exactly."""
+
+
+_DENSE = _Dense()
+# The methods by the names `method` takes.
+SIGMA_MIN_METHODS = {"svd": _DENSE, **_spectral.EIGEN_METHODS}
+KERNEL_METHODS = {"dense": _DENSE, **_spectral.EIGEN_METHODS}
 
 
 # `method`, `num_iters`, `key`, `tol` unannotated: checked with messages that name them.
@@ -120,16 +149,13 @@ def sigma_min_jacobian(
       spectral gap. [`dipflow.gram_min_eigenvalue`][] returns the estimate with
       its residual instead of checking it.
     """
-    if mode not in ("auto", "fwd", "rev"):
-        raise ValueError(f"`mode` must be 'auto', 'fwd' or 'rev', got {mode!r}.")
-    method = _spectral.check_method(method, SIGMA_MIN_METHODS)
-    if method == "svd":
-        J = jacobian(net, trainable, mode)
+    choose = _jacobian_mode(mode)
+    method = option("method", method, SIGMA_MIN_METHODS)
+    if isinstance(method, _Dense):
+        J = _dense_jacobian(net, trainable, choose)
         return _sigma_min_from_singular_values(singular_values(J), J.shape[0])
-    est = gram_min_eigenvalue(
-        net, trainable, method=method, num_iters=num_iters, key=key, tol=tol
-    )
-    return _checked_sqrt(est, "σ_min(J)", method)
+    est = _gram_estimate(net, trainable, method, num_iters, key, tol)
+    return _checked_sqrt(est, "σ_min(J)", method.name)
 
 
 def gram_matvec(net, trainable=None):
@@ -164,7 +190,11 @@ def gram_min_eigenvalue(
     (arguments as in [`dipflow.sigma_min_jacobian`][]; the estimate records
     `converged` rather than raising). With fewer parameters than outputs (p < n)
     the value is exactly 0, no iteration runs and `num_matvecs` is 0."""
-    method = _spectral.check_method(method, _spectral.METHODS)
+    method = option("method", method, _spectral.EIGEN_METHODS)
+    return _gram_estimate(net, trainable, method, num_iters, key, tol)
+
+
+def _gram_estimate(net, trainable, method, num_iters, key, tol):
     theta, g = flat_generator(net, trainable)
     n = jax.eval_shape(g, theta).shape[0]
     return _estimate(net, None, trainable, n, theta, method, num_iters, key, tol)
@@ -174,9 +204,9 @@ def _estimate(net, problem, trainable, n, theta, method, num_iters, key, tol):
     # Checked here, before anything compiles.
     tol = _spectral.check_tol(tol, theta.dtype)
     if theta.size < n:
-        return _spectral.zero_estimate(n, theta.dtype, method)
-    k = _spectral.resolve_iters(method, num_iters, n)
-    if method == "lanczos" and _step_by_step(net, problem, key):
+        return _spectral.zero_estimate(n, theta.dtype, method.name)
+    k = method.iterations(num_iters, n)
+    if isinstance(method, _spectral.Lanczos) and _step_by_step(net, problem, key):
         return _stepped_lanczos(net, problem, trainable, n, theta.dtype, k, key, tol)
     return _run_estimate(net, problem, trainable, n, theta.dtype, method, k, key, tol)
 
@@ -189,10 +219,8 @@ def _matvec(net, problem, trainable):
 
 @eqx.filter_jit
 def _run_estimate(net, problem, trainable, n, dtype, method, k, key, tol):
-    return _spectral.smallest_eigenvalue(
-        _matvec(net, problem, trainable), n, method=method, num_iters=k, key=key,
-        tol=tol, dtype=dtype,
-    )  # fmt: skip
+    key = jax.random.key(0) if key is None else key
+    return method.estimate(_matvec(net, problem, trainable), n, k, key, tol, dtype)
 
 
 def _step_by_step(*args) -> bool:
@@ -201,9 +229,7 @@ def _step_by_step(*args) -> bool:
     64×64 ConvDecoder, 100 steps: 26 s in one `fori_loop`, ~2 s stepped), and
     only outside a trace (under `jit`/`vmap` the loop stays one program)."""
     leaves = jax.tree_util.tree_leaves(args)
-    return jax.default_backend() == "cpu" and not any(
-        isinstance(a, jax.core.Tracer) for a in leaves
-    )
+    return on_cpu() and not any(isinstance(a, jax.core.Tracer) for a in leaves)
 
 
 @eqx.filter_jit
@@ -343,19 +369,16 @@ def measurement_min_eigenvalue(
     It is exactly 0, by any matrix-free method, when p < m (K_A then has rank
     ≤ p).
     """
-    method = _spectral.check_method(method, KERNEL_METHODS)
-    if method == "dense":
+    method = option("method", method, KERNEL_METHODS)
+    if isinstance(method, _Dense):
         return min_eigenvalue_on_range(
             measurement_kernel(net, problem, trainable), problem
         )
-    if not isinstance(problem, InverseProblem):
-        raise TypeError(
-            f"`problem` must be a dipflow.InverseProblem, got {type(problem).__name__}."
-        )
+    check_problem(problem)
     m, n = problem.m, problem.n
     if m > n:
         raise ValueError(
-            f"method={method!r} assumes A has full row rank, impossible with "
+            f"method={method.name!r} assumes A has full row rank, impossible with "
             f"m = {m} > n = {n}; use method='dense'."
         )
     theta, _ = flat_generator(net, trainable)
@@ -363,7 +386,7 @@ def measurement_min_eigenvalue(
     return eqx.error_if(
         est.value,
         jnp.logical_not(est.converged),
-        f"λ_min(K_A): the matrix-free estimate (method={method!r}) did not "
+        f"λ_min(K_A): the matrix-free estimate (method={method.name!r}) did not "
         "converge to `tol`; raise `num_iters` (or `tol`).",
     )
 

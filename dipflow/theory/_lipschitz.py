@@ -24,18 +24,18 @@ def _layers(net):
     if isinstance(net, TwoLayerDIP):
         return (
             net.u,
-            [(net.W, "W" in net.train, 1.0)],
+            [(net.W, net.trains_W, 1.0)],
             net.V,
-            "V" in net.train,
+            net.trains_V,
             1 / math.sqrt(net.k),
         )
     if isinstance(net, MLPDIP):
-        trained = "weights" in net.train
+        trained = net.trains_weights
         layers = [
             (w, trained, 1.0 if i == 0 else 1 / math.sqrt(net.weights[i - 1].shape[0]))
             for i, w in enumerate(net.weights)
         ]
-        return net.u, layers, net.V, "V" in net.train, 1 / math.sqrt(net.V.shape[1])
+        return net.u, layers, net.V, net.trains_V, 1 / math.sqrt(net.V.shape[1])
     return None
 
 

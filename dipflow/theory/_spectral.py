@@ -31,20 +31,19 @@ error that floating point can always reach. Krylov methods approach λ_min from
 above, so an unconverged estimate is too large.
 """
 
-from __future__ import annotations
-
+import abc
 import math
 import numbers
+from typing import ClassVar
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+from equinox import AbstractClassVar
 from jax.experimental.sparse.linalg import lobpcg_standard
 from jaxtyping import Array, Bool, Float, Int
 
-from .._core._checks import float_dtype, positive_int
-
-METHODS = ("lanczos", "lobpcg")
+from .._core._checks import float_dtype, option, positive_int
 
 # Default iteration caps: enough for the nets in benchmarks/bench_spectral.py
 # to reach 1e-8 relative accuracy; an unconverged estimate raises (see `tol`).
@@ -83,12 +82,6 @@ class EigenEstimate(eqx.Module):
     method: str = eqx.field(static=True)
 
 
-def check_method(method, allowed) -> str:
-    if not isinstance(method, str) or method not in allowed:
-        raise ValueError(f"`method` must be one of {list(allowed)}, got {method!r}.")
-    return method
-
-
 def default_tol(dtype) -> float:
     """`sqrt(eps)` of `dtype`: ~1.5e-8 in float64, ~3.5e-4 in float32."""
     return float(math.sqrt(jnp.finfo(dtype).eps))
@@ -104,18 +97,62 @@ def check_tol(tol, dtype) -> float:
     return float(tol)
 
 
-def resolve_iters(method: str, num_iters, n: int, block_size: int = 1) -> int:
-    """The static iteration count: Lanczos never needs more than `n`."""
-    if method == "lanczos":
+class AbstractEigenMethod(eqx.Module):
+    """A matrix-free method for the smallest eigenpair (see
+    [`dipflow.smallest_eigenvalue`][])."""
+
+    name: AbstractClassVar[str]  # as `method` names it
+
+    @abc.abstractmethod
+    def iterations(self, num_iters, n: int, block_size: int = 1) -> int:
+        """The static iteration count (checked; `None`: the default)."""
+
+    @abc.abstractmethod
+    def estimate(
+        self, matvec, n: int, k: int, key, tol: float, dtype, block_size: int = 1
+    ) -> EigenEstimate:
+        """The estimate after `k` iterations (all arguments checked)."""
+
+
+class Lanczos(AbstractEigenMethod):
+    """Lanczos with full reorthogonalisation, exactly `k` steps."""
+
+    name: ClassVar[str] = "lanczos"
+
+    def iterations(self, num_iters, n, block_size=1):
+        # Lanczos never needs more than `n` steps.
         k = DEFAULT_LANCZOS_ITERS if num_iters is None else num_iters
         return min(positive_int("num_iters", k), n)
-    if 5 * block_size >= n:
-        raise ValueError(
-            f"method='lobpcg' needs n > 5·block_size (jax's LOBPCG), got n = {n} "
-            f"and block_size = {block_size}; use method='lanczos'."
-        )
-    k = DEFAULT_LOBPCG_ITERS if num_iters is None else num_iters
-    return positive_int("num_iters", k)
+
+    def estimate(self, matvec, n, k, key, tol, dtype, block_size=1):
+        v0, k_restart = lanczos_keys(key, n, dtype)
+        Q, alpha, beta = lanczos(matvec, v0, k, k_restart)
+        return lanczos_finish(matvec, Q, alpha, beta, tol)
+
+
+class LOBPCG(AbstractEigenMethod):
+    """LOBPCG on a shifted operator, at most `k` iterations."""
+
+    name: ClassVar[str] = "lobpcg"
+
+    def iterations(self, num_iters, n, block_size=1):
+        if 5 * block_size >= n:
+            raise ValueError(
+                f"method='lobpcg' needs n > 5·block_size (jax's LOBPCG), got n = {n} "
+                f"and block_size = {block_size}; use method='lanczos'."
+            )
+        k = DEFAULT_LOBPCG_ITERS if num_iters is None else num_iters
+        return positive_int("num_iters", k)
+
+    def estimate(self, matvec, n, k, key, tol, dtype, block_size=1):
+        return _lobpcg_estimate(matvec, n, k, key, tol, dtype, block_size)
+
+
+# The matrix-free methods by the names `method` takes.
+EIGEN_METHODS: dict[str, AbstractEigenMethod] = {
+    m.name: m for m in (Lanczos(), LOBPCG())
+}
+METHODS = tuple(EIGEN_METHODS)
 
 
 # Arguments unannotated: they are checked here, with messages that name them.
@@ -151,16 +188,14 @@ def smallest_eigenvalue(
     **Returns:** an [`dipflow.EigenEstimate`][]; a Lanczos run also reports
     all `num_iters` Ritz values with their residual estimates.
     """
-    method = check_method(method, METHODS)
+    method = option("method", method, EIGEN_METHODS)
     n = positive_int("n", n)
     block_size = positive_int("block_size", block_size)
     dtype = float_dtype(dtype)
     tol = check_tol(tol, dtype)
-    k = resolve_iters(method, num_iters, n, block_size)
+    k = method.iterations(num_iters, n, block_size)
     key = jax.random.key(0) if key is None else key
-    if method == "lanczos":
-        return _lanczos_estimate(matvec, n, k, key, tol, dtype)
-    return _lobpcg_estimate(matvec, n, k, key, tol, dtype, block_size)
+    return method.estimate(matvec, n, k, key, tol, dtype, block_size)
 
 
 def lanczos(matvec, v0: Float[Array, " n"], num_iters: int, key):
@@ -262,12 +297,6 @@ def lanczos_keys(key, n: int, dtype):
     """The start vector and the restart key of a Lanczos estimate from `key`."""
     k_start, k_restart = jax.random.split(key)
     return jax.random.normal(k_start, (n,), dtype), k_restart
-
-
-def _lanczos_estimate(matvec, n, k, key, tol, dtype):
-    v0, k_restart = lanczos_keys(key, n, dtype)
-    Q, alpha, beta = lanczos(matvec, v0, k, k_restart)
-    return lanczos_finish(matvec, Q, alpha, beta, tol)
 
 
 def lanczos_finish(matvec, Q, alpha, beta, tol) -> EigenEstimate:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float
 
 from .._core._checks import is_concrete
-from ..generators._networks import MLPDIP, V_DISTRIBUTIONS, TwoLayerDIP
-from ..problems._problems import InverseProblem
+from ..generators._networks import MLPDIP, TwoLayerDIP
+from ..problems._problems import InverseProblem, check_problem
 from ._certificates import (
     condition5,
     k_bound_factor,
@@ -26,13 +28,13 @@ from ._jacobians import (
     sigma_min_gram,
     sigma_min_jacobian,
 )
-from ._quantity_table import quantity_table
+from ._quantity_table import AbstractQuantityTable
 
 # Tolerance on ||u|| = 1 for A-1.
 _UNIT_TOL = 1e-5
 
 
-class Certificate(eqx.Module):
+class Certificate(AbstractQuantityTable):
     """Every quantity of Theorem 1 and Lemmas 1–4 for one (network, problem).
 
     Fields are JAX scalars (so certificates can be computed under `jit`/`vmap`
@@ -92,6 +94,7 @@ class Certificate(eqx.Module):
     a2_gaussian_init: bool | None = eqx.field(static=True)
     a3_bounded_v: bool | None = eqx.field(static=True)
     a4_smooth_activation: bool | None = eqx.field(static=True)
+    title: ClassVar[str] = "Theorem 1 certificate"
 
     def k_required(self, C1: float = 1.0):
         """Theorem 1(ii)'s sufficient width `C1 κ(A)² n (√n(√log d + 1) + √m)²`
@@ -138,22 +141,6 @@ class Certificate(eqx.Module):
             ("A-4", "φ twice differentiable, bounded", self.a4_smooth_activation),
         ]
 
-    def __str__(self) -> str:
-        def fmt(v):
-            if isinstance(v, str):
-                return v
-            if v is None:
-                return "unknown"
-            a = np.asarray(v)
-            if a.dtype == bool:
-                return "yes" if a.all() else "no" if a.ndim == 0 else str(a)
-            return f"{float(a):.6g}" if a.ndim == 0 else np.array2string(a, precision=4)
-
-        rows = [(s, m, fmt(v)) for s, m, v in self.rows()]
-        return quantity_table("Theorem 1 certificate", rows)
-
-    __repr__ = __str__
-
 
 def theorem1(net, problem: InverseProblem) -> Certificate:
     """Compute the [`dipflow.Certificate`][] of Theorem 1 for `net` at its current
@@ -166,10 +153,7 @@ def theorem1(net, problem: InverseProblem) -> Certificate:
     the array functions of `dipflow.theory._certificates`, which studies evaluate on
     each run too.
     """
-    if not isinstance(problem, InverseProblem):
-        raise TypeError(
-            f"`problem` must be a dipflow.InverseProblem, got {type(problem).__name__}."
-        )
+    check_problem(problem)
     spec = problem.spectrum()
     g0 = net()
     if g0.shape != (problem.n,):
@@ -189,11 +173,8 @@ def theorem1(net, problem: InverseProblem) -> Certificate:
             else None
         )
         a2 = True if net.w_dist == "normal" else None
-        a3 = (
-            None
-            if net.v_dist == "custom"
-            else bool(np.isfinite(V_DISTRIBUTIONS[net.v_dist]))
-        )
+        law = net.v_distribution
+        a3 = None if law is None else bool(np.isfinite(law.bound))
         a4 = act.smooth
         k_factor = k_bound_factor(spec.kappa, n, m, d)
     else:
@@ -295,10 +276,7 @@ def measurement_certificate(
             "`net` must be a dipflow.TwoLayerDIP trained in W only (train=('W',)), "
             f"got {type(net).__name__}."
         )
-    if not isinstance(problem, InverseProblem):
-        raise TypeError(
-            f"`problem` must be a dipflow.InverseProblem, got {type(problem).__name__}."
-        )
+    check_problem(problem)
     if problem.n != net.n:
         raise ValueError(f"`net` must output shape ({problem.n},), got ({net.n},).")
     M = reduced_operator(net, problem)

@@ -19,23 +19,17 @@ O(mk + m²) per step, free of n and d; `W` and `V` are rebuilt from it exactly.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from ..generators._activations import Activation
-from ..generators._networks import TwoLayerDIP
-from ..problems._losses import AbstractLoss, SquaredError
-from ..problems._problems import InverseProblem
-from ..theory._jacobians import (
-    min_eigenvalue_on_range,
-    reduced_operator,
-    sigma_min_gram,
-)
-from ._dynamics import AbstractDynamics
+from ..theory._jacobians import reduced_operator, sigma_min_gram
+from ._two_layer_reduction import AbstractTwoLayerReduction
 
 
-class BothLayersDynamics(AbstractDynamics):
+class BothLayersDynamics(AbstractTwoLayerReduction):
     """The flow of a [`dipflow.TwoLayerDIP`][] that trains `V` (with or without
     `W`) in the state `(z, N, P)`: `z = W u`, `N = A V / √k`, and `P` with
     `V = V(0) + Aᵀ P`.
@@ -45,63 +39,33 @@ class BothLayersDynamics(AbstractDynamics):
 
     **Fields:**
 
+    - `z0`, `y`, `u_norm2`, `m`, `activation`: as in [`dipflow.ReducedDynamics`][].
     - `N0`: `A V(0) / √k`, shape `(m, k)`.
     - `gram_A`: `A Aᵀ`, shape `(m, m)`.
-    - `z0`, `y`, `u_norm2`, `m`, `activation`, `loss_fn`: as in
-      [`dipflow.ReducedDynamics`][].
     - `train_W`: whether `W` trains too (else `z` stays at `z0`).
-    - `net0`, `problem`: the network and problem (or `None`, for studies that
-      build it from arrays: zero rows of `N0`, `gram_A` and `y` pad `m`); needed to
-      rebuild `W` and `V`, for σ_min, `K_A` on Im(A) and the signal error.
+    - `loss_fn`, `net0`, `problem` (keyword only): as in
+      [`dipflow.ReducedDynamics`][] (`None` for studies that build it from
+      arrays: zero rows of `N0`, `gram_A` and `y` pad `m`); needed to rebuild
+      `W` and `V`, for σ_min, `K_A` on Im(A) and the signal error.
     """
 
     N0: Float[Array, "m k"]
     gram_A: Float[Array, "m m"]
-    z0: Float[Array, " k"]
-    y: Float[Array, " m"]
-    u_norm2: Float[Array, ""]
-    m: Float[Array, ""]
-    activation: Activation = eqx.field(static=True)
     train_W: bool = eqx.field(static=True)
-    loss_fn: AbstractLoss = SquaredError()
-    net0: TwoLayerDIP | None = None
-    problem: InverseProblem | None = None
-    with_sigma_min: bool = eqx.field(static=True, default=False)
-    with_signal: bool = eqx.field(static=True, default=False)
-    with_kernel: bool = eqx.field(static=True, default=False)
+    _needs: ClassVar[str] = (
+        "the both-layers reduction needs a TwoLayerDIP that trains V "
+        "(train=('W', 'V') or ('V',))."
+    )
 
-    @classmethod
-    def from_network(
-        cls,
-        net,  # checked below, with a message that says what is needed
-        problem: InverseProblem,
-        with_sigma_min=False,
-        with_signal=False,
-        with_kernel=False,
-    ) -> BothLayersDynamics:
-        """The exact reduction of `net` (a `TwoLayerDIP` whose `train` holds
-        `"V"`) on `problem`."""
-        if not (isinstance(net, TwoLayerDIP) and "V" in net.train):
-            raise ValueError(
-                "the both-layers reduction needs a TwoLayerDIP that trains V "
-                "(train=('W', 'V') or ('V',))."
-            )
+    @staticmethod
+    def _reduces(net):
+        return net.trains_V
+
+    @staticmethod
+    def _operator_fields(net, problem):
         A = problem.as_matrix()
-        return cls(
-            N0=reduced_operator(net, problem),
-            gram_A=A @ A.T,
-            z0=net.hidden(),
-            y=problem.y,
-            u_norm2=jnp.dot(net.u, net.u),
-            m=jnp.asarray(problem.m, problem.y.dtype),
-            activation=net.activation,
-            train_W="W" in net.train,
-            loss_fn=problem.loss,
-            net0=net,
-            problem=problem,
-            with_sigma_min=with_sigma_min,
-            with_signal=with_signal,
-            with_kernel=with_kernel,
+        return dict(
+            N0=reduced_operator(net, problem), gram_A=A @ A.T, train_W=net.trains_W
         )
 
     def initial_state(self):
@@ -109,10 +73,6 @@ class BothLayersDynamics(AbstractDynamics):
 
     def _sqrt_k(self):
         return jnp.sqrt(self.N0.shape[-1]).astype(self.N0.dtype)
-
-    @property
-    def num_measurements(self):
-        return self.m
 
     def measurement(self, state):
         z, N, _ = state
@@ -139,13 +99,6 @@ class BothLayersDynamics(AbstractDynamics):
         # A Aᵀ dP / √k as (A Aᵀ w) φᵀ: O(m² + mk), not the O(m² k) of the product.
         dN = -jnp.outer(self.gram_A @ w, phi) / (self.m * self._sqrt_k() ** 2)
         return total / self.m, (dz, dN, dP)
-
-    def _require(self, what):
-        if self.net0 is None or self.problem is None:
-            raise ValueError(
-                f"{what} needs the network and problem: build with "
-                "BothLayersDynamics.from_network."
-            )
 
     def net(self, state):
         if self.net0 is None:
@@ -177,10 +130,3 @@ class BothLayersDynamics(AbstractDynamics):
             dphi = self.activation.derivative(z)
             K = K + self.u_norm2 * (N * dphi[None, :] ** 2) @ N.T
         return K
-
-    def kernel_rate(self, state):
-        self._require("λ_min(K_A) on Im(A)")
-        return min_eigenvalue_on_range(self.kernel(state), self.problem) / self.m
-
-    def curvature(self):
-        return jnp.linalg.eigvalsh(self.kernel(self.initial_state()))[-1] / self.m

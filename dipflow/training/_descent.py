@@ -13,46 +13,25 @@ full parameters.
 
 from __future__ import annotations
 
+import functools
+
 import equinox as eqx
 import jax
+import jax.extend.core
 import jax.numpy as jnp
 import numpy as np
 import optax
 
+from .._core._backend import on_cpu
 from .._core._compiled import compile_over
 from ._dynamics import AbstractDynamics, FullDynamics
 from ._solution import Solution, Trajectory
+from ._trainers import LINEAR_METHODS as LINEAR_METHODS
 
 # A loss increase breaks monotonicity when it exceeds this many ulps of the
 # previous loss plus one ulp of the initial loss: the slack absorbs round-off,
 # including the noise floor of a loss that has converged to ~0.
 _MONOTONE_SLACK = 64
-
-# The discrete methods with a step size (and so a flow time `step · η`).
-LINEAR_METHODS = ("gd", "heavy_ball", "nesterov")
-
-
-def stability_limit(method: str, momentum=0.0):
-    """The largest stable `η λ` of a method on a quadratic of curvature λ:
-    `2` for gradient descent, `2(1 + μ)` for heavy ball, `2(1 + μ)/(1 + 2μ)` for
-    Nesterov (optax's form, `t ← g + μ t`, `θ ← θ − η (g + μ t)`). Derived from
-    the 2 × 2 iteration matrix of each method on `L = λ θ²/2`, whose spectral
-    radius is < 1 exactly below these limits (tests check it numerically)."""
-    if method == "gd":
-        return 2.0
-    if method == "heavy_ball":
-        return 2 * (1 + momentum)
-    if method == "nesterov":
-        return 2 * (1 + momentum) / (1 + 2 * momentum)
-    raise ValueError(f"`method` must be one of {LINEAR_METHODS}, got {method!r}.")
-
-
-def stability_ratio(step_size, curvature, method: str = "gd", momentum=0.0):
-    """`2 η λ_max / limit`: the step size relative to the stability limit of the
-    method (see [`dipflow.stability_limit`][]) on the Gauss–Newton curvature
-    `λ_max(A J Jᵀ Aᵀ)/m` at θ0, scaled so that every method is stable near a
-    minimum below 2 (for gradient descent it is `η λ_max`)."""
-    return 2 * step_size * curvature / stability_limit(method, momentum)
 
 
 def _loop(
@@ -144,18 +123,31 @@ def _saving_loop(dynamics, running, one_step, state, save_every, num_saved):
     )
 
 
-@eqx.filter_jit
 def descend(
     dynamics: AbstractDynamics,
     method,
     tol,
     max_steps: int,
     save_every: int | None,
+    *,
+    stepwise: bool = False,
 ) -> Solution:
     """The one loop of every discrete trainer (`method`, an
     `AbstractDiscreteTrainer`). `save_every=None` saves nothing
     (one flat loop: what studies run); else the diagnostics every `save_every`
-    iterates."""
+    iterates. `stepwise`: each iteration one compiled call from the host
+    (eager only, not under `jit` or `vmap`; see `loops_are_slow`) instead of
+    one `lax.while_loop`: the same iterates, saved points and result."""
+    loop = _descend_stepwise if stepwise else _descend_in_loop
+    return loop(dynamics, method, tol, max_steps, save_every)
+
+
+# `descend` one compiled call per iteration.
+descend_stepwise = functools.partial(descend, stepwise=True)
+
+
+@eqx.filter_jit
+def _descend_in_loop(dynamics, method, tol, max_steps, save_every):
     dtype = tol.dtype
     state, running, one_step = _loop(dynamics, method, tol, max_steps)
     if save_every is None:
@@ -202,12 +194,19 @@ def loops_are_slow(dynamics: AbstractDynamics) -> bool:
     inside `lax.while_loop`: on a CPU, for a network with convolutions, which
     XLA's CPU backend runs many times slower inside a loop than called alone
     (`benchmarks/bench_conv_batch.py`)."""
-    if jax.default_backend() != "cpu" or not isinstance(dynamics, FullDynamics):
+    if not on_cpu() or not isinstance(dynamics, FullDynamics):
         return False  # the exact reductions are matrix products: no convolution
     jaxpr = eqx.filter_make_jaxpr(lambda d: d.loss_and_descent(d.initial_state()))(
         dynamics
     )[0]
-    return "conv_general_dilated" in str(jaxpr)
+    return _convolves(jaxpr.jaxpr)
+
+
+def _convolves(jaxpr) -> bool:
+    """Whether `jaxpr`, or one nested in it, has a convolution."""
+    return any(
+        eqn.primitive is jax.lax.conv_general_dilated_p for eqn in jaxpr.eqns
+    ) or any(_convolves(sub) for sub in jax.extend.core.subjaxprs(jaxpr))
 
 
 @eqx.filter_jit
@@ -234,16 +233,7 @@ def _final(dynamics, method, tol, state, ts, steps, saved):
     return _solution(dynamics, method, tol, state, trajectory)
 
 
-def descend_stepwise(
-    dynamics: AbstractDynamics,
-    method,
-    tol,
-    max_steps: int,
-    save_every: int | None,
-) -> Solution:
-    """[`descend`][dipflow.training._descent.descend] with each iteration one
-    compiled call from the host (eager only, not under `jit` or `vmap`): the
-    same iterates, saved points and result."""
+def _descend_stepwise(dynamics, method, tol, max_steps, save_every):
     state = _first_state(dynamics, method, tol, max_steps)
     step = compile_over(_guarded_step, (dynamics, method, tol, max_steps, state[3]))
     diagnostics = compile_over(_diagnostics, dynamics)

@@ -12,23 +12,17 @@ O(kd + nk + mn).
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from ..generators._activations import Activation, get_activation
-from ..generators._networks import TwoLayerDIP
-from ..problems._losses import AbstractLoss, SquaredError
-from ..problems._problems import InverseProblem
-from ..theory._jacobians import (
-    min_eigenvalue_on_range,
-    reduced_operator,
-    sigma_min_gram,
-)
-from ._dynamics import AbstractDynamics
+from ..theory._jacobians import reduced_operator, sigma_min_gram
+from ._two_layer_reduction import AbstractTwoLayerReduction
 
 
-class ReducedDynamics(AbstractDynamics):
+class ReducedDynamics(AbstractTwoLayerReduction):
     """The flow in `z = W u` (state: a `(k,)` array).
 
     Build it with [`dipflow.ReducedDynamics.from_network`][]. The fields are the
@@ -38,66 +32,34 @@ class ReducedDynamics(AbstractDynamics):
 
     **Fields:**
 
-    - `M`: `A V / √k`, shape `(m, k)`.
     - `z0`: `W(0) u`.
     - `y`: the observation.
     - `u_norm2`: `||u||²`.
     - `m`: the number of measurements the loss is divided by.
     - `activation`: the network's [`dipflow.Activation`][] (or a registered name).
-    - `loss_fn`: the problem's loss (default [`dipflow.losses.SquaredError`][]).
-    - `net0`, `problem`: the network and problem the reduction came from (or
-      `None`); needed to rebuild `W`, and for σ_min, `K_A` on Im(A) and the
-      signal error.
+    - `M`: `A V / √k`, shape `(m, k)`.
+    - `loss_fn` (keyword only): the problem's loss (default
+      [`dipflow.losses.SquaredError`][]).
+    - `net0`, `problem` (keyword only): the network and problem the reduction
+      came from (or `None`); needed to rebuild `W`, and for σ_min, `K_A` on
+      Im(A) and the signal error.
     """
 
     M: Float[Array, "m k"]
-    z0: Float[Array, " k"]
-    y: Float[Array, " m"]
-    u_norm2: Float[Array, ""]
-    m: Float[Array, ""]
-    activation: Activation = eqx.field(static=True, converter=get_activation)
-    loss_fn: AbstractLoss = SquaredError()
-    net0: TwoLayerDIP | None = None
-    problem: InverseProblem | None = None
-    with_sigma_min: bool = eqx.field(static=True, default=False)
-    with_signal: bool = eqx.field(static=True, default=False)
-    with_kernel: bool = eqx.field(static=True, default=False)
+    _needs: ClassVar[str] = (
+        "the reduced dynamics needs a TwoLayerDIP trained in W only (train=('W',))."
+    )
 
-    @classmethod
-    def from_network(
-        cls,
-        net: TwoLayerDIP,
-        problem: InverseProblem,
-        with_sigma_min=False,
-        with_signal=False,
-        with_kernel=False,
-    ) -> ReducedDynamics:
-        """The exact reduction of `net` (a `TwoLayerDIP` trained in `W`) on `problem`."""
-        if not (isinstance(net, TwoLayerDIP) and net.paper_model):
-            raise ValueError(
-                "the reduced dynamics needs a TwoLayerDIP trained in W only (train=('W',))."
-            )
-        return cls(
-            M=reduced_operator(net, problem),
-            z0=net.hidden(),
-            y=problem.y,
-            u_norm2=jnp.dot(net.u, net.u),
-            m=jnp.asarray(problem.m, problem.y.dtype),
-            activation=net.activation,
-            loss_fn=problem.loss,
-            net0=net,
-            problem=problem,
-            with_sigma_min=with_sigma_min,
-            with_signal=with_signal,
-            with_kernel=with_kernel,
-        )
+    @staticmethod
+    def _reduces(net):
+        return net.paper_model
+
+    @staticmethod
+    def _operator_fields(net, problem):
+        return dict(M=reduced_operator(net, problem))
 
     def initial_state(self):
         return self.z0
-
-    @property
-    def num_measurements(self):
-        return self.m
 
     def measurement(self, z):
         # Read off z: no k×d work per saved point.
@@ -113,12 +75,6 @@ class ReducedDynamics(AbstractDynamics):
         # m ∇ℓ(v) = w: for squared error w = r and this is (7)'s z-form exactly.
         descent = -(self.u_norm2 / self.m) * dphi * (self.M.T @ w)
         return total / self.m, descent
-
-    def _require(self, what):
-        if self.net0 is None or self.problem is None:
-            raise ValueError(
-                f"{what} needs the network and problem: build with ReducedDynamics.from_network."
-            )
 
     def net(self, z):
         if self.net0 is None:
@@ -140,10 +96,3 @@ class ReducedDynamics(AbstractDynamics):
         """`K_A = ||u||² M diag(φ'(z)²) Mᵀ`."""
         act = self.activation
         return self.u_norm2 * (self.M * act.derivative(z)[None, :] ** 2) @ self.M.T
-
-    def kernel_rate(self, z):
-        self._require("λ_min(K_A) on Im(A)")
-        return min_eigenvalue_on_range(self.kernel(z), self.problem) / self.m
-
-    def curvature(self):
-        return jnp.linalg.eigvalsh(self.kernel(self.z0))[-1] / self.m

@@ -9,7 +9,7 @@ import jax
 from jaxtyping import Array, Float
 
 from ..generators._networks import AbstractGenerator
-from ..problems._problems import InverseProblem
+from ..problems._problems import InverseProblem, check_problem
 from ..theory._jacobians import partition
 from ._dynamics import AbstractDynamics, FullDynamics
 from ._reductions import is_reducible, reduction
@@ -24,10 +24,7 @@ def loss(net, problem: InverseProblem) -> Float[Array, ""]:
 
 def check_pair(net, problem) -> None:
     """`net` is a generator whose output fits `problem` (eager, before compiling)."""
-    if not isinstance(problem, InverseProblem):
-        raise TypeError(
-            f"`problem` must be a dipflow.InverseProblem, got {type(problem).__name__}."
-        )
+    check_problem(problem)
     if not isinstance(net, eqx.Module) or not callable(net):
         raise TypeError(
             f"`net` must be an Equinox module with a no-argument __call__, got {type(net).__name__}."

@@ -17,7 +17,7 @@ from .._core._checks import (
     positive_int,
 )
 from ..problems._problems import InverseProblem
-from ._descent import descend, descend_stepwise, loops_are_slow
+from ._descent import descend, loops_are_slow
 from ._flows import integrate
 from ._save import SaveAt
 from ._setup import check_pair, make_dynamics, state_dtype
@@ -125,8 +125,8 @@ def _descend(net, problem, trainer, max_steps, t1, tol, save, trainable, reduced
         is_concrete(a)
         for a in jax.tree_util.tree_leaves(eqx.filter(args, eqx.is_array))
     )
-    loop = descend_stepwise if eager and loops_are_slow(dynamics) else descend
-    return loop(*args, max_steps, save_every)
+    stepwise = eager and loops_are_slow(dynamics)
+    return descend(*args, max_steps, save_every, stepwise=stepwise)
 
 
 def _integrate(net, problem, trainer, max_steps, t1, tol, save, trainable, reduced):
@@ -171,16 +171,36 @@ def _integrate(net, problem, trainer, max_steps, t1, tol, save, trainable, reduc
 # -- the named trainers: thin wrappers with their historical arguments -------------
 
 
-def _save(save_every, save_sigma_min, save_kernel_rate, save_signal_error, ts=None):
+def _train_named(
+    trainer,
+    net,
+    problem,
+    *,
+    max_steps,
+    tol,
+    t1=None,
+    save_every=None,
+    save_ts=None,
+    save_sigma_min,
+    save_kernel_rate,
+    save_signal_error,
+    trainable,
+    reduced=None,
+    **hyper_parameters,  # the trainer's own, already in `trainer`
+) -> Solution:
+    """[`dipflow.train`][] from the arguments of a named trainer: its `save_*`
+    flags become a [`dipflow.SaveAt`][], the others pass on as they are."""
     if save_every is not None:
         positive_int("save_every", save_every)
-    return SaveAt(
+    save = SaveAt(
         every=save_every,
-        ts=ts,
+        ts=save_ts,
         sigma_min=save_sigma_min,
         kernel_rate=save_kernel_rate,
         signal_error=save_signal_error,
     )
+    return train(net, problem, trainer, max_steps=max_steps, t1=t1, tol=tol,
+                 save=save, trainable=trainable, reduced=reduced)  # fmt: skip
 
 
 def gradient_descent(
@@ -230,10 +250,7 @@ def gradient_descent(
     `η · λ_max` of the Gauss–Newton curvature `A J Jᵀ Aᵀ / m` at θ0 (stable near
     a minimum only below 2). Works under `jax.jit` and `jax.vmap`.
     """
-    trainer = GradientDescent(step_size)
-    save = _save(save_every, save_sigma_min, save_kernel_rate, save_signal_error)
-    return train(net, problem, trainer, max_steps=max_steps, tol=tol, save=save,
-                 trainable=trainable, reduced=reduced)  # fmt: skip
+    return _train_named(GradientDescent(step_size), **locals())
 
 
 def heavy_ball(
@@ -273,10 +290,7 @@ def heavy_ball(
 
     **Returns:** a [`dipflow.Solution`][]. Works under `jax.jit` and `jax.vmap`.
     """
-    trainer = HeavyBall(step_size, momentum)
-    save = _save(save_every, save_sigma_min, save_kernel_rate, save_signal_error)
-    return train(net, problem, trainer, max_steps=max_steps, tol=tol, save=save,
-                 trainable=trainable, reduced=reduced)  # fmt: skip
+    return _train_named(HeavyBall(step_size, momentum), **locals())
 
 
 def nesterov(
@@ -304,10 +318,7 @@ def nesterov(
     [`dipflow.heavy_ball`][]; its stability limit is lower
     ([`dipflow.stability_limit`][]).
     """
-    trainer = Nesterov(step_size, momentum)
-    save = _save(save_every, save_sigma_min, save_kernel_rate, save_signal_error)
-    return train(net, problem, trainer, max_steps=max_steps, tol=tol, save=save,
-                 trainable=trainable, reduced=reduced)  # fmt: skip
+    return _train_named(Nesterov(step_size, momentum), **locals())
 
 
 def optimize(
@@ -347,10 +358,7 @@ def optimize(
 
     **Returns:** a [`dipflow.Solution`][]. Works under `jax.jit` and `jax.vmap`.
     """
-    trainer = Optax(optimizer)
-    save = _save(save_every, save_sigma_min, save_kernel_rate, save_signal_error)
-    return train(net, problem, trainer, max_steps=max_steps, tol=tol, save=save,
-                 trainable=trainable)  # fmt: skip
+    return _train_named(Optax(optimizer), **locals())
 
 
 def gradient_flow(
@@ -402,10 +410,9 @@ def gradient_flow(
 
     **Returns:** a [`dipflow.Solution`][]. Works under `jax.jit` and `jax.vmap`.
     """
-    trainer = GradientFlow(solver, rtol, atol, dt0, stepsize_controller)
-    save = _save(None, save_sigma_min, save_kernel_rate, save_signal_error, save_ts)
-    return train(net, problem, trainer, max_steps=max_steps, t1=t1, tol=tol,
-                 save=save, trainable=trainable, reduced=reduced)  # fmt: skip
+    return _train_named(
+        GradientFlow(solver, rtol, atol, dt0, stepsize_controller), **locals()
+    )
 
 
 def inertial_flow(
@@ -452,7 +459,7 @@ def inertial_flow(
     **Returns:** a [`dipflow.Solution`][] (its `net` at the final θ). Works
     under `jax.jit` and `jax.vmap`.
     """
-    trainer = InertialFlow(alpha, beta, solver, rtol, atol, dt0, stepsize_controller)
-    save = _save(None, save_sigma_min, save_kernel_rate, save_signal_error, save_ts)
-    return train(net, problem, trainer, max_steps=max_steps, t1=t1, tol=tol,
-                 save=save, trainable=trainable, reduced=reduced)  # fmt: skip
+    return _train_named(
+        InertialFlow(alpha, beta, solver, rtol, atol, dt0, stepsize_controller),
+        **locals(),
+    )

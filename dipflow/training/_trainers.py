@@ -19,8 +19,7 @@ import optax
 from equinox import AbstractClassVar
 from jaxtyping import Array, ArrayLike
 
-from .._core._checks import is_concrete, nonnegative_scalar
-from ._descent import stability_ratio
+from .._core._checks import is_concrete, nonnegative_scalar, option
 from ._flows import AbstractVectorField, GradientField, InertialField
 from ._solution import RESULTS
 
@@ -126,8 +125,14 @@ class GradientDescent(AbstractDiscreteTrainer):
     def time_per_step(self, dtype):
         return self.step_size
 
+    @staticmethod
+    def stability_limit(momentum=0.0):
+        """The largest stable `η λ` on a quadratic of curvature λ: 2 (there is
+        no momentum)."""
+        return 2.0
+
     def stability_ratio(self, dynamics, dtype):
-        return stability_ratio(self.step_size, dynamics.curvature(), "gd")
+        return _ratio(self.step_size, dynamics.curvature(), self.stability_limit())
 
     def stable(self, monotone, ratio):
         return monotone
@@ -138,9 +143,8 @@ class _AbstractMomentum(AbstractDiscreteTrainer):
     decrease at every step when stable, so a run is `unstable` when the step
     size is beyond the method's stability limit at θ0."""
 
-    step_size: eqx.AbstractVar[ArrayLike]
-    momentum: eqx.AbstractVar[ArrayLike]
-    name: AbstractClassVar[str]  # as `dipflow.stability_limit` names it
+    step_size: ArrayLike = hyper_parameter()
+    momentum: ArrayLike = hyper_parameter(default=0.9)
     nesterov: AbstractClassVar[bool]
     keeps_reductions: ClassVar[bool] = True
     feeds_descent: ClassVar[bool] = True
@@ -149,6 +153,11 @@ class _AbstractMomentum(AbstractDiscreteTrainer):
         nonnegative_scalar("step_size", self.step_size, strict=True)
         check_momentum(self.momentum)
 
+    @staticmethod
+    @abc.abstractmethod
+    def stability_limit(momentum):
+        """The largest stable `η λ` on a quadratic of curvature λ."""
+
     def transformation(self):
         return optax.sgd(-self.step_size, self.momentum, nesterov=self.nesterov)
 
@@ -156,9 +165,8 @@ class _AbstractMomentum(AbstractDiscreteTrainer):
         return self.step_size
 
     def stability_ratio(self, dynamics, dtype):
-        return stability_ratio(
-            self.step_size, dynamics.curvature(), self.name, self.momentum
-        )
+        limit = self.stability_limit(self.momentum)
+        return _ratio(self.step_size, dynamics.curvature(), limit)
 
     def stable(self, monotone, ratio):
         return ratio < 2
@@ -174,27 +182,28 @@ class HeavyBall(_AbstractMomentum):
     - `momentum`: μ in [0, 1) (default 0.9).
     """
 
-    step_size: ArrayLike = hyper_parameter()
-    momentum: ArrayLike = hyper_parameter(default=0.9)
-    name: ClassVar[str] = "heavy_ball"
     nesterov: ClassVar[bool] = False
+
+    @staticmethod
+    def stability_limit(momentum):
+        """`2(1 + μ)`."""
+        return 2 * (1 + momentum)
 
 
 class Nesterov(_AbstractMomentum):
     """Nesterov momentum, `t ← ∇L(θ) + μ t`, `θ ← θ − η (∇L(θ) + μ t)`: the
     gradient looked at once more, with the momentum it is about to receive.
     Its stability limit is `2(1 + μ)/(1 + 2μ)` ([`dipflow.stability_limit`][]).
-
-    **Arguments:**
-
-    - `step_size`: η > 0.
-    - `momentum`: μ in [0, 1) (default 0.9).
+    Arguments as in [`dipflow.HeavyBall`][].
     """
 
-    step_size: ArrayLike = hyper_parameter()
-    momentum: ArrayLike = hyper_parameter(default=0.9)
-    name: ClassVar[str] = "nesterov"
     nesterov: ClassVar[bool] = True
+
+    @staticmethod
+    def stability_limit(momentum):
+        """`2(1 + μ)/(1 + 2μ)` (optax's form, `t ← g + μ t`,
+        `θ ← θ − η (g + μ t)`)."""
+        return 2 * (1 + momentum) / (1 + 2 * momentum)
 
 
 class Optax(AbstractDiscreteTrainer):
@@ -249,7 +258,7 @@ class AbstractFlowTrainer(AbstractTrainer):
     def field(self) -> AbstractVectorField:
         """The vector field integrated."""
 
-    def check_solver(self):
+    def __check_init__(self):
         nonnegative_scalar("rtol", self.rtol, strict=True)
         nonnegative_scalar("atol", self.atol, strict=True)
         if self.dt0 is not None:
@@ -289,9 +298,6 @@ class GradientFlow(AbstractFlowTrainer):
     dt0: float | ArrayLike | None = None
     stepsize_controller: diffrax.AbstractStepSizeController | None = None
 
-    def __check_init__(self):
-        self.check_solver()
-
     def field(self):
         return GradientField()
 
@@ -321,15 +327,53 @@ class InertialFlow(AbstractFlowTrainer):
     def __check_init__(self):
         nonnegative_scalar("alpha", self.alpha)
         nonnegative_scalar("beta", self.beta)
-        self.check_solver()
 
     def field(self):
         return InertialField(alpha=self.alpha, beta=self.beta)
 
 
+# The discrete methods with a step size (and so a flow time `step · η`), by
+# the names `stability_limit` takes.
+_STEPPED = {"gd": GradientDescent, "heavy_ball": HeavyBall, "nesterov": Nesterov}
+LINEAR_METHODS = tuple(_STEPPED)
+
+
+def stability_limit(method: str, momentum=0.0):
+    """The largest stable `η λ` of a method on a quadratic of curvature λ:
+    `2` for gradient descent, `2(1 + μ)` for heavy ball, `2(1 + μ)/(1 + 2μ)` for
+    Nesterov (optax's form, `t ← g + μ t`, `θ ← θ − η (g + μ t)`). Derived from
+    the 2 × 2 iteration matrix of each method on `L = λ θ²/2`, whose spectral
+    radius is < 1 exactly below these limits (tests check it numerically)."""
+    trainer = option("method", method, _STEPPED, f"one of {LINEAR_METHODS}")
+    return trainer.stability_limit(momentum)
+
+
+def _ratio(step_size, curvature, limit):
+    return 2 * step_size * curvature / limit
+
+
+def stability_ratio(step_size, curvature, method: str = "gd", momentum=0.0):
+    """`2 η λ_max / limit`: the step size relative to the stability limit of the
+    method (see [`dipflow.stability_limit`][]) on the Gauss–Newton curvature
+    `λ_max(A J Jᵀ Aᵀ)/m` at θ0, scaled so that every method is stable near a
+    minimum below 2 (for gradient descent it is `η λ_max`)."""
+    return _ratio(step_size, curvature, stability_limit(method, momentum))
+
+
 # The trainers by the names people type (CLI, TOML, `Cell(method=...)`, the
-# `optimizer` of `fit_image`): parsed here and nowhere else.
-TRAINER_NAMES = ("gd", "heavy_ball", "nesterov", "adam", "flow", "inertial")
+# `optimizer` of `fit_image`), each built from the hyper-parameters it takes:
+# parsed here and nowhere else.
+_FROM_NAME = {
+    "gd": lambda step_size, **_: GradientDescent(step_size),
+    "heavy_ball": lambda step_size, momentum, **_: HeavyBall(step_size, momentum),
+    "nesterov": lambda step_size, momentum, **_: Nesterov(step_size, momentum),
+    "adam": lambda step_size, **_: Optax(optax.adam(step_size)),
+    "flow": lambda rtol, atol, **_: GradientFlow(rtol=rtol, atol=atol),
+    "inertial": lambda alpha, beta, rtol, atol, **_: InertialFlow(
+        alpha, beta, rtol=rtol, atol=atol
+    ),
+}
+TRAINER_NAMES = tuple(_FROM_NAME)
 
 
 def trainer_from_name(
@@ -346,16 +390,9 @@ def trainer_from_name(
     `"nesterov"` (`step_size`, `momentum`), `"adam"` (`step_size` as its
     learning rate), `"flow"` and `"inertial"` (`alpha`, `beta`; `rtol`, `atol`
     of the solver's controller)."""
-    if name == "adam":
-        return Optax(optax.adam(step_size))
-    if name == "gd":
-        return GradientDescent(step_size)
-    if name == "heavy_ball":
-        return HeavyBall(step_size, momentum)
-    if name == "nesterov":
-        return Nesterov(step_size, momentum)
-    if name == "flow":
-        return GradientFlow(rtol=rtol, atol=atol)
-    if name == "inertial":
-        return InertialFlow(alpha, beta, rtol=rtol, atol=atol)
-    raise ValueError(f"the trainer must be one of {TRAINER_NAMES}, got {name!r}.")
+    if name not in _FROM_NAME:
+        raise ValueError(f"the trainer must be one of {TRAINER_NAMES}, got {name!r}.")
+    return _FROM_NAME[name](
+        step_size=step_size, momentum=momentum, alpha=alpha, beta=beta, rtol=rtol,
+        atol=atol,
+    )  # fmt: skip

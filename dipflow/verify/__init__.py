@@ -37,6 +37,7 @@ from ._result import (
     HELD as HELD,
     HYPOTHESIS_FAILS as HYPOTHESIS_FAILS,
     MEASURED as MEASURED,
+    STATUS as STATUS,
     VIOLATED as VIOLATED,
     ClaimResult as ClaimResult,
 )

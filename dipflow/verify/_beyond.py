@@ -6,14 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ._common import (
-    FlowSetup,
-    finish_figure,
-    flow_record,
-    new_figure,
-    observed_rate,
-    worst_over_envelope,
-)
+from ._common import FlowSetup, envelope_fit, finish_figure, flow_record, new_figure
 from ._result import ClaimResult
 
 
@@ -40,15 +33,13 @@ def measurement_certificate(
     rows, data = [], []
     for fr in flows:
         inst, cert, mc = fr.instance, fr.cert, fr.mcert
-        r0, rate = float(mc.initial_residual), float(mc.rate)
-        worst = worst_over_envelope(fr.ts, fr.residual, r0, rate)
-        observed = observed_rate(fr.ts, fr.residual, r0)
+        fit = envelope_fit(fr, mc)
         rows.append(
             setup.check(
                 fr,
                 "||y(t) − y|| ≤ measurement-space envelope",
                 hypothesis=ok and bool(mc.holds) and fr.solved and inst.m <= inst.n,
-                observed=worst,
+                observed=fit.worst,
                 bound=1.0,
             )
         )
@@ -57,10 +48,10 @@ def measurement_certificate(
                 fr,
                 condition5=bool(cert.condition5_holds),
                 measurement_holds=bool(mc.holds),
-                converged=bool(fr.residual[-1] < 1e-6 * r0),
+                converged=bool(fr.residual[-1] < 1e-6 * fit.r0),
                 rate_5=float(cert.rate),
-                rate_measurement=rate,
-                observed_rate=observed,
+                rate_measurement=fit.rate,
+                observed_rate=fit.observed,
             )
         )
     df = pd.DataFrame(data)

@@ -1,6 +1,6 @@
 """What the claims checked along the exact flow share: their model options, one
-check row and one data row per flow, the envelope measurements, and the frame
-of their figures."""
+check row and one data row per flow, a flow against a certificate's envelope,
+and the frame of their figures."""
 
 from __future__ import annotations
 
@@ -85,6 +85,30 @@ def worst_over_envelope(ts, residual, r0, rate) -> float:
     """`max_{t > 0} ||y(t) − y|| / (r0 e^{−rate t})` (at t = 0 both are r0)."""
     later = ts > 0
     return float(np.max(residual[later] / (r0 * np.exp(-rate * ts[later]))))
+
+
+@dataclasses.dataclass(frozen=True)
+class EnvelopeFit:
+    """One flow run against a certificate's envelope `r0 e^{−rate t}`: the
+    certificate's `r0` (`||y(0) − y||`) and `rate`, the `worst` ratio of the
+    residual to the envelope (`worst_over_envelope`) and the `observed` average
+    rate (`observed_rate`)."""
+
+    r0: float
+    rate: float
+    worst: float
+    observed: float
+
+
+def envelope_fit(fr: FlowRun, certificate) -> EnvelopeFit:
+    """`fr` against the envelope of `certificate` (its `initial_residual` and `rate`)."""
+    r0, rate = float(certificate.initial_residual), float(certificate.rate)
+    return EnvelopeFit(
+        r0=r0,
+        rate=rate,
+        worst=worst_over_envelope(fr.ts, fr.residual, r0, rate),
+        observed=observed_rate(fr.ts, fr.residual, r0),
+    )
 
 
 def new_figure(figsize=(6, 4), ncols: int | None = None):

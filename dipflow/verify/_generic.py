@@ -3,7 +3,9 @@ about the both-layer net and about MLPs, checked along their exact flows."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from typing import ClassVar
 
 import jax
 import numpy as np
@@ -18,12 +20,52 @@ from ._common import new_figure, observed_rate, worst_over_envelope
 from ._instances import as_runs, check_model, family_word, require_x64
 from ._result import ClaimResult, check_row, checked_claim
 
-# Generators of this claim: the both-layer two-layer net, and MLPs of depth L
-# with every hidden layer of width k, all their layers trained.
-GENERATORS = ("both_layers", "mlp2", "mlp3")
+
+@dataclasses.dataclass(frozen=True)
+class _BothLayers:
+    """The two-layer net with both of its layers trained."""
+
+    name: ClassVar[str] = "both_layers"
+
+    def init(self, key, *, n: int, k: int, d: int, activation: str) -> TwoLayerDIP:
+        return TwoLayerDIP.init(
+            key, n=n, k=k, d=d, activation=activation, train=("W", "V")
+        )
 
 
-def _check_cases(cases) -> list[tuple[str, int, int, int]]:
+@dataclasses.dataclass(frozen=True)
+class _MLP:
+    """An MLP with `depth` hidden layers of width k, all its layers trained."""
+
+    depth: int
+
+    @property
+    def name(self) -> str:
+        return f"mlp{self.depth}"
+
+    def init(self, key, *, n: int, k: int, d: int, activation: str) -> MLPDIP:
+        return MLPDIP.init(
+            key, n=n, d=d, widths=(k,) * self.depth, activation=activation,
+            train=("weights", "V"),
+        )  # fmt: skip
+
+
+# The generators of this claim, by the name `cases` gives them.
+GENERATORS = {g.name: g for g in (_BothLayers(), _MLP(2), _MLP(3))}
+
+# The generic certificate's verdicts, in the order the report counts them.
+VERDICTS = ("certified", "refuted", "undecided")
+
+
+def _certifies(verdict):
+    """Whether a verdict of the generic certificate (or each of a column of
+    them) certifies condition (5)."""
+    return verdict == "certified"
+
+
+def _check_cases(cases) -> list[tuple[_BothLayers | _MLP, int, int, int]]:
+    """The `(generator, m, n, k)` cases, each generator named in `cases` read
+    as its type."""
     try:
         out = [(str(c[0]), *(positive_int("cases", v) for v in c[1:])) for c in cases]
     except (TypeError, IndexError):
@@ -39,26 +81,17 @@ def _check_cases(cases) -> list[tuple[str, int, int, int]]:
         raise ValueError(
             f"`cases` generators must be among {list(GENERATORS)}, got {bad[0]!r}."
         )
-    return out
+    return [(GENERATORS[g], m, n, k) for g, m, n, k in out]
 
 
 def _instance(generator, m, n, k, d, run, *, seed, activation):
     """One draw: the paper's problem (A and x̄ iid N(0, 1)), a Rademacher V,
     Gaussian hidden weights, u on the sphere; keys from (seed, case, run)."""
     key = jax.random.key(seed)
-    for word in (family_word(generator), m, n, k, run):
+    for word in (family_word(generator.name), m, n, k, run):
         key = jax.random.fold_in(key, word)
     k_net, k_prob = jax.random.split(key)
-    if generator == "both_layers":
-        net = TwoLayerDIP.init(
-            k_net, n=n, k=k, d=d, activation=activation, train=("W", "V")
-        )
-    else:
-        depth = int(generator.removeprefix("mlp"))
-        net = MLPDIP.init(
-            k_net, n=n, d=d, widths=(k,) * depth, activation=activation,
-            train=("weights", "V"),
-        )  # fmt: skip
+    net = generator.init(k_net, n=n, k=k, d=d, activation=activation)
     return net, InverseProblem.gaussian(k_prob, m=m, n=n)
 
 
@@ -117,10 +150,12 @@ def generic_certificates(
             residual = np.asarray(sol.trajectory.residual)
             distance = np.asarray(sol.trajectory.distance)
             solved = bool(np.all(np.isfinite(residual)))
-            certified = cert.verdict == "certified" and solved
+            certified = _certifies(cert.verdict) and solved
             R_prime = float(cert.R_prime)
             sizes = dict(m=m, n=n, k=k, d=d)
-            common = dict(sizes=sizes, seed=seed, instance=run, generator=generator)
+            common = dict(
+                sizes=sizes, seed=seed, instance=run, generator=generator.name
+            )
             envelope = (
                 worst_over_envelope(ts, residual, r0, rate) if rate > 0 else math.nan
             )
@@ -144,7 +179,7 @@ def generic_certificates(
             )
             data.append(
                 dict(
-                    generator=generator,
+                    generator=generator.name,
                     m=m,
                     n=n,
                     k=k,
@@ -173,10 +208,7 @@ def generic_certificates(
         "(4||y − y(0)||) on B(θ0, R'), the flow satisfies (8) and stays in B(θ0, R').",
         summary={
             "instances": len(df),
-            **{
-                verdict: int((df.verdict == verdict).sum())
-                for verdict in ("certified", "refuted", "undecided")
-            },
+            **_verdict_counts(df),
             "converged": int(df.converged.sum()),
         },
         findings=_findings(df),
@@ -186,25 +218,27 @@ def generic_certificates(
     )
 
 
+def _verdict_counts(df) -> dict[str, int]:
+    """How many rows of `df` have each verdict."""
+    return {v: int((df.verdict == v).sum()) for v in VERDICTS}
+
+
 def _findings(df) -> list[str]:
     lines = []
     for (gen, m, n, k), t in df.groupby(["generator", "m", "n", "k"], sort=False):
-        counts = ", ".join(
-            f"{int((t.verdict == v).sum())} {v}"
-            for v in ("certified", "refuted", "undecided")
-        )
+        counts = ", ".join(f"{c} {v}" for v, c in _verdict_counts(t).items())
         line = (
             f"{gen} (m, n, k) = ({m}, {n}, {k}): {counts} of {len(t)}; "
             f"Lip(J) bracket / threshold: lower {np.median(t.lip_lower / t.lip_threshold):.3g}, "
             f"upper {np.median(t.lip_upper / t.lip_threshold):.3g} (medians)"
         )
-        cert = t[t.verdict == "certified"]
+        cert = t[_certifies(t.verdict)]
         if len(cert):
             line += (
                 f"; certified: observed rate / rate (8) {np.median(cert.observed_rate / cert.rate_8):.3g},"
                 f" max ||θ(t) − θ0|| / R' {np.max(cert.max_distance / cert.R_prime):.3g}"
             )
-        rest = t[t.verdict != "certified"]
+        rest = t[~_certifies(t.verdict)]
         if len(rest):
             line += (
                 f"; not certified: {int(rest.converged.sum())} of {len(rest)} converged, "
@@ -231,7 +265,7 @@ def _rerun(table, **kwargs) -> str:
 
 def _plot(df):
     fig, ax = new_figure()
-    markers = {"certified": "o", "refuted": "x", "undecided": "^"}
+    markers = dict(zip(VERDICTS, ("o", "x", "^"), strict=True))
     for i, (gen, t) in enumerate(df.groupby("generator", sort=False)):
         for verdict, marker in markers.items():
             s = t[t.verdict == verdict]

@@ -30,6 +30,7 @@ from ._instances import (
 )
 from ._result import (
     ClaimResult,
+    Direction,
     check_row,
     checked_claim,
     probability_row,
@@ -600,7 +601,7 @@ def lemma1(
                     hypothesis=smooth,
                     observed=worst_i,
                     bound=s0 / 2,
-                    direction=">=",
+                    direction=Direction.at_least,
                     tolerance=1e-9,
                     random_min=float(s_rand.min()),
                     adversarial_min=s_adv,
@@ -623,8 +624,13 @@ def lemma1(
         # (iii) when R' < R.
         hyp3 = smooth and has_sigma and fr.solved and Rp < R
         for check, observed, bound, direction in (
-            ("σ_min(J(θ(t))) ≥ σ_min(J0)/2", fr.sigma_min.min(), s0 / 2, ">="),
-            ("||θ(t) − θ0|| ≤ R'", fr.distance.max(), Rp, "<="),
+            (
+                "σ_min(J(θ(t))) ≥ σ_min(J0)/2",
+                fr.sigma_min.min(),
+                s0 / 2,
+                Direction.at_least,
+            ),
+            ("||θ(t) − θ0|| ≤ R'", fr.distance.max(), Rp, Direction.at_most),
         ):
             rows.append(
                 setup.check(

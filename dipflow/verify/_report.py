@@ -1,17 +1,21 @@
 """The verification report, as Markdown and as a self-contained HTML page.
 
-Both are rendered from one list of blocks, so they always say the same thing.
+Both are rendered from one list of blocks, so they always say the same thing:
+each block writes itself as Markdown lines and as one HTML element.
 """
 
 from __future__ import annotations
 
-import html
+import abc
+import dataclasses
 import math
 import re
+from html import escape
+from typing import ClassVar
 
 import pandas as pd
 
-from ._result import HYPOTHESIS_FAILS, MEASURED, VIOLATED, ClaimResult, worst_row
+from ._result import STATUS, ClaimResult, worst_row
 
 
 def _fmt(v) -> str:
@@ -22,6 +26,162 @@ def _fmt(v) -> str:
     if isinstance(v, float):
         return "—" if math.isnan(v) else f"{v:.4g}"
     return str(v)
+
+
+def _inline_html(text: str) -> str:
+    parts = re.split(r"(`[^`]*`)", text)
+    out = []
+    for p in parts:
+        if p.startswith("`") and p.endswith("`") and len(p) >= 2:
+            out.append(f"<code>{escape(p[1:-1])}</code>")
+        else:
+            s = escape(p)
+            s = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", s)
+            s = re.sub(r"\*(.+?)\*", r"<em>\1</em>", s)
+            out.append(s)
+    return "".join(out)
+
+
+# -- the blocks ---------------------------------------------------------------------
+
+
+class Block(abc.ABC):
+    """One block of the report: Markdown lines (ending with a blank one) and one
+    HTML element."""
+
+    @abc.abstractmethod
+    def markdown(self) -> list[str]: ...
+
+    @abc.abstractmethod
+    def html(self) -> str: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class Heading(Block):
+    """A heading (`level` 1: the page's title)."""
+
+    text: str
+    level: int = 1
+
+    def markdown(self) -> list[str]:
+        return ["#" * self.level + f" {self.text}", ""]
+
+    def html(self) -> str:
+        return f"<h{self.level}>{escape(self.text)}</h{self.level}>"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Inline(Block):
+    """A block of inline text (`code`, **bold**, *emphasis*): Markdown `prefix`,
+    then the text; in HTML between `open` and `close`."""
+
+    text: str
+    prefix: ClassVar[str] = ""
+    open: ClassVar[str] = "<p>"
+    close: ClassVar[str] = "</p>"
+
+    def markdown(self) -> list[str]:
+        return [self.prefix + self.text, ""]
+
+    def html(self) -> str:
+        return f"{self.open}{_inline_html(self.text)}{self.close}"
+
+
+class Paragraph(_Inline):
+    """A paragraph."""
+
+
+class Success(_Inline):
+    """The good news at the top: nothing was violated (a green box in HTML)."""
+
+    open = '<p class="ok">'
+
+
+class Alert(_Inline):
+    """A violated claim at the top (a red box in HTML)."""
+
+    prefix = "> ⚠ "
+    open = '<p class="alert">'
+
+
+class Quote(_Inline):
+    """A claim's statement."""
+
+    prefix = "> "
+    open, close = "<blockquote>", "</blockquote>"
+
+
+@dataclasses.dataclass(frozen=True)
+class Bullets(Block):
+    """A bulleted list of inline texts."""
+
+    items: tuple[str, ...]
+
+    def markdown(self) -> list[str]:
+        return [f"- {item}" for item in self.items] + [""]
+
+    def html(self) -> str:
+        return (
+            "<ul>"
+            + "".join(f"<li>{_inline_html(i)}</li>" for i in self.items)
+            + "</ul>"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Code(Block):
+    """A block of Python code."""
+
+    text: str
+
+    def markdown(self) -> list[str]:
+        return ["```python", self.text, "```", ""]
+
+    def html(self) -> str:
+        return f"<pre><code>{escape(self.text)}</code></pre>"
+
+
+@dataclasses.dataclass(frozen=True)
+class Image(Block):
+    """A figure: its file `src` (beside the report) and its `alt` text."""
+
+    src: str
+    alt: str
+
+    def markdown(self) -> list[str]:
+        return [f"![{self.alt}]({self.src})", ""]
+
+    def html(self) -> str:
+        return f'<p><img src="{escape(self.src)}" alt="{escape(self.alt)}"></p>'
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Table(Block):
+    """A table, one row per row of `frame`, its cells formatted by `_fmt`."""
+
+    frame: pd.DataFrame
+
+    def markdown(self) -> list[str]:
+        df = self.frame
+        lines = ["| " + " | ".join(str(c) for c in df.columns) + " |"]
+        lines.append("|" + "---|" * len(df.columns))
+        for row in df.itertuples(index=False):
+            # A bare "|" (as in ||y(t) − y||) would split the cell.
+            cells = (_fmt(v).replace("|", "\\|") for v in row)
+            lines.append("| " + " | ".join(cells) + " |")
+        return lines + [""]
+
+    def html(self) -> str:
+        df = self.frame
+        head = "".join(f"<th>{escape(str(c))}</th>" for c in df.columns)
+        rows = "".join(
+            "<tr>" + "".join(f"<td>{_inline_html(_fmt(v))}</td>" for v in row) + "</tr>"
+            for row in df.itertuples(index=False)
+        )
+        return f"<table><tr>{head}</tr>{rows}</table>"
+
+
+# -- the report ---------------------------------------------------------------------
 
 
 def _check_table(result: ClaimResult) -> pd.DataFrame:
@@ -65,30 +225,31 @@ def _tried(result: ClaimResult, seed: int) -> str:
     return text + f"; seed {seed}."
 
 
-def blocks(results: list[ClaimResult], meta: dict) -> list[tuple]:
-    violated = [r for r in results if r.status == VIOLATED]
-    out: list[tuple] = [("h1", "dipflow verify — every claim of the paper, checked")]
-    if violated:
-        for r in violated:
-            w = r.worst()
-            out.append(
-                (
-                    "alert",
-                    f"**VIOLATED: claim {r.claim} ({r.title})** — worst margin "
-                    f"{_fmt(w['margin'] if w is not None else math.nan)} at seed "
-                    f"{meta['seed']}; rerun alone with `{r.rerun}`",
-                )
-            )
-    else:
+def blocks(results: list[ClaimResult], meta: dict) -> list[Block]:
+    """The report on `results`, top to bottom; `meta` gives the seed, whether
+    the sizes were quick, the versions, the date and the command."""
+    violated = [r for r in results if r.violated]
+    out: list[Block] = [Heading("dipflow verify — every claim of the paper, checked")]
+    for r in violated:
+        w = r.worst()
         out.append(
-            ("ok", "**No claim that should hold was violated** on the instances tried.")
+            Alert(
+                f"**VIOLATED: claim {r.claim} ({r.title})** — worst margin "
+                f"{_fmt(w['margin'] if w is not None else math.nan)} at seed "
+                f"{meta['seed']}; rerun alone with `{r.rerun}`"
+            )
+        )
+    if not violated:
+        out.append(
+            Success(
+                "**No claim that should hold was violated** on the instances tried."
+            )
         )
     out.append(
-        (
-            "p",
+        Paragraph(
             f"Seed {meta['seed']}, {'quick' if meta['quick'] else 'default'} sizes, "
             f"float64. dipflow {meta['dipflow']}, jax {meta['jax']}, "
-            f"{meta['date']}. Reproduce: `{meta['command']}`.",
+            f"{meta['date']}. Reproduce: `{meta['command']}`."
         )
     )
     overview = pd.DataFrame(
@@ -98,93 +259,49 @@ def blocks(results: list[ClaimResult], meta: dict) -> list[tuple]:
                 "what": r.title,
                 "status": r.status,
                 "checks (hypotheses hold / held)": "{1} / {2}".format(*r.counts())
-                if r.status != MEASURED
+                if r.status is not STATUS.measured
                 else "—",
             }
             for r in results
         ]
     )
-    out.append(("table", overview))
+    out.append(Table(overview))
+    statuses = "; ".join(f"*{s}* — {s.meaning}" for s in STATUS)
     out.append(
-        (
-            "p",
-            "Statuses: *held* — every instance that met the hypotheses met the "
-            "claim; *violated* — some did not; *hypothesis fails* — no instance "
-            "met the hypotheses, so the claim says nothing there; *measured* — a "
-            "claim with unknown constants, reported as numbers. A margin is the "
-            "relative slack of the inequality (≥ 0: held).",
+        Paragraph(
+            f"Statuses: {statuses}. A margin is the relative slack of the "
+            "inequality (≥ 0: held)."
         )
     )
     for r in results:
-        out.append(("h2", f"Claim {r.claim} — {r.title}"))
-        out.append(("quote", r.statement))
-        out.append(("p", f"**Status: {r.status}.**"))
-        if r.status == HYPOTHESIS_FAILS:
+        out += [
+            Heading(f"Claim {r.claim} — {r.title}", level=2),
+            Quote(r.statement),
+            Paragraph(f"**Status: {r.status}.**"),
+        ]
+        if r.status is STATUS.hypothesis_fails:
             out.append(
-                (
-                    "p",
+                Paragraph(
                     "No instance tried satisfied the claim's hypotheses; the numbers "
-                    "below are measurements, not a confirmation.",
+                    "below are measurements, not a confirmation."
                 )
             )
-        out.append(("p", _tried(r, meta["seed"])))
-        out.append(("table", _check_table(r)))
-        out.append(("ul", r.findings))
-        out.append(("img", f"claim{r.claim}_{r.name}.png", r.title))
-        out.append(
-            (
-                "p",
+        out += [
+            Paragraph(_tried(r, meta["seed"])),
+            Table(_check_table(r)),
+            Bullets(tuple(r.findings)),
+            Image(f"claim{r.claim}_{r.name}.png", r.title),
+            Paragraph(
                 f"Rows: `claim{r.claim}_{r.name}.csv` (raw measurements) and "
-                "`dipflow.load(DIR)` (the checks). Rerun the worst case alone:",
-            )
-        )
-        out.append(("code", r.rerun))
+                "`dipflow.load(DIR)` (the checks). Rerun the worst case alone:"
+            ),
+            Code(r.rerun),
+        ]
     return out
 
 
-def _inline_html(text: str) -> str:
-    parts = re.split(r"(`[^`]*`)", text)
-    out = []
-    for p in parts:
-        if p.startswith("`") and p.endswith("`") and len(p) >= 2:
-            out.append(f"<code>{html.escape(p[1:-1])}</code>")
-        else:
-            s = html.escape(p)
-            s = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", s)
-            s = re.sub(r"\*(.+?)\*", r"<em>\1</em>", s)
-            out.append(s)
-    return "".join(out)
-
-
-def to_markdown(bl: list[tuple]) -> str:
-    lines = []
-    for kind, *args in bl:
-        if kind == "h1":
-            lines += [f"# {args[0]}", ""]
-        elif kind == "h2":
-            lines += [f"## {args[0]}", ""]
-        elif kind in ("p", "ok"):
-            lines += [args[0], ""]
-        elif kind == "alert":
-            lines += [f"> ⚠ {args[0]}", ""]
-        elif kind == "quote":
-            lines += [f"> {args[0]}", ""]
-        elif kind == "ul":
-            lines += [f"- {item}" for item in args[0]] + [""]
-        elif kind == "code":
-            lines += ["```python", args[0], "```", ""]
-        elif kind == "img":
-            lines += [f"![{args[1]}]({args[0]})", ""]
-        elif kind == "table":
-            df = args[0]
-            lines.append("| " + " | ".join(str(c) for c in df.columns) + " |")
-            lines.append("|" + "---|" * len(df.columns))
-            for row in df.itertuples(index=False):
-                # A bare "|" (as in ||y(t) − y||) would split the cell.
-                cells = (_fmt(v).replace("|", "\\|") for v in row)
-                lines.append("| " + " | ".join(cells) + " |")
-            lines.append("")
-    return "\n".join(lines)
+def to_markdown(bl: list[Block]) -> str:
+    return "\n".join(line for block in bl for line in block.markdown())
 
 
 _CSS = """
@@ -202,43 +319,13 @@ img { max-width: 100%; }
 """
 
 
-def to_html(bl: list[tuple]) -> str:
-    body = []
-    title = "dipflow verify"
-    for kind, *args in bl:
-        if kind == "h1":
-            title = args[0]
-            body.append(f"<h1>{html.escape(args[0])}</h1>")
-        elif kind == "h2":
-            body.append(f"<h2>{html.escape(args[0])}</h2>")
-        elif kind == "p":
-            body.append(f"<p>{_inline_html(args[0])}</p>")
-        elif kind in ("alert", "ok"):
-            body.append(f'<p class="{kind}">{_inline_html(args[0])}</p>')
-        elif kind == "quote":
-            body.append(f"<blockquote>{_inline_html(args[0])}</blockquote>")
-        elif kind == "ul":
-            items = "".join(f"<li>{_inline_html(i)}</li>" for i in args[0])
-            body.append(f"<ul>{items}</ul>")
-        elif kind == "code":
-            body.append(f"<pre><code>{html.escape(args[0])}</code></pre>")
-        elif kind == "img":
-            body.append(
-                f'<p><img src="{html.escape(args[0])}" alt="{html.escape(args[1])}"></p>'
-            )
-        elif kind == "table":
-            df = args[0]
-            head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
-            rows = "".join(
-                "<tr>"
-                + "".join(f"<td>{_inline_html(_fmt(v))}</td>" for v in row)
-                + "</tr>"
-                for row in df.itertuples(index=False)
-            )
-            body.append(f"<table><tr>{head}</tr>{rows}</table>")
+def to_html(bl: list[Block]) -> str:
+    # The page's title is its (last) top heading's.
+    titles = [b.text for b in bl if isinstance(b, Heading) and b.level == 1]
+    title = titles[-1] if titles else "dipflow verify"
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>\n"
-        + "\n".join(body)
+        f"<title>{escape(title)}</title><style>{_CSS}</style></head><body>\n"
+        + "\n".join(block.html() for block in bl)
         + "\n</body></html>\n"
     )

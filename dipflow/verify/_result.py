@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import enum
 import json
 import math
 
@@ -12,11 +13,66 @@ import pandas as pd
 
 from ..studies._statistics import wilson_interval
 
-HELD = "held"
-VIOLATED = "violated"
-HYPOTHESIS_FAILS = "hypothesis fails"
-MEASURED = "measured"
-STATUSES = (HELD, VIOLATED, HYPOTHESIS_FAILS, MEASURED)
+
+class STATUS(enum.StrEnum):
+    """What checking a claim found, the `status` of a [`dipflow.verify.ClaimResult`][].
+
+    A member is its word (`str(STATUS.hypothesis_fails) == "hypothesis fails"`),
+    which is what reports, CSV files and the store write; `STATUS("held")` reads a
+    word back. `meaning` says what the status means, for the report.
+
+    - `held`: every instance that met the claim's hypotheses met the claim.
+    - `violated`: some did not.
+    - `hypothesis_fails`: no instance met the hypotheses, so the claim says
+      nothing there.
+    - `measured`: a quantitative claim with unknown constants: numbers, no verdict.
+    """
+
+    held = "held", "every instance that met the hypotheses met the claim"
+    violated = "violated", "some did not"
+    hypothesis_fails = (
+        "hypothesis fails",
+        "no instance met the hypotheses, so the claim says nothing there",
+    )
+    measured = "measured", "a claim with unknown constants, reported as numbers"
+
+    def __new__(cls, word: str, meaning: str):
+        member = str.__new__(cls, word)
+        member._value_ = word
+        member.meaning = meaning
+        return member
+
+
+# The members under their former names.
+HELD = STATUS.held
+VIOLATED = STATUS.violated
+HYPOTHESIS_FAILS = STATUS.hypothesis_fails
+MEASURED = STATUS.measured
+STATUSES = tuple(STATUS)
+
+
+class Direction(enum.Enum):
+    """Which way a check's inequality goes: `observed <= bound` or `observed >= bound`."""
+
+    at_most = "<="
+    at_least = ">="
+
+    def slack(self, observed: float, bound: float) -> float:
+        """How far `observed` lies inside the bound (negative: outside)."""
+        return bound - observed if self is Direction.at_most else observed - bound
+
+
+# What the store keeps of a claim besides its rows (`summary` and `findings` as JSON).
+STORED_FIELDS = (
+    "claim",
+    "name",
+    "title",
+    "statement",
+    "status",
+    "summary",
+    "findings",
+    "rerun",
+)
 
 # Every check row has these columns (what the SQLite store keeps of a claim).
 ROW_COLUMNS = (
@@ -47,10 +103,12 @@ class ClaimResult:
 
     - `claim`, `name`, `title`, `statement`: the claim's number (paper order of
       `dipflow verify`), the function that checks it, a title and the statement.
-    - `status`: `"held"` (every instance satisfying the hypotheses satisfied the
-      claim), `"violated"` (some did not), `"hypothesis fails"` (no instance
-      satisfied the hypotheses: the claim says nothing there), or `"measured"`
-      (a quantitative claim with unknown constants: numbers, no verdict).
+    - `status`: a member of [`dipflow.verify.STATUS`][]: `held` (every instance
+      satisfying the hypotheses satisfied the claim), `violated` (some did not),
+      `hypothesis_fails` (no instance satisfied the hypotheses: the claim says
+      nothing there), or `measured` (a quantitative claim with unknown
+      constants: numbers, no verdict). Its word (`"held"`, `"hypothesis fails"`,
+      …) is converted to the member.
     - `summary`: headline numbers, `{name: value}`.
     - `findings`: sentences for the report.
     - `rows`: one row per check on one instance (or on one configuration, for
@@ -66,7 +124,7 @@ class ClaimResult:
     name: str
     title: str
     statement: str
-    status: str
+    status: STATUS | str
     summary: dict
     findings: list[str]
     rows: pd.DataFrame
@@ -75,14 +133,17 @@ class ClaimResult:
     figure: object = None
 
     def __post_init__(self):
-        if self.status not in STATUSES:
+        try:
+            self.status = STATUS(self.status)
+        except ValueError:
             raise ValueError(
-                f"`status` must be one of {STATUSES}, got {self.status!r}."
-            )
+                f"`status` must be one of {[str(s) for s in STATUS]}, "
+                f"got {self.status!r}."
+            ) from None
 
     @property
     def violated(self) -> bool:
-        return self.status == VIOLATED
+        return self.status is STATUS.violated
 
     def worst(self) -> pd.Series | None:
         """The checked row with the smallest margin (`None` if nothing was checked)."""
@@ -105,16 +166,13 @@ class ClaimResult:
 
     def store_params(self) -> dict:
         """What the store keeps besides the rows (JSON-serialisable)."""
-        return {
-            "claim": self.claim,
-            "name": self.name,
-            "title": self.title,
-            "statement": self.statement,
-            "status": self.status,
-            "summary": json.dumps(_plain(self.summary)),
-            "findings": json.dumps(self.findings),
-            "rerun": self.rerun,
-        }
+        params = {f: getattr(self, f) for f in STORED_FIELDS}
+        params.update(
+            status=self.status.value,
+            summary=json.dumps(_plain(self.summary)),
+            findings=json.dumps(self.findings),
+        )
+        return params
 
     def store_rows(self) -> list[dict]:
         """The check rows with the store's fixed columns; claim-specific columns
@@ -135,18 +193,14 @@ class ClaimResult:
         `data` and the figure stay in their files)."""
         detail = pd.DataFrame([json.loads(s) for s in rows["detail"]], index=rows.index)
         table = pd.concat([rows[list(ROW_COLUMNS)], detail], axis=1)
-        return cls(
+        fields = {f: params[f] for f in STORED_FIELDS}
+        fields.update(
             claim=int(params["claim"]),
-            name=params["name"],
-            title=params["title"],
-            statement=params["statement"],
-            status=params["status"],
+            status=STATUS(params["status"]),
             summary=json.loads(params["summary"]),
             findings=json.loads(params["findings"]),
-            rows=table.reset_index(drop=True),
-            data=pd.DataFrame(),
-            rerun=params["rerun"],
         )
+        return cls(**fields, rows=table.reset_index(drop=True), data=pd.DataFrame())
 
 
 def _plain(value):
@@ -183,21 +237,27 @@ def check_row(
     hypothesis: bool,
     observed: float,
     bound: float,
-    direction: str = "<=",
+    direction: Direction | str = Direction.at_most,
     tolerance: float = TOLERANCE,
     measured: bool = False,
     **extra,
 ) -> dict:
-    """One check: `observed <= bound` (or `>=`), up to a relative `tolerance`.
+    """One check: `observed <= bound` (or `>=`, `direction` a `Direction` or its
+    sign), up to a relative `tolerance`.
 
     `margin` is the relative slack, `(bound − observed)/|bound|` for `<=`,
     `(observed − bound)/|bound|` for `>=`; `held` is `None` where the hypotheses
     fail (the claim says nothing there) or for a `measured` quantity.
     """
+    try:
+        direction = Direction(direction)
+    except ValueError:
+        raise ValueError(
+            f"`direction` must be '<=' or '>=', got {direction!r}."
+        ) from None
     observed, bound = float(observed), float(bound)
     scale = abs(bound) if bound != 0 else 1.0
-    slack = bound - observed if direction == "<=" else observed - bound
-    margin = slack / scale
+    margin = direction.slack(observed, bound) / scale
     held = None if (measured or not hypothesis) else bool(margin >= -tolerance)
     return {
         "check": check,
@@ -239,7 +299,7 @@ def probability_row(
         hypothesis=hypothesis,
         observed=successes / trials,
         bound=target,
-        direction=">=",
+        direction=Direction.at_least,
         ci_low=float(low),
         ci_high=float(high),
         trials=int(trials),
@@ -250,16 +310,16 @@ def probability_row(
     return row
 
 
-def verdict(rows: list[dict] | pd.DataFrame) -> str:
+def verdict(rows: list[dict] | pd.DataFrame) -> STATUS:
     """`violated` if any checked row failed, `hypothesis fails` if none was
     checked, else `held`."""
     df = pd.DataFrame(rows)
     checked = df[df["held"].notna()] if len(df) else df
     if checked.empty:
-        return HYPOTHESIS_FAILS
+        return STATUS.hypothesis_fails
     if not checked["held"].astype(bool).all():
-        return VIOLATED
-    return HELD
+        return STATUS.violated
+    return STATUS.held
 
 
 def rows_frame(rows: list[dict] | pd.DataFrame) -> pd.DataFrame:

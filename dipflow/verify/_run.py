@@ -17,7 +17,7 @@ from ._beyond import measurement_certificate, signal_space
 from ._generic import generic_certificates
 from ._lemmas import lemma1, lemma2, lemma3, lemma4
 from ._report import blocks, to_html, to_markdown
-from ._result import VIOLATED, ClaimResult
+from ._result import STORED_FIELDS, ClaimResult
 from ._theorem import early_stopping, overparametrization, theorem1_envelope
 
 # Claim number -> the function that checks it (paper order of the report).
@@ -126,18 +126,7 @@ def run(
             bar.set_postfix_str(CLAIMS[c].__name__)
             if cell_id in store.done_cells():
                 rows = stored[stored["cell_id"] == cell_id]
-                params = rows.iloc[0][
-                    [
-                        "claim",
-                        "name",
-                        "title",
-                        "statement",
-                        "status",
-                        "summary",
-                        "findings",
-                        "rerun",
-                    ]
-                ].to_dict()
+                params = rows.iloc[0][list(STORED_FIELDS)].to_dict()
                 results.append(ClaimResult.from_store(params, rows))
                 continue
             kwargs = dict(QUICK[c]) if quick else {}
@@ -170,7 +159,7 @@ def run(
     bl = blocks(results, meta)
     (folder / "report.md").write_text(to_markdown(bl), encoding="utf-8")
     (folder / "report.html").write_text(to_html(bl), encoding="utf-8")
-    code = 1 if any(r.status == VIOLATED for r in results) else 0
+    code = 1 if any(r.violated for r in results) else 0
     return results, code
 
 

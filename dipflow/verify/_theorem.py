@@ -3,6 +3,7 @@ stopping (6), and (ii) the scaling of the overparametrization."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import tempfile
 
@@ -16,14 +17,7 @@ from ..studies._statistics import (
     transition_width,
     width_bound_shape,
 )
-from ._common import (
-    FlowSetup,
-    finish_figure,
-    flow_record,
-    new_figure,
-    observed_rate,
-    worst_over_envelope,
-)
+from ._common import FlowSetup, envelope_fit, finish_figure, flow_record, new_figure
 from ._result import MEASURED, ClaimResult, check_row, rows_frame
 
 
@@ -50,27 +44,25 @@ def theorem1_envelope(
     rows, data = [], []
     for fr in flows:
         cert = fr.cert
-        r0, rate = float(cert.initial_residual), float(cert.rate)
-        worst = worst_over_envelope(fr.ts, fr.residual, r0, rate)
-        observed = observed_rate(fr.ts, fr.residual, r0)
+        fit = envelope_fit(fr, cert)
         hyp = ok and bool(cert.condition5_holds) and fr.solved
         rows.append(
             setup.check(
                 fr,
                 "||y(t) − y|| ≤ envelope (8)",
                 hypothesis=hyp,
-                observed=worst,
+                observed=fit.worst,
                 bound=1.0,
-                rate_ratio=observed / rate if rate > 0 else math.nan,
+                rate_ratio=fit.observed / fit.rate if fit.rate > 0 else math.nan,
             )
         )
         data.append(
             flow_record(
                 fr,
                 condition5=bool(cert.condition5_holds),
-                guaranteed_rate=rate,
-                observed_rate=observed,
-                max_residual_over_envelope=worst,
+                guaranteed_rate=fit.rate,
+                observed_rate=fit.observed,
+                max_residual_over_envelope=fit.worst,
             )
         )
     df = pd.DataFrame(data)
@@ -266,9 +258,66 @@ def _plot_early_stopping(flows):
 
 # -- Theorem 1(ii) ----------------------------------------------------------------
 
-FACTORS = ("n", "m", "d", "kappa")
-# The bound's asymptotic dependence on each factor (Remark 1 of the paper).
-_NOMINAL = {"n": "n²", "m": "m", "d": "log d", "kappa": "κ²"}
+
+@dataclasses.dataclass(frozen=True)
+class _Factor:
+    """A factor of the width bound: its `key` (in `base`, `vary` and the data),
+    its `symbol` in titles and `axis` label, the bound's asymptotic dependence
+    on it (`nominal`, Remark 1 of the paper), and whether k* is fitted against
+    its logarithm."""
+
+    key: str
+    symbol: str
+    axis: str
+    nominal: str
+    log: bool = False
+
+    @property
+    def variable(self) -> str:
+        """What k* is fitted against, as the findings name it (`log d`)."""
+        return f"log {self.symbol}" if self.log else self.symbol
+
+    def x(self, values: np.ndarray) -> np.ndarray:
+        """The fit's abscissae at the factor's `values`."""
+        return np.log(values) if self.log else values
+
+
+_FACTORS = {
+    f.key: f
+    for f in (
+        _Factor("n", "n", "n", "n²"),
+        _Factor("m", "m", "m", "m"),
+        _Factor("d", "d", "d", "log d", log=True),
+        _Factor("kappa", "κ", "κ(A)", "κ²"),
+    )
+}
+FACTORS = tuple(_FACTORS)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Config:
+    """A configuration of the study: its n, m, d and κ (`params`), the base one
+    (`factor` `None`) or the base with `factor` changed."""
+
+    params: dict
+    factor: _Factor | None = None
+
+    @property
+    def varied(self) -> str:
+        """The factor changed, as the data name it (`"base"` for none)."""
+        return "base" if self.factor is None else self.factor.key
+
+    @property
+    def panel(self) -> str:
+        """The cells' panel: `"base"`, or the factor changed and its value."""
+        if self.factor is None:
+            return "base"
+        return f"{self.factor.key}={self.params[self.factor.key]}"
+
+    def on_series(self, factor: _Factor) -> bool:
+        """Whether the configuration is one of `factor`'s series: the base one
+        and those changing `factor`."""
+        return self.factor is None or self.factor == factor
 
 
 # Bootstrap resamples (of the runs of each cell) for the exponents' intervals.
@@ -343,26 +392,26 @@ def overparametrization(
     positive_int("runs", runs)
     if not 0 < level < 1:
         raise ValueError(f"`level` must be in (0, 1), got {level!r}.")
-    configs = [("base", None, dict(base))]
+    configs = [_Config(dict(base))]
     for f, values in vary.items():
         for v in values:
             cfg = {**base, f: v}
             if cfg != base:
-                configs.append((f, v, cfg))
+                configs.append(_Config(cfg, _FACTORS[f]))
     cells = [
         Cell(
-            m=int(c["m"]),
-            n=int(c["n"]),
+            m=int(c.params["m"]),
+            n=int(c.params["n"]),
             k=k,
-            d=int(c["d"]),
+            d=int(c.params["d"]),
             activation=activation,
             step_size=step_size,
             max_steps=max_steps,
             tol=tol,
-            kappa=float(c["kappa"]),
-            panel=f"{f}={v}" if v is not None else "base",
+            kappa=float(c.params["kappa"]),
+            panel=c.panel,
         )
-        for f, v, c in configs
+        for c in configs
         for k in ks
     ]
     study = Study(
@@ -379,14 +428,15 @@ def overparametrization(
         if cleanup is not None:
             cleanup.cleanup()
     rows, data = [], []
-    for f, _v, c in configs:
+    for config in configs:
+        c = config.params
         t = _of_config(table, c).sort_values("k")
         kstar = transition_width(t["k"], t["p"], level)
         factor = float(width_bound_shape(c["n"], c["m"], c["d"], c["kappa"]))
         data.append(
             dict(
                 **c,
-                varied=f,
+                varied=config.varied,
                 k_star=kstar,
                 bound_factor=factor,
                 C1_needed=kstar / factor,
@@ -406,16 +456,21 @@ def overparametrization(
             )
         )
     df = pd.DataFrame(data)
-    exps, cis, findings = {}, {}, []
+    exps, cis, series, findings = {}, {}, {}, []
     for f in vary:
-        idx = [i for i, (g, _v, c) in enumerate(configs) if g in (f, "base")]
-        idx.sort(key=lambda i: float(configs[i][2][f]))
-        values = np.array([float(configs[i][2][f]) for i in idx])
-        x = np.log(values) if f == "d" else values
+        factor = _FACTORS[f]
+        # The configurations of this factor's series, by its value.
+        idx = sorted(
+            (i for i, c in enumerate(configs) if c.on_series(factor)),
+            key=lambda i: float(configs[i].params[f]),
+        )
+        series[f] = idx
+        values = np.array([float(configs[i].params[f]) for i in idx])
+        x = factor.x(values)
         # One (x, k) grid of cells for this factor: its transition, fit and bootstrap.
         cells = pd.concat(
             [
-                _of_config(table, configs[i][2])[["k", "runs", "successes"]].assign(
+                _of_config(table, configs[i].params)[["k", "runs", "successes"]].assign(
                     x=xi
                 )
                 for i, xi in zip(idx, x, strict=True)
@@ -431,12 +486,12 @@ def overparametrization(
                 f"{f}: k* was not reached at enough values to fit an exponent."
             )
             continue
-        what = "log d" if f == "d" else ("κ" if f == "kappa" else f)
+        what = factor.variable
         findings.append(
             f"k* ∝ {what}^{alpha:.2f} (95 % bootstrap CI {low:.2f} to {high:.2f}; "
             f"fitted over {f} = {', '.join(f'{v:g}' for v in values)}); the bound's "
             f"factor grows like {what}^{beta:.2f} over the same range "
-            f"(asymptotically {_NOMINAL[f]})."
+            f"(asymptotically {factor.nominal})."
         )
     findings.append(
         "d does not enter the law of the trajectory at all (z0 = W(0) u ~ N(0, I_k) "
@@ -470,20 +525,19 @@ def overparametrization(
         rerun=f"dipflow.verify.overparametrization(base={base}, vary={vary}, ks={ks}, "
         f"runs={runs}, level={level}, activation={activation!r}, step_size={step_size}, "
         f"max_steps={max_steps}, tol={tol}, seed={seed})",
-        figure=_plot_overparametrization(df, vary, exps),
+        figure=_plot_overparametrization(df, series, exps),
     )
 
 
-def _plot_overparametrization(df, vary, exps):
+def _plot_overparametrization(df, series, exps):
+    """One panel per factor varied: `series` gives the rows of `df` on each
+    factor's series."""
     from matplotlib.ticker import LogLocator, NullLocator, ScalarFormatter
 
-    fig, axes = new_figure((3.2 * len(vary), 3.4), ncols=len(vary))
-    for ax, f in zip(axes[0], vary, strict=True):
-        sub = (
-            df[(df["varied"] == f) | (df["varied"] == "base")]
-            .drop_duplicates(subset=list(FACTORS))
-            .sort_values(f)
-        )
+    fig, axes = new_figure((3.2 * len(series), 3.4), ncols=len(series))
+    for ax, (f, idx) in zip(axes[0], series.items(), strict=True):
+        factor = _FACTORS[f]
+        sub = df.iloc[idx].drop_duplicates(subset=list(FACTORS)).sort_values(f)
         x = sub[f].astype(float).to_numpy()
         ax.loglog(x, sub["k_star"], "o-", label="measured k*")
         ks = sub["k_star"].to_numpy()
@@ -496,10 +550,8 @@ def _plot_overparametrization(df, vary, exps):
             )
             ax.loglog(x, shape, "k--", label="bound's shape")
         a, b = exps.get(f, (math.nan, math.nan))
-        ax.set_title(
-            f"{'κ' if f == 'kappa' else f}: α = {a:.2f} (bound {b:.2f})", fontsize=9
-        )
-        ax.set_xlabel("κ(A)" if f == "kappa" else f)
+        ax.set_title(f"{factor.symbol}: α = {a:.2f} (bound {b:.2f})", fontsize=9)
+        ax.set_xlabel(factor.axis)
         ax.set_xticks(x, [f"{v:g}" for v in x])
         ax.xaxis.set_minor_locator(NullLocator())
         ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))

@@ -1,0 +1,162 @@
+"""What the theory is about, measured on the runs of a fit: the residual
+‖A g − y‖, ‖A g − ȳ‖, ‖θ − θ0‖, σ_min(J(θ)) by Lanczos, σ_A and ‖ε‖; and the
+trajectory's rows that hold them."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+from typing import NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..problems._spectra import operator_spectrum
+from ..theory._jacobians import gram_min_eigenvalue
+from ._batching import AbstractBatching, over_runs
+from ._image_metrics import psnr, ssim_any_size
+from ._runs import Runs, dynamics, index
+
+# A Lanczos estimate λ of λ_min(J Jᵀ) = σ_min(J)² counts as converged when its
+# residual ‖J Jᵀ v − λ v‖ is at most this fraction of λ: an eigenvalue of
+# J Jᵀ then lies within 10 % of λ (a Ritz value is within its residual of an
+# eigenvalue), and λ ≥ λ_min always. The library's backward-error test
+# (residual ≤ sqrt(eps) ‖J Jᵀ‖) passes far too early once training has made
+# σ_min(J)² ≪ ‖J Jᵀ‖: on a 64 × 64 ConvDecoder after 100 Adam steps it passed
+# an estimate 28 times too large (`benchmarks/bench_image_sigma_min.py`).
+SIGMA_MIN_RESIDUAL = 0.1
+
+
+class SigmaMin(NamedTuple):
+    """σ_min(J) by Lanczos, the residual of its λ_min(J Jᵀ) and whether it
+    converged (see `SIGMA_MIN_RESIDUAL`)."""
+
+    value: float
+    residual: float
+    converged: bool
+
+
+class SigmaMinEstimator(NamedTuple):
+    """How σ_min(J) is estimated: `lanczos_iters` matvecs (None: the
+    default), in float64 with `x64` whatever the network's precision."""
+
+    lanczos_iters: int | None
+    x64: bool
+
+    def __call__(self, net) -> SigmaMin:
+        """σ_min(J) of `net`."""
+        with jax.enable_x64(True) if self.x64 else contextlib.nullcontext():
+            if self.x64:
+                net = as_dtype(net, jnp.float64)
+            est = gram_min_eigenvalue(net, num_iters=self.lanczos_iters)
+            value, residual = float(est.value), float(est.residual)
+        converged = value > 0 and residual <= SIGMA_MIN_RESIDUAL * value
+        return SigmaMin(math.sqrt(max(value, 0.0)), residual, converged)
+
+    def of_runs(self, nets, count: int) -> list[SigmaMin]:
+        """σ_min(J) of each of the `count` stacked networks `nets`."""
+        return [self(index(nets, i)) for i in range(count)]
+
+
+def as_dtype(tree, dtype):
+    """`tree` with its floating arrays cast to `dtype`."""
+    return jax.tree_util.tree_map(
+        lambda a: a.astype(dtype) if eqx.is_inexact_array(a) else a, tree
+    )
+
+
+def operator_and_noise(problems, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """σ_A and ‖ε‖ (0 without noise) of each run's problem."""
+    sigma_A = np.array([float(operator_spectrum(p.A).sigma_A) for p in problems])
+    noise_norm = np.array(
+        [float(jnp.linalg.norm(p.noise)) if p.noise is not None else 0.0
+         for p in problems]
+    )  # fmt: skip
+    return np.resize(sigma_A, count), np.resize(noise_norm, count)
+
+
+@eqx.filter_jit
+def initial(nets, problem, truth, batching, per_run):
+    """`‖A g − y‖` and the PSNR of every run at θ0."""
+
+    def one(net, problem, truth):
+        d = dynamics(net, problem)
+        x = d.signal(d.initial_state())
+        return jnp.linalg.norm(d.residual(d.initial_state())), psnr(x, truth)
+
+    return over_runs(one, batching, per_run, nets, problem, truth)
+
+
+@eqx.filter_jit
+def measures(nets, problem, truth, state, batching, per_run):
+    """Every run's residual, `‖A g − ȳ‖`, `‖θ − θ0‖`, image and network at
+    the training state `state`."""
+
+    def one(net, problem, truth, state):
+        d = dynamics(net, problem)
+        x_state = state[1]
+        g = d.signal(x_state)
+        return dict(
+            residual=jnp.linalg.norm(d.residual(x_state)),
+            prediction_error=jnp.linalg.norm(problem.forward(g - truth)),
+            distance=d.distance(x_state),
+            x=g,
+            net=d.net(x_state),
+        )
+
+    return over_runs(one, batching, per_run, nets, problem, truth, state)
+
+
+@dataclasses.dataclass
+class Recorder:
+    """The trajectory's rows, recorded as training reaches each chosen
+    iteration; σ_min(J) estimated at `sigma_min_at`. `measured`: what
+    `measures` measured last."""
+
+    runs: Runs
+    batching: AbstractBatching
+    sigma_min: SigmaMinEstimator
+    sigma_min_at: tuple
+    rows: list = dataclasses.field(default_factory=list)
+    measured: dict | None = None
+
+    def __call__(self, point: int, carry, sig=None) -> None:
+        """Record the runs at iteration `point` (training state
+        `carry["state"]`), with σ_min(J) `sig` where given."""
+        runs, state = self.runs, carry["state"]
+        self.measured = measures(
+            runs.nets, runs.problem, runs.truth, state, self.batching, runs.per_run
+        )
+        if sig is None and point in self.sigma_min_at:
+            sig = self.sigma_min.of_runs(self.measured["net"], runs.count)
+        self.rows += record(point, state[3], self.measured, runs.images, sig)
+
+
+def record(point: int, loss, measured, images, sig) -> list[dict]:
+    """The trajectory's rows at iteration `point`, one per run: the loss,
+    what `measures` measured, PSNR and SSIM against `images` (one, or one per
+    run), and σ_min where estimated (`sig`, else None)."""
+    loss = np.asarray(loss)
+    rows = []
+    for i in range(len(loss)):
+        x = np.asarray(measured["x"][i])
+        truth = images[i % len(images)]
+        rows.append(
+            dict(
+                seed=i,
+                iteration=point,
+                loss=float(loss[i]),
+                residual=float(measured["residual"][i]),
+                prediction_error=float(measured["prediction_error"][i]),
+                psnr=float(psnr(x, truth.reshape(-1))),
+                ssim=ssim_any_size(x.reshape(truth.shape), truth),
+                distance=float(measured["distance"][i]),
+                sigma_min=sig[i].value if sig else math.nan,
+                sigma_min_residual=sig[i].residual if sig else math.nan,
+                sigma_min_converged=sig[i].converged if sig else None,
+            )
+        )
+    return rows
