@@ -39,6 +39,12 @@ from .imaging._images import (
     available_images as available_images,
     load_image as load_image,
 )
+from .imaging._stopping_rules import (
+    ESWMV as ESWMV,
+    AbstractStoppingRule as AbstractStoppingRule,
+    Oracle as Oracle,
+    TheoryTime as TheoryTime,
+)
 from .problems._operators import (
     compressed_sensing as compressed_sensing,
     denoising as denoising,

@@ -37,6 +37,7 @@ from ._cells import (
     instance_arrays,
     mlp_hidden_weights,
 )
+from ._instances import reduced_matrix
 
 # m is padded to a multiple of this, so that cells with nearby m share a
 # compilation (zero rows of M and y change nothing: the loss keeps the true m).
@@ -329,7 +330,7 @@ def run_cell(
         inputs, certs = [], []
         for r in runs:
             arr = instance_arrays(cell, study.seed, r)
-            M = arr["A"] @ arr["V"] / math.sqrt(cell.k)
+            M = reduced_matrix(arr["A"], arr["V"])
             y = arr["A"] @ arr["x"] + arr["eps"]
             if path is _Full:
                 net = network_from_hidden(

@@ -1,8 +1,10 @@
 """Study cells: one configuration of the paper's experiment each, a study as a
 grid of cells × seeds, and the instance each run draws.
 
-A cell is one configuration (sizes, activation, method, step size, tolerance,
-noise). Each run of a cell draws its own instance from a seed derived from
+A cell is one configuration: the problem its runs draw (`ProblemSpec`), the
+generator they train (`TwoLayerSpec`, `MLPSpec`) and how they train
+(`TrainerSpec`), each a value; the names people type (`Cell(method="adam")`,
+TOML) are parsed into them here. Each run of a cell draws its own instance from a seed derived from
 (study seed, the cell's instance parameters, run index) only, so results do not
 depend on chunking, padding, devices or the executor.
 

@@ -3,6 +3,8 @@ float64 NumPy, from one generator (studies and `dipflow.verify` share it)."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..generators._draws import draw_v
@@ -26,3 +28,9 @@ def draw_instance(
     z0 = rng.standard_normal(k)
     A, x, eps = draw_problem(rng, m, n, kappa, noise)
     return dict(V=V, z0=z0, A=A, x=x, eps=eps)
+
+
+def reduced_matrix(A: np.ndarray, V: np.ndarray) -> np.ndarray:
+    """`M = A V/√k` of an instance, in float64 NumPy (for JAX arrays of a
+    network and problem: [`dipflow.reduced_operator`][])."""
+    return A @ V / math.sqrt(V.shape[1])

@@ -22,7 +22,7 @@ from ..generators._activations import get_activation
 from ..generators._draws import network_from_hidden
 from ..generators._networks import V_DISTRIBUTIONS, TwoLayerDIP
 from ..problems._problems import InverseProblem
-from ..studies._instances import draw_instance
+from ..studies._instances import draw_instance, reduced_matrix
 from ..theory._certificates import sigma_min_two_layer
 from ..theory._theory import measurement_certificate, theorem1
 from ..training._flows import GradientField, integrate
@@ -81,7 +81,7 @@ class Instance:
 
     @functools.cached_property
     def M(self) -> np.ndarray:
-        return self.A @ self.V / math.sqrt(self.k)
+        return reduced_matrix(self.A, self.V)
 
     def network(self) -> tuple[TwoLayerDIP, InverseProblem]:
         """The `TwoLayerDIP` (with `W(0) u = z0`) and `InverseProblem` of this
