@@ -62,6 +62,47 @@ class AbstractLoss(eqx.Module):
         """Raise a `ValueError` naming `y` when this loss cannot model the data
         (called eagerly, on concrete data, when a problem is built)."""
 
+    # -- what Theorem 1 needs beyond squared error (docs/mathematics.md, "Theorem 1
+    # for losses beyond squared error") --------------------------------------------
+
+    def pl_constant(
+        self, v0: Float[Array, " m"], y: Float[Array, " m"]
+    ) -> Float[Array, ""] | None:
+        """The best Polyak–Łojasiewicz constant of the summed loss on its
+        sublevel set `S0 = {v : ℓ(v) ≤ ℓ(v0)}`: the largest `μ_T` with
+        `||∇ total(v)||² ≥ 2 μ_T (total(v) − total*)` for every `v` in `S0`
+        (ℓ's own constant is `μ_T / m`; squared error's `μ_T` is 1). `None` when
+        it is not known: the certificates are then undecided."""
+        return None
+
+    def pl_undecided_reason(self, y: Float[Array, " m"]) -> str:
+        """Why [`pl_constant`][dipflow.losses.AbstractLoss.pl_constant] is
+        `None` (for the certificate's report)."""
+        return (
+            f"{type(self).__name__} gives no Polyak–Łojasiewicz constant "
+            "(override pl_constant and infimum)"
+        )
+
+    def effective_residual(
+        self, v0: Float[Array, " m"], y: Float[Array, " m"]
+    ) -> Float[Array, ""] | None:
+        """`ρ0 = sqrt(2 (total(v0) − total*) / μ_T)`, which stands for the paper's
+        `||y(0) − y||` in condition (5), `R'` and (6); `None` without `μ_T`."""
+        mu = self.pl_constant(v0, y)
+        low = self.infimum(y)
+        if mu is None or low is None:
+            return None
+        return jnp.sqrt(2 * (self.total(v0, y) - low) / mu)
+
+    def noise_footprint(
+        self, y: Float[Array, " m"], noise: Float[Array, " m"]
+    ) -> Float[Array, ""] | None:
+        """`||v* − ȳ||`, how far the loss's minimiser `v*` lies from the
+        noise-free measurement `ȳ = y − ε` (squared error: `||ε||`), which
+        stands for `||ε||` in (6); `None` without a minimiser."""
+        v_star = self.minimiser(y)
+        return None if v_star is None else jnp.linalg.norm(v_star - (y - noise))
+
 
 class SquaredError(AbstractLoss):
     """The paper's loss (2), `ℓ(v) = ||v − y||² / (2m)`: Gaussian noise.
@@ -80,6 +121,16 @@ class SquaredError(AbstractLoss):
 
     def minimiser(self, y):
         return y
+
+    def pl_constant(self, v0, y):
+        return jnp.ones((), y.dtype)
+
+    # The paper's ||y(0) − y|| and ||ε||, computed as it computes them.
+    def effective_residual(self, v0, y):
+        return jnp.linalg.norm(v0 - y)
+
+    def noise_footprint(self, y, noise):
+        return jnp.linalg.norm(noise)
 
 
 class PseudoHuber(AbstractLoss):
@@ -114,6 +165,13 @@ class PseudoHuber(AbstractLoss):
 
     def minimiser(self, y):
         return y
+
+    def pl_constant(self, v0, y):
+        # Per coordinate f(r) = δ²(q − 1), q = sqrt(1 + r²/δ²), the ratio
+        # f'²/(2f) = (q + 1)/(2q²) falls with q; on S0 one coordinate can hold
+        # the whole excess, q ≤ q̂ = 1 + (total(v0) − 0)/δ².
+        q = 1 + self.total(v0, y) / self.delta**2
+        return (q + 1) / (2 * q**2)
 
 
 class Poisson(AbstractLoss):
@@ -162,6 +220,29 @@ class Poisson(AbstractLoss):
     def in_domain(self, v, y):
         return jnp.all(v + self.background > 0)
 
+    def pl_constant(self, v0, y):
+        # A zero count puts ℓ's infimum on the domain's edge (unattained):
+        # no certificate (`pl_undecided_reason`).
+        if is_concrete(y) and np.any(np.asarray(y) <= 0):
+            return None
+        # Per coordinate, with s = v + b = y t: f − f* = y (t − 1 − log t) and
+        # f'² = (1 − 1/t)²; their ratio falls with t, and on S0 one coordinate
+        # can hold the whole excess c = total(v0) − total*, so each coordinate's
+        # least ratio is at the upper end of {t : y (t − 1 − log t) ≤ c}, where
+        # it is (1 − 1/t)²/(2c); the largest count gives the least.
+        c = jnp.maximum(self.total(v0, y) - self.infimum(y), 0)
+        y_max = jnp.max(y)
+        w = _upper_root(c / y_max)  # t − 1
+        ratio = (w / (1 + w)) ** 2 / (2 * jnp.where(c > 0, c, 1))
+        return jnp.where(c > 0, ratio, 1 / y_max)  # c → 0: (1 − 1/t)² ≈ 2c/y
+
+    def pl_undecided_reason(self, y):
+        zeros = int(np.sum(np.asarray(y) <= 0)) if is_concrete(y) else 0
+        return (
+            f"Poisson data with {zeros} zero count(s): ℓ's infimum lies on the "
+            "domain's edge, where no Polyak–Łojasiewicz constant bounds the excess"
+        )
+
     def check_observation(self, y) -> None:
         if not is_concrete(y):
             return
@@ -179,6 +260,21 @@ class Poisson(AbstractLoss):
                 f"({int(np.sum(y == 0))} zero counts in `y`): with b = 0 the loss "
                 "has no minimiser and its infimum lies on the domain's edge."
             )
+
+
+@jax.jit  # compiled once per dtype: certificates call it eagerly
+def _upper_root(u):
+    """The `w > 0` with `w − log(1 + w) = u` (u ≥ 0), by Newton's method from the
+    right, where it converges monotonically (the function is convex and
+    increasing): `w0 = u + sqrt(u² + 2u)` lies right of the root since
+    `w − log(1 + w) ≥ w²/(2(1 + w))`."""
+    w0 = u + jnp.sqrt(u**2 + 2 * u)
+
+    def newton(_, w):
+        step = (w - jnp.log1p(w) - u) * (1 + w) / jnp.where(w > 0, w, 1)
+        return jnp.where(w > 0, w - step, w)
+
+    return jax.lax.fori_loop(0, 100, newton, w0)
 
 
 def check_loss(loss) -> AbstractLoss:

@@ -12,7 +12,9 @@ Notation: `σ_A` is A's smallest non-zero singular value, `σ_J` = σ_min(J(θ0)
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
+import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
@@ -80,14 +82,16 @@ def condition5(r0, sigma_A, sigma_J, lip):
     return lhs, rhs, lhs < rhs
 
 
-def rate8(sigma_J, sigma_A, m: int):
-    """The guaranteed exponential rate of (8), `σ_min(J0)² σ_A² / (4m)`."""
+def rate8(sigma_J, sigma_A, m):
+    """The guaranteed exponential rate of (8), `σ_min(J0)² σ_A² / (4m)`. For a
+    loss with PL constant `μ`, `m` is `1/μ` (the rate of `sqrt(ℓ − ℓ*)`)."""
     return sigma_J**2 * sigma_A**2 / (4 * m)
 
 
-def stopping_time6(r0, noise_norm, sigma_A, sigma_J, m: int):
+def stopping_time6(r0, noise_norm, sigma_A, sigma_J, m):
     """The early-stopping time (6), `4m log(||y − y(0)|| / ||ε||) / (σ_A² σ_J²)`;
-    NaN without noise."""
+    NaN without noise. For a loss with PL constant `μ`: `m` is `1/μ`, `r0` the
+    effective residual and `noise_norm` the noise footprint."""
     xp = array_namespace(r0, noise_norm, sigma_A, sigma_J)
     noisy = noise_norm > 0
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -112,3 +116,29 @@ def k_bound_factor(kappa, n: int, m: int, d: int):
     """Theorem 1(ii)'s width factor `κ(A)² n (√n (√log d + 1) + √m)²`: the
     theorem asks `k ≥ C1 ·` this, for a constant `C1` the paper leaves unknown."""
     return kappa**2 * n * (np.sqrt(n) * (np.sqrt(np.log(d)) + 1) + np.sqrt(m)) ** 2
+
+
+class LossTerms(NamedTuple):
+    """What Theorem 1 reads of the problem's loss at `v0 = A g(θ0)`: `μ_T`
+    (the summed loss's PL constant; squared error's is 1, so that `m / μ_T`
+    stands for `m` in (6) and (8)), `ρ0`, `||v* − ȳ||`, and why nothing can be
+    said when `μ_T` is unknown (then NaN)."""
+
+    pl_total: Float[Array, ""]
+    effective_residual: Float[Array, ""]
+    noise_footprint: Float[Array, ""]
+    undecided: str | None
+
+    @classmethod
+    def of(cls, problem, v0, dtype) -> LossTerms:
+        loss, y = problem.loss, problem.y
+        nan = jnp.asarray(jnp.nan, dtype)
+        footprint = None
+        if problem.noise is not None:
+            footprint = loss.noise_footprint(y, problem.noise)
+        footprint = nan if footprint is None else footprint
+        mu = loss.pl_constant(v0, y)
+        rho0 = None if mu is None else loss.effective_residual(v0, y)
+        if rho0 is None:
+            return cls(nan, nan, footprint, loss.pl_undecided_reason(y))
+        return cls(mu, rho0, footprint, None)

@@ -21,6 +21,7 @@ from jaxtyping import Array, Float
 from .._core._checks import nonnegative_int, nonnegative_scalar, positive_int
 from ..generators._networks import TwoLayerDIP
 from ..problems._problems import check_problem
+from ._certificates import LossTerms
 from ._jacobians import flat_generator, lipschitz_bound, sigma_min_jacobian
 from ._lipschitz import layerwise_lip_bound
 from ._quantity_table import AbstractQuantityTable
@@ -54,7 +55,11 @@ class GenericCertificate(AbstractQuantityTable):
     - `sigma_min_J0`: σ_min(J(θ0)) (0 when `p < n`); `sigma_min_method`: `"svd"`
       (dense autodiff Jacobian) or `"gram"` (matrix-free `J Jᵀ`).
     - `sigma_A`, `initial_residual` (`||y − y(0)||`).
-    - `lip_threshold`: the largest Lip(J) for which (5) holds.
+    - `pl_constant`, `effective_residual`: the loss's μ and `ρ0`, as in
+      [`dipflow.Certificate`][] (squared error: `1/m` and `||y − y(0)||`);
+      `undecided`: why the loss decides nothing (no μ), else `None`.
+    - `lip_threshold`: the largest Lip(J) for which (5) holds,
+      `σ_min(J0)² σ_A / (4 ρ0)`.
     - `R_prime`: Lemma 1's `R'`; `radius`: the ball `B(θ0, radius)` of the
       Lipschitz bounds (default `R_prime`).
     - `lip_lower`: `||(J(θ1) − J(θ2)) v|| / ||θ1 − θ2||` at the pair `theta1`,
@@ -66,7 +71,8 @@ class GenericCertificate(AbstractQuantityTable):
     - `verdict`: `"certified"` (`lip_upper < lip_threshold` and `radius ≥ R'`: (5)
       holds), `"refuted"` (`lip_lower > lip_threshold`, or σ_min(J0) = 0: no
       Lipschitz constant of J on the ball satisfies (5)) or `"undecided"`.
-    - `rate`: `σ_min(J0)² σ_A² / (4m)`, the rate of (8) when certified.
+    - `rate`: `μ σ_min(J0)² σ_A² / 4` (squared error: `σ_min(J0)² σ_A² /
+      (4m)`), the rate of (8) when certified.
     """
 
     m: int = eqx.field(static=True)
@@ -75,6 +81,8 @@ class GenericCertificate(AbstractQuantityTable):
     sigma_min_J0: Float[Array, ""]
     sigma_A: Float[Array, ""]
     initial_residual: Float[Array, ""]
+    pl_constant: Float[Array, ""]
+    effective_residual: Float[Array, ""]
     lip_threshold: Float[Array, ""]
     R_prime: Float[Array, ""]
     radius: Float[Array, ""]
@@ -87,7 +95,11 @@ class GenericCertificate(AbstractQuantityTable):
     verdict: str = eqx.field(static=True)
     upper_bound: str = eqx.field(static=True)
     sigma_min_method: str = eqx.field(static=True)
+    undecided: str | None = eqx.field(static=True)
     title: ClassVar[str] = "Generic Theorem 1(i) certificate"
+
+    def notes(self) -> list[str]:
+        return [] if self.undecided is None else [f"undecided: {self.undecided}."]
 
     def rows(self) -> list[tuple[str, str, object]]:
         """`(symbol, meaning, value)` rows."""
@@ -96,13 +108,15 @@ class GenericCertificate(AbstractQuantityTable):
             ("σ_A", "smallest non-zero singular value of A", self.sigma_A),
             ("σ_min(J0)", f"smallest singular value of J(θ0) ({self.sigma_min_method})", self.sigma_min_J0),
             ("||y(0) − y||", "initial residual", self.initial_residual),
-            ("Lip threshold", "(5) holds iff Lip(J) < σ_min(J0)² σ_A / (4||y − y(0)||)", self.lip_threshold),
-            ("R'", "Lemma 1: 2||y(0) − y|| / (σ_A σ_min(J0))", self.R_prime),
+            ("μ", "PL constant of the loss on its sublevel set", self.pl_constant),
+            ("ρ0", "effective residual sqrt(2(ℓ(y(0)) − ℓ*)/μ)", self.effective_residual),
+            ("Lip threshold", "(5) holds iff Lip(J) < σ_min(J0)² σ_A / (4ρ0)", self.lip_threshold),
+            ("R'", "Lemma 1: 2ρ0 / (σ_A σ_min(J0))", self.R_prime),
             ("radius", "ball of the Lipschitz bounds", self.radius),
             ("Lip(J) ≥", "attained by a pair in the ball", self.lip_lower),
             ("Lip(J) ≤", f"upper bound ({self.upper_bound})", self.lip_upper),
             ("verdict", "condition (5)", self.verdict),
-            ("rate (8)", "σ_min(J0)² σ_A² / (4m), if certified", self.rate),
+            ("rate (8)", "μ σ_min(J0)² σ_A² / 4, if certified", self.rate),
         ]  # fmt: skip
 
 
@@ -180,10 +194,14 @@ def generic_certificate(
     else:
         sigma_J, method = _sigma_min_matrix_free(net), "gram"
     sigma_A = problem.spectrum().sigma_A
-    r0 = jnp.linalg.norm(problem.forward(g(theta0)) - problem.y)
-    # σ_min(J0) = 0 makes the threshold 0 and R' infinite; r0 = 0 the reverse.
-    threshold = sigma_J**2 * sigma_A / (4 * r0)
-    R_prime = 2 * r0 / (sigma_A * sigma_J)
+    v0 = problem.forward(g(theta0))
+    r0 = jnp.linalg.norm(v0 - problem.y)
+    loss = LossTerms.of(problem, v0, dtype)
+    rho0 = loss.effective_residual  # ||y(0) − y|| for squared error
+    # σ_min(J0) = 0 makes the threshold 0 and R' infinite; ρ0 = 0 the reverse;
+    # a loss without a PL constant makes both NaN (undecided, no search).
+    threshold = sigma_J**2 * sigma_A / (4 * rho0)
+    R_prime = 2 * rho0 / (sigma_A * sigma_J)
     ball = R_prime if radius is None else jnp.asarray(radius, dtype)
 
     if bool(jnp.isfinite(ball)) and float(ball) > 0:
@@ -195,7 +213,9 @@ def generic_certificate(
         t1 = t2 = v = jnp.full_like(theta0, jnp.nan)
     upper, which = lip_upper_bound(net, ball)
 
-    if float(sigma_J) == 0.0 or bool(lower > threshold):
+    if loss.undecided is not None:
+        verdict = "undecided"
+    elif float(sigma_J) == 0.0 or bool(lower > threshold):
         verdict = "refuted"
     elif bool(upper < threshold) and bool(ball >= R_prime):
         verdict = "certified"
@@ -208,18 +228,21 @@ def generic_certificate(
         sigma_min_J0=sigma_J,
         sigma_A=sigma_A,
         initial_residual=r0,
+        pl_constant=loss.pl_total / problem.m,
+        effective_residual=rho0,
         lip_threshold=threshold,
         R_prime=R_prime,
         radius=ball,
         lip_lower=lower,
         lip_upper=jnp.asarray(upper, dtype),
-        rate=sigma_J**2 * sigma_A**2 / (4 * problem.m),
+        rate=sigma_J**2 * sigma_A**2 / (4 * (problem.m / loss.pl_total)),
         theta1=t1,
         theta2=t2,
         v=v,
         verdict=verdict,
         upper_bound=which,
         sigma_min_method=method,
+        undecided=loss.undecided,
     )
 
 

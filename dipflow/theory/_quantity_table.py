@@ -39,9 +39,13 @@ class AbstractQuantityTable(eqx.Module):
     def rows(self) -> list[tuple[str, str, object]]:
         """`(symbol, meaning, value)` rows."""
 
+    def notes(self) -> list[str]:
+        """Sentences printed under the table."""
+        return []
+
     def __str__(self) -> str:
         rows = [(s, m, format_value(v)) for s, m, v in self.rows()]
-        return quantity_table(self.title, rows)
+        return "\n".join([quantity_table(self.title, rows), *self.notes()])
 
     def __repr__(self) -> str:
         return str(self)

@@ -13,6 +13,7 @@ from .._core._checks import is_concrete
 from ..generators._networks import MLPDIP, TwoLayerDIP
 from ..problems._problems import InverseProblem, check_problem
 from ._certificates import (
+    LossTerms,
     condition5,
     k_bound_factor,
     lemma1_radii,
@@ -50,13 +51,23 @@ class Certificate(AbstractQuantityTable):
     - `lip_J_bound`: Lemma 3's `B D sqrt(n/k)` (times `||u||²`); NaN where Lemma
       3 does not apply.
     - `initial_residual`: `||y(0) − y||`; `noise_norm`: `||ε||` (NaN if unknown).
+    - `pl_constant`: μ, the Polyak–Łojasiewicz constant of the problem's loss ℓ
+      on its sublevel set `{v : ℓ(v) ≤ ℓ(y(0))}` (squared error: `1/m`).
+    - `effective_residual`: `ρ0 = sqrt(2 (ℓ(y(0)) − ℓ*)/μ)`, which stands for
+      `||y(0) − y||` below (squared error: it is `||y(0) − y||`).
+    - `noise_footprint`: `||v* − ȳ||`, the loss's minimiser against the
+      noise-free data, which stands for `||ε||` in (6) (squared error: `||ε||`).
     - `condition5_lhs`, `condition5_rhs`, `condition5_holds`: both sides of (5),
-      `||y − y(0)|| / σ_A < σ_min(J0)² / (4 Lip(J))`.
-    - `rate`: the guaranteed exponential rate of (8), `σ_min(J0)² σ_A² / (4m)`.
-    - `early_stopping_time`: the time of (6), `4m log(||y − y(0)|| / ||ε||) /
-      (σ_A² σ_min(J0)²)`; NaN without noise.
+      `ρ0 / σ_A < σ_min(J0)² / (4 Lip(J))`.
+    - `rate`: the guaranteed exponential rate of `sqrt(ℓ − ℓ*)`,
+      `μ σ_min(J0)² σ_A² / 4` (squared error: (8)'s `σ_min(J0)² σ_A² / (4m)`).
+    - `early_stopping_time`: the time of (6), `log(ρ0 / ||v* − ȳ||) / rate`;
+      NaN without noise.
     - `R`, `R_prime`: the radii of Lemma 1, `σ_min(J0)/(2 Lip(J))` and
-      `2 ||y(0) − y|| / (σ_A σ_min(J0))`.
+      `2 ρ0 / (σ_A σ_min(J0))`.
+    - `undecided`: why the loss leaves the certificate undecided (no μ: a
+      user's loss without one, Poisson data with a zero count), else `None`;
+      the numbers that need μ are then NaN and (5) does not hold.
     - `measurement_rate`: `λ_min(A J0 J0ᵀ Aᵀ)/m` on Im(A), the instantaneous
       rate of `||y(t) − y||` at t = 0 (beyond the paper).
     - `k_bound_factor`: `κ(A)² n (√n (√log d + 1) + √m)²`; Theorem 1(ii) asks
@@ -90,6 +101,10 @@ class Certificate(AbstractQuantityTable):
     C_phi_prime: float = eqx.field(static=True)
     B: float = eqx.field(static=True)
     D: Float[Array, ""]
+    pl_constant: Float[Array, ""]
+    effective_residual: Float[Array, ""]
+    noise_footprint: Float[Array, ""]
+    undecided: str | None = eqx.field(static=True)
     a1_unit_input: bool | None = eqx.field(static=True)
     a2_gaussian_init: bool | None = eqx.field(static=True)
     a3_bounded_v: bool | None = eqx.field(static=True)
@@ -102,8 +117,13 @@ class Certificate(AbstractQuantityTable):
         return C1 * self.k_bound_factor
 
     def envelope(self, t):
-        """The guarantee (8): `||y(0) − y|| exp(−rate · t)`, valid when (5) holds."""
-        return self.initial_residual * jnp.exp(-self.rate * jnp.asarray(t))
+        """The guarantee (8), valid when (5) holds: `ρ0 exp(−rate · t)` bounds
+        `||y(t) − v*||` (squared error: `||y(0) − y|| exp(−rate · t)` bounds
+        `||y(t) − y||`)."""
+        return self.effective_residual * jnp.exp(-self.rate * jnp.asarray(t))
+
+    def notes(self) -> list[str]:
+        return [] if self.undecided is None else [f"undecided: {self.undecided}."]
 
     def rows(self) -> list[tuple[str, str, object]]:
         """`(symbol, meaning, value)` rows, in the order of the paper."""
@@ -122,13 +142,20 @@ class Certificate(AbstractQuantityTable):
             ("Lip(J) ≤", "Lemma 3: B D sqrt(n/k)", self.lip_J_bound),
             ("||y(0) − y||", "initial residual", self.initial_residual),
             ("||ε||", "noise norm", self.noise_norm),
-            ("(5) lhs", "||y − y(0)|| / σ_A", self.condition5_lhs),
+            ("μ", "PL constant of the loss on its sublevel set", self.pl_constant),
+            (
+                "ρ0",
+                "effective residual sqrt(2(ℓ(y(0)) − ℓ*)/μ)",
+                self.effective_residual,
+            ),
+            ("||v* − ȳ||", "noise footprint of the loss", self.noise_footprint),
+            ("(5) lhs", "ρ0 / σ_A", self.condition5_lhs),
             ("(5) rhs", "σ_min(J0)² / (4 Lip(J))", self.condition5_rhs),
             ("(5) holds", "Theorem 1(i) applies", self.condition5_holds),
-            ("rate (8)", "σ_min(J0)² σ_A² / (4m)", self.rate),
+            ("rate (8)", "μ σ_min(J0)² σ_A² / 4", self.rate),
             ("t* (6)", "early-stopping time", self.early_stopping_time),
             ("R", "Lemma 1: σ_min(J0) / (2 Lip(J))", self.R),
-            ("R'", "Lemma 1: 2||y(0) − y|| / (σ_A σ_min(J0))", self.R_prime),
+            ("R'", "Lemma 1: 2ρ0 / (σ_A σ_min(J0))", self.R_prime),
             ("λ_min(K_A)/m", "measurement-space rate at t = 0", self.measurement_rate),
             (
                 "k ≥ C1 ×",
@@ -160,7 +187,9 @@ def theorem1(net, problem: InverseProblem) -> Certificate:
         raise ValueError(f"`net` must output shape ({problem.n},), got {g0.shape}.")
     m, n = problem.m, problem.n
     dtype = g0.dtype
-    r0 = jnp.linalg.norm(problem.forward(g0) - problem.y)
+    v0 = problem.forward(g0)
+    r0 = jnp.linalg.norm(v0 - problem.y)
+    loss = LossTerms.of(problem, v0, dtype)
     if isinstance(net, TwoLayerDIP):
         sigma_J = sigma_min_gram(net)
         k, d = net.k, net.d
@@ -194,8 +223,9 @@ def theorem1(net, problem: InverseProblem) -> Certificate:
         if problem.noise is not None
         else jnp.asarray(jnp.nan, dtype)
     )
-    lhs, rhs, holds = condition5(r0, spec.sigma_A, sigma_J, lip)
-    R, R_prime = lemma1_radii(sigma_J, lip, r0, spec.sigma_A)
+    rho0, m_eff = loss.effective_residual, m / loss.pl_total
+    lhs, rhs, holds = condition5(rho0, spec.sigma_A, sigma_J, lip)
+    R, R_prime = lemma1_radii(sigma_J, lip, rho0, spec.sigma_A)
     return Certificate(
         m=m,
         n=n,
@@ -211,8 +241,10 @@ def theorem1(net, problem: InverseProblem) -> Certificate:
         condition5_lhs=lhs,
         condition5_rhs=rhs,
         condition5_holds=holds,
-        rate=rate8(sigma_J, spec.sigma_A, m),
-        early_stopping_time=stopping_time6(r0, noise_norm, spec.sigma_A, sigma_J, m),
+        rate=rate8(sigma_J, spec.sigma_A, m_eff),
+        early_stopping_time=stopping_time6(
+            rho0, loss.noise_footprint, spec.sigma_A, sigma_J, m_eff
+        ),
         R=R,
         R_prime=R_prime,
         measurement_rate=measurement_rate(net, problem),
@@ -221,6 +253,10 @@ def theorem1(net, problem: InverseProblem) -> Certificate:
         C_phi_prime=float(consts[1]),
         B=float(consts[2]),
         D=D,
+        pl_constant=loss.pl_total / m,
+        effective_residual=rho0,
+        noise_footprint=loss.noise_footprint,
+        undecided=loss.undecided,
         a1_unit_input=a1,
         a2_gaussian_init=a2,
         a3_bounded_v=a3,
