@@ -74,3 +74,47 @@ def test_the_layers_contract_holds():
     out = subprocess.run([str(lint)], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "1 kept, 0 broken" in out.stdout
+
+
+def _string_comparisons(tree) -> list[int]:
+    """Lines where a value is compared with string literals (`x == "a"`,
+    `x in ("a", "b")`); a literal key looked up in a container (`"a" in d`) is
+    not a comparison of a value."""
+    import ast
+
+    def literal(node):
+        if isinstance(node, ast.Constant):
+            return isinstance(node.value, str)
+        if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+            return bool(node.elts) and all(literal(e) for e in node.elts)
+        return False
+
+    lines = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Compare):
+            continue
+        if isinstance(node.ops[0], (ast.In, ast.NotIn)) and literal(node.left):
+            continue
+        equality = (ast.Eq, ast.NotEq, ast.In, ast.NotIn)
+        if any(isinstance(op, equality) for op in node.ops) and (
+            literal(node.left) or any(literal(c) for c in node.comparators)
+        ):
+            lines.append(node.lineno)
+    return lines
+
+
+def test_strings_are_parsed_into_types_at_the_boundary():
+    # Names people type (CLI, TOML) are parsed into types once; the code below
+    # dispatches on the types. The CLI and the TOML reader are the boundary.
+    import ast
+
+    root = pathlib.Path(__file__).parents[1] / "dipflow"
+    found = {}
+    for path in root.rglob("*.py"):
+        rel = path.relative_to(root).as_posix()
+        if rel.startswith("cli/") or rel == "studies/_sweep_config.py":
+            continue
+        lines = _string_comparisons(ast.parse(path.read_text()))
+        if lines:
+            found[rel] = lines
+    assert sum(map(len, found.values())) <= 10, found

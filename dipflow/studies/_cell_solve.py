@@ -9,7 +9,6 @@ the full network. Cells whose padded shapes agree share one compilation.
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Sequence
 
 import jax
@@ -264,15 +263,15 @@ def padded_m(cell: Cell) -> int:
     return cell_path(cell).padded_m(cell.m)
 
 
-def _mlp_residual(W1, hidden, V, u, A, y, activation) -> float:
-    """`||A g(θ0) − y||` of the MLP with layers `W1`, `hidden` and output `V`, in
-    float64 NumPy (for its per-run record)."""
-    k = V.shape[1]
+def _initial_residual(cell, weights, A, y) -> float:
+    """`||A g(θ0) − y||` of the cell's network with `weights = (V, W1, u,
+    hidden)` (its hidden layers 2..depth), evaluated by the network itself on
+    the CPU, in float64 where JAX has it (for the run's record)."""
+    V, W1, u, hidden = (jnp.asarray(np.asarray(w, np.float64)) for w in weights)
     with jax.default_device(jax.devices("cpu")[0]):
-        h = np.asarray(activation(jnp.asarray(W1 @ u)), np.float64)
-        for Wl in hidden:
-            h = np.asarray(activation(jnp.asarray(Wl @ h / math.sqrt(k))), np.float64)
-    return float(np.linalg.norm(A @ (V @ h / math.sqrt(k)) - y))
+        first = TwoLayerDIP(V=V, W=W1, u=u, activation=get_activation(cell.activation))
+        g0 = cell.network.network(first, list(hidden))()
+    return float(np.linalg.norm(A @ np.asarray(g0, np.float64) - y))
 
 
 def _padded(values: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -350,7 +349,7 @@ def run_cell(
                 if isinstance(cell.network, MLPSpec):
                     layers = mlp_hidden_weights(cell, study.seed, r)
                     hidden = np.stack(layers) if layers else hidden
-                    r0 = _mlp_residual(W1, hidden, V, u, arr["A"], y, activation)
+                    r0 = _initial_residual(cell, (V, W1, u, hidden), arr["A"], y)
                 inputs.append((V, W1, hidden, u, arr["A"], y))
             else:
                 inputs.append(path.inputs(M, arr, y, m_pad))
