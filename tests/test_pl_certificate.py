@@ -265,3 +265,31 @@ def test_generic_certificate_for_any_loss():
     )
     assert unknown.verdict == "undecided" and "_ValueOnly" in unknown.undecided
     assert "undecided: _ValueOnly" in str(unknown)
+
+
+def test_theorem1_decides_condition5_without_lemma3_from_a_proven_bound():
+    # An MLP has no Lemma 3: (5) holds only where the layer-wise bound on the
+    # ball of Lemma 1 decides it, and is otherwise undecided, never "fails".
+    net = dip.MLPDIP.init(jax.random.PRNGKey(3), n=6, d=5, widths=(200, 200))
+    far = dip.InverseProblem.gaussian(jax.random.PRNGKey(1), m=2, n=6)
+    near = dip.InverseProblem(far.A, y=far.forward(net()) + 1e-4)
+    for problem, verdict, generic in (
+        (far, "undecided", "undecided"),
+        (near, "holds", "certified"),
+    ):
+        cert = dip.theorem1(net, problem)
+        assert cert.condition5_verdict == verdict
+        assert bool(cert.condition5_holds) == (verdict == "holds")
+        assert np.isnan(float(cert.lip_J_bound))  # Lemma 3 still says nothing
+        same = dip.generic_certificate(net, problem, num_restarts=1, steps=5)
+        assert same.verdict in (generic, "refuted")
+        np.testing.assert_allclose(
+            float(cert.lip_J_upper), float(same.lip_upper), rtol=1e-12
+        )
+    # The paper's net: (5) with Lemma 3's bound holds or fails, as the paper states it.
+    net, problem = instance(seed=0, m=3, n=6, k=40, d=5)
+    cert = dip.theorem1(net, problem)
+    assert cert.condition5_verdict == (
+        "holds" if bool(cert.condition5_holds) else "fails"
+    )
+    assert float(cert.lip_J_upper) == float(cert.lip_J_bound)

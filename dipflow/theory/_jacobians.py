@@ -313,7 +313,7 @@ def measurement_kernel(
     Uses the closed form `M diag(φ'(z)²) Mᵀ ||u||²` (`M = A V/√k`) for a two-layer
     net trained in `W` only, and `(A J)(A J)ᵀ` with the autodiff `J` otherwise.
     """
-    if _is_paper_model(net) and trainable is None:
+    if is_paper_model(net) and trainable is None:
         M = jax.vmap(problem.forward, in_axes=1, out_axes=1)(net.V) / jnp.sqrt(
             net.k
         ).astype(net.V.dtype)
@@ -405,13 +405,13 @@ def lipschitz_bound(net) -> Float[Array, ""]:
     deterministically. Defined for [`dipflow.TwoLayerDIP`][] trained in `W` only;
     NaN for any other network or training choice, where Lemma 3 says nothing.
     """
-    if not _is_paper_model(net):
+    if not is_paper_model(net):
         return jnp.asarray(jnp.nan)
     B = net.activation.bound
     return lemma3_bound(B, net.entry_bound, net.n, net.k, jnp.dot(net.u, net.u))
 
 
-def _is_paper_model(net) -> bool:
+def is_paper_model(net) -> bool:
     return isinstance(net, AbstractGenerator) and net.paper_model
 
 

@@ -20,7 +20,9 @@ from ._certificates import (
     rate8,
     stopping_time6,
 )
+from ._generic_certificate import lip_upper_bound
 from ._jacobians import (
+    is_paper_model,
     lipschitz_bound,
     measurement_kernel,
     measurement_rate,
@@ -58,7 +60,13 @@ class Certificate(AbstractQuantityTable):
     - `noise_footprint`: `||v* − ȳ||`, the loss's minimiser against the
       noise-free data, which stands for `||ε||` in (6) (squared error: `||ε||`).
     - `condition5_lhs`, `condition5_rhs`, `condition5_holds`: both sides of (5),
-      `ρ0 / σ_A < σ_min(J0)² / (4 Lip(J))`.
+      `ρ0 / σ_A < σ_min(J0)² / (4 Lip(J))` with Lemma 3's bound, and whether
+      (5) holds. Without Lemma 3 (an MLP, any generator, both layers trained)
+      `condition5_rhs` is NaN and (5) holds only where `lip_J_upper` decides it;
+      `condition5_verdict` says `"holds"`, `"fails"` or `"undecided"`.
+    - `lip_J_upper`: the proven upper bound of Lip(J) (5) is decided with:
+      Lemma 3's, or, without it, the layer-wise bound on `B(θ0, R')` of
+      [`dipflow.generic_certificate`][] (NaN where none is derived).
     - `rate`: the guaranteed exponential rate of `sqrt(ℓ − ℓ*)`,
       `μ σ_min(J0)² σ_A² / 4` (squared error: (8)'s `σ_min(J0)² σ_A² / (4m)`).
     - `early_stopping_time`: the time of (6), `log(ρ0 / ||v* − ȳ||) / rate`;
@@ -91,6 +99,7 @@ class Certificate(AbstractQuantityTable):
     condition5_lhs: Float[Array, ""]
     condition5_rhs: Float[Array, ""]
     condition5_holds: Bool[Array, ""]
+    lip_J_upper: Float[Array, ""]
     rate: Float[Array, ""]
     early_stopping_time: Float[Array, ""]
     R: Float[Array, ""]
@@ -122,6 +131,24 @@ class Certificate(AbstractQuantityTable):
         `||y(t) − y||`)."""
         return self.effective_residual * jnp.exp(-self.rate * jnp.asarray(t))
 
+    @property
+    def condition5_verdict(self) -> str:
+        """`"holds"`; `"fails"` (with Lemma 3's bound, as the paper states (5));
+        or `"undecided"`: the loss gives no μ, or a generator without Lemma 3
+        whose proven upper bound of Lip(J) is above the threshold (or missing),
+        which refutes nothing ([`dipflow.generic_certificate`][] searches for a
+        lower bound)."""
+        if not self.condition5_decided:
+            return "undecided"
+        return "holds" if bool(self.condition5_holds) else "fails"
+
+    @property
+    def condition5_decided(self) -> bool:
+        """Whether the numbers decide (5): it holds, or it fails with Lemma 3's
+        bound (the loss giving μ)."""
+        lemma3 = not bool(jnp.isnan(self.lip_J_bound))
+        return bool(self.condition5_holds) or (self.undecided is None and lemma3)
+
     def notes(self) -> list[str]:
         return [] if self.undecided is None else [f"undecided: {self.undecided}."]
 
@@ -151,7 +178,12 @@ class Certificate(AbstractQuantityTable):
             ("||v* − ȳ||", "noise footprint of the loss", self.noise_footprint),
             ("(5) lhs", "ρ0 / σ_A", self.condition5_lhs),
             ("(5) rhs", "σ_min(J0)² / (4 Lip(J))", self.condition5_rhs),
-            ("(5) holds", "Theorem 1(i) applies", self.condition5_holds),
+            ("Lip(J) ≤ (ball R')", "the bound (5) is decided with", self.lip_J_upper),
+            (
+                "(5) holds",
+                "Theorem 1(i) applies",
+                self.condition5_holds if self.condition5_decided else "undecided",
+            ),
             ("rate (8)", "μ σ_min(J0)² σ_A² / 4", self.rate),
             ("t* (6)", "early-stopping time", self.early_stopping_time),
             ("R", "Lemma 1: σ_min(J0) / (2 Lip(J))", self.R),
@@ -226,6 +258,12 @@ def theorem1(net, problem: InverseProblem) -> Certificate:
     rho0, m_eff = loss.effective_residual, m / loss.pl_total
     lhs, rhs, holds = condition5(rho0, spec.sigma_A, sigma_J, lip)
     R, R_prime = lemma1_radii(sigma_J, lip, rho0, spec.sigma_A)
+    lip_upper = lip
+    if not is_paper_model(net) and loss.undecided is None:
+        # No Lemma 3: (5) holds only when a bound proven on B(θ0, R') puts Lip(J)
+        # below the threshold (as dipflow.generic_certificate decides it).
+        lip_upper, _ = lip_upper_bound(net, R_prime)
+        holds = condition5(rho0, spec.sigma_A, sigma_J, lip_upper)[2]
     return Certificate(
         m=m,
         n=n,
@@ -241,6 +279,7 @@ def theorem1(net, problem: InverseProblem) -> Certificate:
         condition5_lhs=lhs,
         condition5_rhs=rhs,
         condition5_holds=holds,
+        lip_J_upper=lip_upper,
         rate=rate8(sigma_J, spec.sigma_A, m_eff),
         early_stopping_time=stopping_time6(
             rho0, loss.noise_footprint, spec.sigma_A, sigma_J, m_eff
