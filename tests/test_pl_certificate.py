@@ -293,3 +293,25 @@ def test_theorem1_decides_condition5_without_lemma3_from_a_proven_bound():
         "holds" if bool(cert.condition5_holds) else "fails"
     )
     assert float(cert.lip_J_upper) == float(cert.lip_J_bound)
+
+
+@pytest.mark.parametrize("name", ["huber", "poisson"])
+def test_measurement_certificate_for_any_loss(name):
+    net, problem = instance(seed=1, m=3, n=6, k=40, d=5)
+    if name == "poisson":
+        counts = np.random.default_rng(1).poisson(BIG, 3) + 1.0
+        problem = dip.InverseProblem(problem.A, y=counts, loss=Poisson(BIG))
+    else:
+        problem = problem.with_loss(NUMPY[name][0])
+    cert = dip.measurement_certificate(net, problem)
+    ref = _numpy_certificate(name, net, problem)
+    lam = float(cert.kernel_min)
+    np.testing.assert_allclose(float(cert.pl_constant), ref["mu"], rtol=1e-6)
+    np.testing.assert_allclose(
+        float(cert.effective_residual), ref["effective_residual"], rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        float(cert.R_prime), 2 * ref["effective_residual"] / np.sqrt(lam), rtol=1e-6
+    )
+    np.testing.assert_allclose(float(cert.rate), ref["mu"] * lam / 4, rtol=1e-6)
+    assert bool(cert.holds) == bool(cert.R_prime < cert.R)

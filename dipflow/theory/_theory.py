@@ -324,21 +324,32 @@ class MeasurementCertificate(eqx.Module):
     is vacuous) as long as `k ≥ m`. Like Theorem 1(i) it needs `y(t) − y ∈ Im(A)`,
     which holds when `A` has full row rank (`m ≤ n`) or `y` has no noise.
 
+    For a loss with Polyak–Łojasiewicz constant μ (docs/mathematics.md,
+    "Theorem 1(i) for losses beyond squared error") the same argument bounds
+    `sqrt(ℓ − ℓ*)` with rate `μ λ_0/4` and the path by `R' = 2 ρ0/sqrt(λ_0)`,
+    `ρ0` the effective residual; squared error gives the numbers above.
+
     **Fields:** `kernel_min` (λ_0 = λ_min(K_A(θ0)) on Im(A)), `lip_AJ`,
-    `initial_residual`, `R`, `R_prime`, `holds` (`R' < R`), `rate` (λ_0/(4m)).
+    `initial_residual`, `pl_constant` (μ), `effective_residual` (ρ0), `R`,
+    `R_prime`, `holds` (`R' < R`), `rate` (`μ λ_0/4`; squared error: λ_0/(4m)),
+    `undecided` (why the loss decides nothing, else `None`).
     """
 
     kernel_min: Float[Array, ""]
     lip_AJ: Float[Array, ""]
     initial_residual: Float[Array, ""]
+    pl_constant: Float[Array, ""]
+    effective_residual: Float[Array, ""]
     R: Float[Array, ""]
     R_prime: Float[Array, ""]
     holds: Bool[Array, ""]
     rate: Float[Array, ""]
+    undecided: str | None = eqx.field(static=True, default=None)
 
     def envelope(self, t):
-        """The guarantee: `||y(0) − y|| exp(−rate · t)`, valid when `holds`."""
-        return self.initial_residual * jnp.exp(-self.rate * jnp.asarray(t))
+        """The guarantee, valid when `holds`: `ρ0 exp(−rate · t)` bounds
+        `||y(t) − v*||` (squared error: `||y(0) − y|| exp(−rate · t)`)."""
+        return self.effective_residual * jnp.exp(-self.rate * jnp.asarray(t))
 
 
 def measurement_certificate(
@@ -364,15 +375,20 @@ def measurement_certificate(
         * jnp.minimum(col, jnp.linalg.norm(M, 2))
         * jnp.dot(net.u, net.u)
     )
-    r0 = jnp.linalg.norm(problem.forward(net()) - problem.y)
+    v0 = problem.forward(net())
+    r0 = jnp.linalg.norm(v0 - problem.y)
+    loss = LossTerms.of(problem, v0, lam.dtype)
     R = jnp.sqrt(lam) / (2 * lip)
-    R_prime = 2 * r0 / jnp.sqrt(lam)
+    R_prime = 2 * loss.effective_residual / jnp.sqrt(lam)
     return MeasurementCertificate(
         kernel_min=lam,
         lip_AJ=lip,
         initial_residual=r0,
+        pl_constant=loss.pl_total / problem.m,
+        effective_residual=loss.effective_residual,
         R=R,
         R_prime=R_prime,
         holds=R_prime < R,
-        rate=lam / (4 * problem.m),
+        rate=lam / (4 * (problem.m / loss.pl_total)),
+        undecided=loss.undecided,
     )
