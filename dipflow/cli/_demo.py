@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import time
 
+import jax
+import numpy as np
+
+import dipflow as dip
+
 from ._args import Command, add_seed, add_x64, dtype, enable_x64
 
 
 def _demo(args) -> int:
     if args.x64:
         enable_x64()
-    import jax
-    import numpy as np
-
-    import dipflow as dip
-
     k_net, k_prob = jax.random.split(jax.random.PRNGKey(args.seed))
     problem = dip.InverseProblem.gaussian(k_prob, m=args.m, n=args.n, noise=args.noise)
     net = dip.TwoLayerDIP.init(

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import argparse
 
+from ..imaging._image_experiment import image_label, image_names, run_image
 from ._args import Command, add_no_progress, add_seed, add_x64, enable_x64
 
 
 def _image(args) -> int:
     if args.x64:
         enable_x64()
-    from ..imaging._image_experiment import image_label, image_names, run_image
 
     sigma_min_at = (
         None

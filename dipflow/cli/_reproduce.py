@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import sys
 
+from ..studies._beyond import beyond_studies, report_beyond, run_beyond
+from ..studies._figure1 import figure1_study
 from ._args import (
     Command,
     add_run_options,
@@ -24,8 +26,6 @@ def _reproduce(args) -> int:
         raise ValueError(
             "`--variants` and `--paper-grid` are only for `reproduce beyond`."
         )
-    from ..studies._figure1 import figure1_study
-
     study = figure1_study(
         panel=args.panel,
         runs=50 if args.runs is None else args.runs,
@@ -42,8 +42,6 @@ def _reproduce(args) -> int:
 
 
 def _reproduce_beyond(args) -> int:
-    from ..studies._beyond import beyond_studies, report_beyond, run_beyond
-
     studies = beyond_studies(
         None if args.variants is None else args.variants.split(","),
         runs=20 if args.runs is None else args.runs,

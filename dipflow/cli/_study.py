@@ -6,17 +6,17 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from ..studies._plots import plot_figure1
+from ..studies._runner import run_study
+from ..studies._study_tables import load
+from ..studies._summary import summary
+from ..studies._sweep_config import load_study
 from ._args import Command, add_run_options, enable_x64, run_options
 
 
 def run_and_report(study, out, args) -> int:
     """Run `study` into the folder `out` (the run options of `args`), then write
     its summary table and, for Figure 1's panels, its phase diagrams."""
-    from ..studies._plots import plot_figure1
-    from ..studies._runner import run_study
-    from ..studies._study_tables import load
-    from ..studies._summary import summary
-
     print(
         f"{study.name}: {len(study.cells)} cells × {study.runs} runs -> {out}",
         file=sys.stderr,
@@ -39,8 +39,6 @@ def run_and_report(study, out, args) -> int:
 
 
 def _sweep(args) -> int:
-    from ..studies._sweep_config import load_study
-
     study = load_study(args.config)
     if study.dtype == "float64":
         enable_x64()
@@ -69,10 +67,6 @@ SWEEP = Command(
 
 def _plot(args) -> int:
     import pandas as pd
-
-    from ..studies._plots import plot_figure1
-    from ..studies._study_tables import load
-    from ..studies._summary import summary
 
     table = pd.concat([summary(d) for d in args.dirs], ignore_index=True)
     runs = pd.concat([load(d) for d in args.dirs], ignore_index=True)

@@ -7,6 +7,7 @@ from ._args import Command, add_no_progress, add_seed, add_workers, enable_x64
 
 def _verify(args) -> int:
     enable_x64()
+    # On first use: verify loads pandas and matplotlib, which `dipflow --help` need not.
     from ..verify import run
     from ..verify._run import parse_claims
 

@@ -33,6 +33,11 @@ from ._figure1 import (
     QUICK_M,
     QUICK_N,
 )
+from ._plots import plot_figure1
+from ._runner import run_study
+from ._statistics import bootstrap_power_law
+from ._study_tables import load
+from ._summary import summary
 
 
 @dataclasses.dataclass(frozen=True)
@@ -224,11 +229,6 @@ def report_beyond(directory, studies: dict[str, Study], *, n_boot: int = 200) ->
     import pandas as pd
     from matplotlib.figure import Figure
 
-    from ._plots import plot_figure1
-    from ._statistics import bootstrap_power_law
-    from ._study_tables import load
-    from ._summary import summary
-
     out = Path(directory)
     runs = pd.concat(
         [_variant_frame(load(out / part)) for part in studies], ignore_index=True
@@ -377,7 +377,6 @@ def _write_report(path, exponents, present):
 def run_beyond(out, studies, args_run) -> int:
     """Run both studies into `out/reduced` and `out/full` (resumable), then
     report. `args_run` holds the executor options of the CLI."""
-    from ._runner import run_study
 
     os.makedirs(out, exist_ok=True)
     for part, study in studies.items():

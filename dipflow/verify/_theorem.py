@@ -11,12 +11,15 @@ import numpy as np
 import pandas as pd
 
 from .._core._checks import positive_int
+from ..studies._cells import Cell, Study
+from ..studies._runner import run_study
 from ..studies._statistics import (
     bootstrap_power_law,
     fit_power_law,
     transition_width,
     width_bound_shape,
 )
+from ..studies._summary import summary as study_summary
 from ._common import FlowSetup, envelope_fit, finish_figure, flow_record, new_figure
 from ._result import MEASURED, ClaimResult, check_row, rows_frame
 
@@ -366,9 +369,6 @@ def overparametrization(
     each configuration would need. The study is stored in `directory` (a
     temporary folder if `None`) and resumes there.
     """
-    from ..studies._cells import Cell, Study
-    from ..studies._runner import run_study
-    from ..studies._summary import summary as study_summary
 
     base = dict(n=20, m=10, d=100, kappa=1.0) if base is None else dict(base)
     vary = (
