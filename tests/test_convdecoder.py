@@ -109,6 +109,21 @@ def test_bad_input(kwargs, match):
         dip.ConvDecoder.init(jax.random.PRNGKey(0), args.pop("image_shape"), **args)
 
 
+def _small_inpainting():
+    """An 8×8 ConvDecoder (3 channels, 2 layers, softplus) and 50 % inpainting
+    of camera: small enough to compare against dense references."""
+    truth = dip.load_image("camera", size=8)
+    net = dip.ConvDecoder.init(
+        jax.random.PRNGKey(2), truth.shape, channels=3, layers=2, input_size=(2, 2),
+        activation="softplus",
+    )  # fmt: skip
+    op = dip.image_operator(
+        "inpaint", truth.shape, missing=0.5, key=jax.random.PRNGKey(0)
+    )
+    problem = dip.InverseProblem(A=op, x_true=truth.reshape(-1))
+    return net, problem
+
+
 @pytest.mark.parametrize("trainer", ["flow", "inertial"])
 def test_continuous_trainers_match_scipy(trainer):
     """A ConvDecoder under a matrix-free inpainting operator goes through the
@@ -119,15 +134,7 @@ def test_continuous_trainers_match_scipy(trainer):
     from jax.flatten_util import ravel_pytree
     from scipy.integrate import solve_ivp
 
-    truth = dip.load_image("camera", size=8)
-    net = dip.ConvDecoder.init(
-        jax.random.PRNGKey(2), truth.shape, channels=3, layers=2, input_size=(2, 2),
-        activation="softplus",
-    )  # fmt: skip
-    op = dip.image_operator(
-        "inpaint", truth.shape, missing=0.5, key=jax.random.PRNGKey(0)
-    )
-    problem = dip.InverseProblem(A=op, x_true=truth.reshape(-1))
+    net, problem = _small_inpainting()
     alpha, beta, t1 = 1.5, 0.3, 12.0
     ts = np.array([0.0, 1.0, 4.0, t1])
     kw = dict(t1=t1, tol=0.0, save_ts=ts, rtol=1e-10, atol=1e-12)
@@ -138,7 +145,7 @@ def test_continuous_trainers_match_scipy(trainer):
 
     params, static = eqx.partition(net, net.trainable_filter())
     theta0, unravel = ravel_pytree(params)
-    A, y = jnp.asarray(np.asarray(op.as_matrix())), problem.y
+    A, y = jnp.asarray(np.asarray(problem.A.as_matrix())), problem.y
 
     def loss(theta):
         g = eqx.combine(unravel(theta), static)()
@@ -180,15 +187,7 @@ def test_discrete_trainers_step_a_convdecoder_one_call_per_iteration():
     tolerance stops it between two checks of the host."""
     from dipflow.training import _descent
 
-    truth = dip.load_image("camera", size=8)
-    net = dip.ConvDecoder.init(
-        jax.random.PRNGKey(2), truth.shape, channels=3, layers=2, input_size=(2, 2),
-        activation="softplus",
-    )  # fmt: skip
-    op = dip.image_operator(
-        "inpaint", truth.shape, missing=0.5, key=jax.random.PRNGKey(0)
-    )
-    problem = dip.InverseProblem(A=op, x_true=truth.reshape(-1))
+    net, problem = _small_inpainting()
     dynamics = dip.make_dynamics(net, problem)
     assert _descent.loops_are_slow(dynamics) == (jax.default_backend() == "cpu")
     trainer = dip.HeavyBall(0.5, 0.5).in_dtype(jnp.float64)

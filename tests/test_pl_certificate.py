@@ -166,15 +166,20 @@ def _numpy_certificate(name, net, problem):
     }
 
 
+def _under_loss(name, seed):
+    """A small instance under the loss `name`: its data Poisson counts around
+    the background `BIG` for Poisson, else Gaussian."""
+    net, problem = instance(seed=seed, m=3, n=6, k=40, d=5)
+    if name == "poisson":
+        counts = np.random.default_rng(seed).poisson(BIG, 3) + 1.0
+        return net, dip.InverseProblem(problem.A, y=counts, loss=Poisson(BIG))
+    return net, problem.with_loss(NUMPY[name][0])
+
+
 @pytest.mark.parametrize("name", ["huber", "poisson"])
 def test_certificate_against_numpy(name):
     for seed in range(2):
-        net, problem = instance(seed=seed, m=3, n=6, k=40, d=5)
-        if name == "poisson":
-            counts = np.random.default_rng(seed).poisson(BIG, 3) + 1.0
-            problem = dip.InverseProblem(problem.A, y=counts, loss=Poisson(BIG))
-        else:
-            problem = problem.with_loss(NUMPY[name][0])
+        net, problem = _under_loss(name, seed)
         cert = dip.theorem1(net, problem)
         ref = _numpy_certificate(name, net, problem)
         sigma0 = float(cert.sigma_min_J0)
@@ -297,12 +302,7 @@ def test_theorem1_decides_condition5_without_lemma3_from_a_proven_bound():
 
 @pytest.mark.parametrize("name", ["huber", "poisson"])
 def test_measurement_certificate_for_any_loss(name):
-    net, problem = instance(seed=1, m=3, n=6, k=40, d=5)
-    if name == "poisson":
-        counts = np.random.default_rng(1).poisson(BIG, 3) + 1.0
-        problem = dip.InverseProblem(problem.A, y=counts, loss=Poisson(BIG))
-    else:
-        problem = problem.with_loss(NUMPY[name][0])
+    net, problem = _under_loss(name, seed=1)
     cert = dip.measurement_certificate(net, problem)
     ref = _numpy_certificate(name, net, problem)
     lam = float(cert.kernel_min)

@@ -12,9 +12,7 @@ Notation: `σ_A` is A's smallest non-zero singular value, `σ_J` = σ_min(J(θ0)
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
 
-import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
@@ -116,29 +114,3 @@ def k_bound_factor(kappa, n: int, m: int, d: int):
     """Theorem 1(ii)'s width factor `κ(A)² n (√n (√log d + 1) + √m)²`: the
     theorem asks `k ≥ C1 ·` this, for a constant `C1` the paper leaves unknown."""
     return kappa**2 * n * (np.sqrt(n) * (np.sqrt(np.log(d)) + 1) + np.sqrt(m)) ** 2
-
-
-class LossTerms(NamedTuple):
-    """What Theorem 1 reads of the problem's loss at `v0 = A g(θ0)`: `μ_T`
-    (the summed loss's PL constant; squared error's is 1, so that `m / μ_T`
-    stands for `m` in (6) and (8)), `ρ0`, `||v* − ȳ||`, and why nothing can be
-    said when `μ_T` is unknown (then NaN)."""
-
-    pl_total: Float[Array, ""]
-    effective_residual: Float[Array, ""]
-    noise_footprint: Float[Array, ""]
-    undecided: str | None
-
-    @classmethod
-    def of(cls, problem, v0, dtype) -> LossTerms:
-        loss, y = problem.loss, problem.y
-        nan = jnp.asarray(jnp.nan, dtype)
-        footprint = None
-        if problem.noise is not None:
-            footprint = loss.noise_footprint(y, problem.noise)
-        footprint = nan if footprint is None else footprint
-        mu = loss.pl_constant(v0, y)
-        rho0 = None if mu is None else loss.effective_residual(v0, y)
-        if rho0 is None:
-            return cls(nan, nan, footprint, loss.pl_undecided_reason(y))
-        return cls(mu, rho0, footprint, None)

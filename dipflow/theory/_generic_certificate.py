@@ -21,10 +21,9 @@ from jaxtyping import Array, Float
 from .._core._checks import nonnegative_int, nonnegative_scalar, positive_int
 from ..generators._networks import TwoLayerDIP
 from ..problems._problems import check_problem
-from ._certificates import LossTerms
 from ._jacobians import flat_generator, lipschitz_bound, sigma_min_jacobian
 from ._lipschitz import layerwise_lip_bound
-from ._quantity_table import AbstractQuantityTable
+from ._loss_certificate import AbstractLossCertificate, LossTerms
 
 # J (n × p) is formed densely, and σ_min taken from its SVD, up to this many
 # entries (32 MiB in float64); above it, J Jᵀ is built matrix-free.
@@ -34,7 +33,7 @@ DENSE_JACOBIAN_LIMIT = 2**22
 _POLISH_ITERS = 30
 
 
-class GenericCertificate(AbstractQuantityTable):
+class GenericCertificate(AbstractLossCertificate):
     """Theorem 1(i) for one (generator, problem): condition (5) decided by a
     lower and an upper bound on Lip(J) over a ball around θ0.
 
@@ -98,9 +97,6 @@ class GenericCertificate(AbstractQuantityTable):
     undecided: str | None = eqx.field(static=True)
     title: ClassVar[str] = "Generic Theorem 1(i) certificate"
 
-    def notes(self) -> list[str]:
-        return [] if self.undecided is None else [f"undecided: {self.undecided}."]
-
     def rows(self) -> list[tuple[str, str, object]]:
         """`(symbol, meaning, value)` rows."""
         return [
@@ -108,8 +104,7 @@ class GenericCertificate(AbstractQuantityTable):
             ("σ_A", "smallest non-zero singular value of A", self.sigma_A),
             ("σ_min(J0)", f"smallest singular value of J(θ0) ({self.sigma_min_method})", self.sigma_min_J0),
             ("||y(0) − y||", "initial residual", self.initial_residual),
-            ("μ", "PL constant of the loss on its sublevel set", self.pl_constant),
-            ("ρ0", "effective residual sqrt(2(ℓ(y(0)) − ℓ*)/μ)", self.effective_residual),
+            *self.loss_rows(),
             ("Lip threshold", "(5) holds iff Lip(J) < σ_min(J0)² σ_A / (4ρ0)", self.lip_threshold),
             ("R'", "Lemma 1: 2ρ0 / (σ_A σ_min(J0))", self.R_prime),
             ("radius", "ball of the Lipschitz bounds", self.radius),

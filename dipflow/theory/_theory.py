@@ -13,7 +13,6 @@ from .._core._checks import is_concrete
 from ..generators._networks import MLPDIP, TwoLayerDIP
 from ..problems._problems import InverseProblem, check_problem
 from ._certificates import (
-    LossTerms,
     condition5,
     k_bound_factor,
     lemma1_radii,
@@ -31,13 +30,13 @@ from ._jacobians import (
     sigma_min_gram,
     sigma_min_jacobian,
 )
-from ._quantity_table import AbstractQuantityTable
+from ._loss_certificate import AbstractLossCertificate, LossTerms
 
 # Tolerance on ||u|| = 1 for A-1.
 _UNIT_TOL = 1e-5
 
 
-class Certificate(AbstractQuantityTable):
+class Certificate(AbstractLossCertificate):
     """Every quantity of Theorem 1 and Lemmas 1–4 for one (network, problem).
 
     Fields are JAX scalars (so certificates can be computed under `jit`/`vmap`
@@ -149,9 +148,6 @@ class Certificate(AbstractQuantityTable):
         lemma3 = not bool(jnp.isnan(self.lip_J_bound))
         return bool(self.condition5_holds) or (self.undecided is None and lemma3)
 
-    def notes(self) -> list[str]:
-        return [] if self.undecided is None else [f"undecided: {self.undecided}."]
-
     def rows(self) -> list[tuple[str, str, object]]:
         """`(symbol, meaning, value)` rows, in the order of the paper."""
         return [
@@ -169,12 +165,7 @@ class Certificate(AbstractQuantityTable):
             ("Lip(J) ≤", "Lemma 3: B D sqrt(n/k)", self.lip_J_bound),
             ("||y(0) − y||", "initial residual", self.initial_residual),
             ("||ε||", "noise norm", self.noise_norm),
-            ("μ", "PL constant of the loss on its sublevel set", self.pl_constant),
-            (
-                "ρ0",
-                "effective residual sqrt(2(ℓ(y(0)) − ℓ*)/μ)",
-                self.effective_residual,
-            ),
+            *self.loss_rows(),
             ("||v* − ȳ||", "noise footprint of the loss", self.noise_footprint),
             ("(5) lhs", "ρ0 / σ_A", self.condition5_lhs),
             ("(5) rhs", "σ_min(J0)² / (4 Lip(J))", self.condition5_rhs),

@@ -26,7 +26,6 @@ from .._core._backend import on_cpu
 from .._core._compiled import compile_over
 from ._dynamics import AbstractDynamics, FullDynamics
 from ._solution import Solution, Trajectory
-from ._trainers import LINEAR_METHODS as LINEAR_METHODS
 
 # A loss increase breaks monotonicity when it exceeds this many ulps of the
 # previous loss plus one ulp of the initial loss: the slack absorbs round-off,
