@@ -16,6 +16,7 @@ import math
 import numpy as np
 
 from .._core._checks import array_namespace
+from ._noise import check_noise
 
 
 def haar(G):
@@ -57,11 +58,19 @@ def conditioned(G_left, G_right, kappa, sigma_max=None):
 def draw_problem(rng: np.random.Generator, m: int, n: int, kappa=None, noise=0.0):
     """`A` (iid N(0, 1) when `kappa` is None, else [`conditioned`][dipflow.problems._draws.conditioned]
     with `U` from the first `min(m, n)` columns of that Gaussian matrix), `x̄`
-    iid N(0, 1) and `ε = noise · N(0, I_m)`, in this order from `rng`."""
+    iid N(0, 1), then `y` drawn from `ȳ = A x̄` by the noise model `noise` (a
+    number: `ε = noise · N(0, I_m)`), in this order from `rng`.
+
+    **Returns:** `(A, x, eps, y)` with `eps = y − A x̄`; a model that fixes the
+    signal's scale (Poisson counts at a peak) returns `A` scaled by its gain.
+    """
+    model = check_noise(noise)
     A = rng.standard_normal((m, n))
     if kappa is not None:
         r = min(m, n)
         A = conditioned(A[:, :r], rng.standard_normal((n, r)), float(kappa))
     x = rng.standard_normal(n)
-    eps = noise * rng.standard_normal(m)
-    return A, x, eps
+    if model.scales_operator:
+        A = float(model.gain(A @ x)) * A
+    y, eps = model.observe_numpy(rng, A @ x)
+    return A, x, eps, y

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -18,7 +20,8 @@ from .._core._checks import (
 )
 from ._draws import conditioned
 from ._losses import AbstractLoss, SquaredError, check_loss
-from ._spectra import Spectrum, operator_shape, operator_spectrum
+from ._noise import check_noise
+from ._spectra import Spectrum, operator_shape, operator_spectrum, scale_operator
 
 
 class InverseProblem(eqx.Module):
@@ -133,8 +136,43 @@ class InverseProblem(eqx.Module):
     # -- generators -------------------------------------------------------------
 
     @classmethod
+    def observed(
+        cls, A, x_true, noise: Any = 0.0, *, key: PRNGKeyArray, loss=None
+    ) -> InverseProblem:
+        """The problem of observing `x̄` through `A` under a noise model: `y`
+        is drawn from `ȳ = A x̄` by `noise` (a number is the standard deviation
+        of Gaussian noise; else a [`dipflow.noise.AbstractNoise`][], e.g.
+        `dipflow.noise.PoissonNoise(peak=10)`), and `problem.noise = y − A x̄`.
+        A model that fixes the signal's scale (Poisson counts at a peak) scales
+        `A` by its gain, so the returned problem's `A` is `gain · A`.
+
+        **Arguments:**
+
+        - `A`, `x_true`, `loss`: as [`dipflow.InverseProblem`][].
+        - `noise`: the noise model.
+        - `key`: a JAX PRNG key for the noise.
+        """
+        model = check_noise(noise)
+        if x_true is None:
+            raise ValueError("`x_true` is needed to draw y from A x_true.")
+        if not isinstance(A, lx.AbstractLinearOperator):
+            A = as_float_array("A", A, ndim=2)
+        x_true = as_float_array("x_true", x_true, ndim=1)
+        clean = _apply(A, x_true)
+        if model.scales_operator:
+            A = scale_operator(A, model.gain(clean))
+            clean = _apply(A, x_true)
+        y, eps = model.observe(key, clean)
+        return cls(A=A, y=y, x_true=x_true, noise=eps, loss=loss)
+
+    @classmethod
     def gaussian(
-        cls, key: PRNGKeyArray, m: int, n: int, noise: float = 0.0, dtype=None
+        cls,
+        key: PRNGKeyArray,
+        m: int,
+        n: int,
+        noise: Any = 0.0,
+        dtype=None,
     ) -> InverseProblem:
         """The paper's random problem: `A` and `x̄` with iid N(0, 1) entries.
 
@@ -142,17 +180,17 @@ class InverseProblem(eqx.Module):
 
         - `key`: a JAX PRNG key.
         - `m`, `n`: the shape of `A`.
-        - `noise`: standard deviation σ of the iid Gaussian noise ε ~ N(0, σ² I_m).
+        - `noise`: standard deviation σ of the iid Gaussian noise ε ~ N(0, σ² I_m),
+          or a noise model (see [`dipflow.InverseProblem.observed`][]).
         - `dtype`: floating dtype (default: JAX's default float).
         """
         m, n = positive_int("m", m), positive_int("n", n)
-        nonnegative_scalar("noise", noise)
+        noise = check_noise(noise)
         dtype = jnp.result_type(float) if dtype is None else dtype
         k_a, k_x, k_e = jax.random.split(key, 3)
         A = jax.random.normal(k_a, (m, n), dtype)
         x = jax.random.normal(k_x, (n,), dtype)
-        eps = noise * jax.random.normal(k_e, (m,), dtype)
-        return cls(A=A, x_true=x, noise=eps)
+        return cls.observed(A, x, noise, key=k_e)
 
     @classmethod
     def with_condition_number(
@@ -161,7 +199,7 @@ class InverseProblem(eqx.Module):
         m: int,
         n: int,
         kappa: float,
-        noise: float = 0.0,
+        noise: Any = 0.0,
         sigma_max: float | None = None,
         dtype=None,
     ) -> InverseProblem:
@@ -182,7 +220,7 @@ class InverseProblem(eqx.Module):
         - the others as in `gaussian`.
         """
         m, n = positive_int("m", m), positive_int("n", n)
-        nonnegative_scalar("noise", noise)
+        noise = check_noise(noise)
         if is_concrete(kappa) and not (np.isfinite(kappa) and float(kappa) >= 1):
             raise ValueError(f"`kappa` must be finite and >= 1, got {kappa!r}.")
         if sigma_max is None:
@@ -198,18 +236,19 @@ class InverseProblem(eqx.Module):
             sigma_max,
         )
         x = jax.random.normal(k_x, (n,), dtype)
-        eps = noise * jax.random.normal(k_e, (m,), dtype)
-        return cls(A=A, x_true=x, noise=eps)
+        return cls.observed(A, x, noise, key=k_e)
 
-    def with_noise(self, key: PRNGKeyArray, noise: float) -> InverseProblem:
-        """The same `A` and `x̄` with fresh noise ε ~ N(0, noise² I_m)."""
+    def with_noise(self, key: PRNGKeyArray, noise: Any) -> InverseProblem:
+        """The same `A` and `x̄` with fresh noise: ε ~ N(0, noise² I_m) for a
+        number, else drawn by the noise model (which may rescale `A`, see
+        [`dipflow.InverseProblem.observed`][])."""
         if self.x_true is None:
             raise ValueError(
                 "with_noise needs `x_true` to recompute y = A x_true + noise."
             )
-        nonnegative_scalar("noise", noise)
-        eps = noise * jax.random.normal(key, (self.m,), self.y.dtype)
-        return InverseProblem(A=self.A, x_true=self.x_true, noise=eps, loss=self.loss)
+        return InverseProblem.observed(
+            self.A, self.x_true, noise, key=key, loss=self.loss
+        )
 
     def with_loss(self, loss) -> InverseProblem:
         """The same data under another loss (checked against `y`)."""

@@ -54,6 +54,30 @@ def _(tags):
             return tag
 
 
+def _tag_of(op) -> SingularValuesTag | None:
+    if isinstance(op, lx.IdentityLinearOperator):
+        return SingularValuesTag(norm=1.0, sigma_A=1.0, rank=op.in_size())
+    tags = getattr(op, "tags", frozenset())
+    return next((t for t in tags if isinstance(t, SingularValuesTag)), None)
+
+
+def scale_operator(op, gain):
+    """`gain · A` for a dense array or a lineax operator; an operator keeps its
+    singular values, scaled (a [`dipflow.SingularValuesTag`][])."""
+    if not isinstance(op, lx.AbstractLinearOperator):
+        return gain * op
+    tag = _tag_of(op)
+    tags = ()
+    if tag is not None:
+        g = float(gain)
+        tags = (
+            SingularValuesTag(
+                norm=g * tag.norm, sigma_A=g * tag.sigma_A, rank=tag.rank
+            ),
+        )
+    return lx.FunctionLinearOperator(lambda x: gain * op.mv(x), op.in_structure(), tags)
+
+
 def operator_spectrum(op) -> Spectrum:
     """`||A||`, `σ_A`, `κ(A)` and the rank of an operator: in closed form for
     the identity and the operators of this module that carry their singular
@@ -70,12 +94,7 @@ def operator_spectrum(op) -> Spectrum:
 
     A [`dipflow.Spectrum`][].
     """
-    if isinstance(op, lx.IdentityLinearOperator):
-        n = op.in_size()
-        tag = SingularValuesTag(norm=1.0, sigma_A=1.0, rank=n)
-    else:
-        tags = getattr(op, "tags", frozenset())
-        tag = next((t for t in tags if isinstance(t, SingularValuesTag)), None)
+    tag = _tag_of(op)
     if tag is None:
         if isinstance(op, lx.AbstractLinearOperator):
             return _iterative_spectrum(op)

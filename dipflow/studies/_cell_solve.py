@@ -330,7 +330,7 @@ def run_cell(
         for r in runs:
             arr = instance_arrays(cell, study.seed, r)
             M = reduced_matrix(arr["A"], arr["V"])
-            y = arr["A"] @ arr["x"] + arr["eps"]
+            y = arr["y"]
             if path is _Full:
                 net = network_from_hidden(
                     arr["V"],

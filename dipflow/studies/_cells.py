@@ -695,6 +695,7 @@ def study_instance(
     net = cell.network.network(first, hidden)
     problem = InverseProblem(
         A=jnp.asarray(arr["A"], dtype),
+        y=jnp.asarray(arr["y"], dtype),
         x_true=jnp.asarray(arr["x"], dtype),
         noise=jnp.asarray(arr["eps"], dtype),
         loss=cell.loss_fn,

@@ -22,12 +22,13 @@ def draw_instance(
 ) -> dict[str, np.ndarray]:
     """One instance of the paper's model in float64: `V` (n × k, as `v_dist`),
     `z0 = W(0) u` (iid N(0, 1), exactly as `W(0)` iid N(0, 1) and `||u|| = 1`
-    make it), then `A`, `x` (x̄) and `eps` (ε) as
-    [`draw_problem`][dipflow.problems._draws.draw_problem]."""
+    make it), then `A`, `x` (x̄), `y` and `eps` (ε = y − A x̄) as
+    [`draw_problem`][dipflow.problems._draws.draw_problem] draws them under the
+    noise model `noise` (a number: Gaussian noise of that standard deviation)."""
     V = draw_v(rng, (n, k), v_dist)
     z0 = rng.standard_normal(k)
-    A, x, eps = draw_problem(rng, m, n, kappa, noise)
-    return dict(V=V, z0=z0, A=A, x=x, eps=eps)
+    A, x, eps, y = draw_problem(rng, m, n, kappa, noise)
+    return dict(V=V, z0=z0, A=A, x=x, eps=eps, y=y)
 
 
 def reduced_matrix(A: np.ndarray, V: np.ndarray) -> np.ndarray:
