@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from ..imaging._image_experiment import image_label, image_names, run_image
+from ..noise import ImpulseNoise, LaplaceNoise, PoissonNoise
 from ._args import Command, add_no_progress, add_seed, add_x64, enable_x64
 
 
@@ -27,8 +28,8 @@ def _image(args) -> int:
         size=args.size,
         color=args.color,
         task=args.task,
-        noise=args.noise,
-        loss=args.loss,
+        noise=_noise_model(args),
+        loss=_loss(args),
         missing=args.missing,
         sigma=args.blur_sigma,
         factor=args.factor,
@@ -70,6 +71,32 @@ def _image(args) -> int:
     return 0
 
 
+def _noise_model(args):
+    """The noise model the flags describe (Gaussian: a plain number)."""
+    if args.noise_model == "gaussian":
+        return args.noise
+    if args.noise_model == "laplace":
+        return LaplaceNoise(args.noise)
+    if args.noise_model == "impulse":
+        # An image lies in [0, 1]: pepper is black and salt white.
+        return ImpulseNoise(args.density, low=0.0, high=1.0)
+    return PoissonNoise(args.peak, background=args.background)
+
+
+def _loss(args) -> str:
+    """`--loss` completed by `--delta` and, for Poisson counts, the background
+    of `--noise-model poisson` when `--loss poisson` names none."""
+    name, _, arg = args.loss.strip().partition(":")
+    kind = name.strip().lower().replace("-", "_")
+    if kind == "pseudo_huber" and not arg and args.delta is not None:
+        return f"pseudo_huber:{args.delta}"
+    if kind == "poisson" and not arg and args.noise_model == "poisson":
+        return f"poisson:{args.background}"
+    if args.delta is not None and kind != "pseudo_huber":
+        raise ValueError("`--delta` applies to `--loss pseudo-huber` only.")
+    return args.loss
+
+
 def _arguments(p) -> None:
     p.add_argument(
         "--image", nargs="+", default=["camera"],
@@ -96,11 +123,26 @@ def _arguments(p) -> None:
                    help="compressed_sensing: dense Gaussian or fast structured (default structured)")  # fmt: skip
     p.add_argument("--fraction", type=float, default=None,
                    help="fourier: fraction of frequencies kept (default 0.3)")  # fmt: skip
+    p.add_argument("--noise-model", default="gaussian",
+                   choices=("gaussian", "laplace", "impulse", "poisson"),
+                   help="how y is drawn from A x̄: gaussian (--noise σ, default), laplace "
+                        "(--noise = scale), impulse (salt and pepper at --density) or "
+                        "poisson (counts at --peak above --background; scales A)")  # fmt: skip
     p.add_argument("--noise", type=float, default=0.0,
-                   help="standard deviation of the Gaussian noise on y (default 0)")  # fmt: skip
+                   help="gaussian: standard deviation; laplace: scale (default 0)")  # fmt: skip
+    p.add_argument("--density", type=float, default=0.1,
+                   help="impulse: fraction of corrupted measurements (default 0.1)")  # fmt: skip
+    p.add_argument("--peak", type=float, default=10.0,
+                   help="poisson: photons at the brightest clean measurement (default 10)")  # fmt: skip
+    p.add_argument("--background", type=float, default=1.0,
+                   help="poisson: known background in photons (default 1; must be > 0 "
+                        "where a count is 0 for a Poisson loss)")  # fmt: skip
     p.add_argument("--loss", default="squared",
-                   help="the loss trained on: squared (default), pseudo_huber:DELTA, "
-                        "poisson:BACKGROUND (for count data)")  # fmt: skip
+                   help="the loss trained on: squared (default), pseudo-huber[:DELTA], "
+                        "poisson[:BACKGROUND] (for count data; default background: "
+                        "the noise model's)")  # fmt: skip
+    p.add_argument("--delta", type=float, default=None,
+                   help="pseudo-huber: δ, where the loss turns from quadratic to linear")  # fmt: skip
     p.add_argument(
         "--generator",
         choices=("convdecoder", "skipnet"),

@@ -276,7 +276,7 @@ class WMVState(eqx.Module):
 
 
 # `step_size` unannotated: checked here, with a message that names it.
-def theory_stop(r0, noise_norm, sigma_A, sigma_J, m: int, step_size) -> AnyArray:
+def theory_stop(r0, noise_norm, sigma_A, sigma_J, m, step_size) -> AnyArray:
     """The stopping time (6) as an iteration of gradient descent with step
     `η = step_size`: `ceil(t6 / η)`, with `t6 = 4m log(||y − y(0)|| / ||ε||) /
     (σ_A² σ_min(J0)²)` from [`dipflow.theorem1`][]'s

@@ -14,11 +14,12 @@ import equinox as eqx
 import jax
 import numpy as np
 
-from .._core._checks import nonnegative_scalar, positive_int
+from .._core._checks import positive_int
 from ..generators._convdecoder import ConvDecoder
 from ..generators._networks import default_trainable_filter
 from ..generators._skipnet import SkipNet
-from ..problems._losses import loss_name, parse_loss
+from ..problems._losses import AbstractLoss, loss_name, parse_loss
+from ..problems._noise import GaussianNoise, check_noise, noise_name, parse_noise
 from ..problems._operators import image_operator
 from ..problems._problems import InverseProblem
 from ._image_fit import fit_image
@@ -70,11 +71,13 @@ def image_problem(truth, task, *, noise=0.0, key, loss=None, **options):
     """The [`dipflow.InverseProblem`][] of `task` on the image `truth` (C, H, W):
     the operator of [`dipflow.image_operator`][] (random parts drawn from
     `key`) with the options of `TASK_OPTIONS` (an option of another task is an
-    error; `None` takes the default), iid Gaussian noise of standard deviation
-    `noise` on `y`, and the loss `loss` (default squared error)."""
+    error; `None` takes the default), `y` drawn by the noise model `noise` (a
+    number: iid Gaussian noise of that standard deviation; Poisson counts at a
+    peak scale the operator, see [`dipflow.InverseProblem.observed`][]), and
+    the loss `loss` (default squared error)."""
     if task not in TASK_OPTIONS:
         raise ValueError(f"`task` must be one of {list(TASK_OPTIONS)}, got {task!r}.")
-    nonnegative_scalar("noise", noise)
+    model = check_noise(noise)
     foreign = sorted(
         k for k, v in options.items() if v is not None and k not in TASK_OPTIONS[task]
     )
@@ -93,9 +96,9 @@ def image_problem(truth, task, *, noise=0.0, key, loss=None, **options):
     if task in _RANDOM_TASKS:
         wanted["key"] = k_op
     op = image_operator(task, tuple(truth.shape), dtype=truth.dtype, **wanted)
-    m = op.out_structure().shape[0]
-    eps = noise * jax.random.normal(k_noise, (m,), truth.dtype) if noise > 0 else None
-    return InverseProblem(A=op, x_true=truth.reshape(-1), noise=eps, loss=loss)
+    if model.level == 0:  # noise-free: no ε at all (the time (6) is undefined)
+        return InverseProblem(A=op, x_true=truth.reshape(-1), loss=loss)
+    return InverseProblem.observed(op, truth.reshape(-1), model, key=k_noise, loss=loss)
 
 
 def make_generator(name, key, image_shape, *, channels, layers, activation=None):
@@ -145,7 +148,9 @@ def run_image(
     seeds = positive_int("seeds", seeds)
     settings = _FIT_DEFAULTS | {k: v for k, v in options.items() if k in _FIT_DEFAULTS}
     task_options = {k: v for k, v in options.items() if k not in _FIT_DEFAULTS}
-    loss_fn = parse_loss(loss)
+    loss_fn = loss if isinstance(loss, AbstractLoss) else parse_loss(loss)
+    model = parse_noise(noise) if isinstance(noise, str) else check_noise(noise)
+    noise_label = _noise_label(model)
     names = image_names(image)
     activation = DEFAULT_ACTIVATION.get(generator) if activation is None else activation
     truths = [load_image(name, size, color=color) for name in names]
@@ -153,7 +158,7 @@ def run_image(
     key = jax.random.PRNGKey(seed)
     k_problem, k_nets = jax.random.split(key)
     problems = [
-        image_problem(t, task, noise=noise, key=k_problem, loss=loss_fn, **task_options)
+        image_problem(t, task, noise=model, key=k_problem, loss=loss_fn, **task_options)
         for t in truths
     ]
     nets = [
@@ -190,7 +195,7 @@ def run_image(
         "size": list(shape),
         "task": task,
         "task_options": {k: v for k, v in task_options.items() if v is not None},
-        "noise": noise,
+        "noise": noise_label,
         "loss": loss_name(loss_fn),
         "m": problems[0].m,
         "n": problems[0].n,
@@ -209,6 +214,7 @@ def run_image(
         "sigma_min_J0": [float(s) for s in fit.sigma_min_J0],
         "sigma_min_J0_converged": [bool(c) for c in fit.sigma_min_J0_converged],
         "noise_norm": _mean(fit.noise_norm),
+        "certificate": _certificate_summary(fit.certificate),
         "per_seed": [
             {"image": labels[r], "seed": j, "final_psnr": float(fit.final_psnr[r]),
              "best_psnr": float(fit.best_psnr[r]), "stops": fit.stops[r]}
@@ -274,6 +280,24 @@ def _results(fit, runs) -> dict:
     }
 
 
+def _noise_label(model):
+    """A number for Gaussian noise (as it always was), else the model's name
+    (its repr for a model of one's own)."""
+    if type(model) is GaussianNoise:
+        return model.sigma
+    try:
+        return noise_name(model)
+    except ValueError:
+        return repr(model)
+
+
+def _certificate_summary(certificate) -> dict:
+    """The loss's certificate quantities per run (NaN → null in the JSON)."""
+    fields = ("pl_constant", "effective_residual", "noise_footprint", "R_prime", "rate")
+    out = {f: [float(v) for v in getattr(certificate, f)] for f in fields}
+    return out | {"undecided": list(certificate.undecided)}
+
+
 def _trained_parameters(net) -> int:
     trained = eqx.filter(net, default_trainable_filter(net))
     return int(sum(a.size for a in jax.tree_util.tree_leaves(trained)))
@@ -300,7 +324,8 @@ def _plain(v):
 
 def _title(s, image) -> str:
     return (
-        f"{image} {s['size'][1]}×{s['size'][2]}, {s['task']}, noise {s['noise']}; "
+        f"{image} {s['size'][1]}×{s['size'][2]}, {s['task']}, noise {s['noise']}, "
+        f"loss {s['loss']}; "
         f"{s['generator']} ({s['channels']} ch, {s['layers']} layers, {s['activation']}), "
         f"{s['optimizer']} lr {s['lr']}"
     )

@@ -29,9 +29,11 @@ from ._image_steps import (
 )
 from ._image_theory import (
     SIGMA_MIN_RESIDUAL as SIGMA_MIN_RESIDUAL,
+    LossCertificate,
     Recorder,
     SigmaMinEstimator,
     as_dtype as as_dtype,
+    check_initial_domain,
     initial,
     operator_and_noise,
 )
@@ -123,15 +125,26 @@ def fit_image(
     runs = Runs.of(nets, problem, truth)
 
     # The theory's quantities at θ0, before training.
-    sigma_A, noise_norm = operator_and_noise(runs.problems, runs.count)
-    sig0 = sigma_min.of_runs(runs.nets, runs.count)
-    sigma_J0 = np.array([s.value for s in sig0])
-    r0, p0 = (
+    v0, p0 = (
         np.asarray(a)
         for a in initial(runs.nets, runs.problem, runs.truth, batching, runs.per_run)
     )
-    m = runs.problems[0].m
-    rules = (TheoryTime.of(r0, noise_norm, sigma_A, sigma_J0, m, lr), Oracle(), wmv)
+    check_initial_domain(runs.problems, v0)
+    sigma_A, noise_norm = operator_and_noise(runs.problems, runs.count)
+    sig0 = sigma_min.of_runs(runs.nets, runs.count)
+    sigma_J0 = np.array([s.value for s in sig0])
+    certificate = LossCertificate.of(runs.problems, v0, sigma_A, sigma_J0)
+    # (6) for the loss trained on: m/μ_T stands for m (1 for squared error).
+    m_eff = runs.problems[0].m / certificate.pl_constant
+    theory = TheoryTime.of(
+        certificate.effective_residual,
+        certificate.noise_footprint,
+        sigma_A,
+        sigma_J0,
+        m_eff,
+        lr,
+    )
+    rules = (theory, Oracle(), wmv)
 
     carry = initial_carry(runs, spec, rules, batching)
     recorder = Recorder(runs, batching, sigma_min, sigma_min_at)
@@ -155,6 +168,7 @@ def fit_image(
         noise_norm=noise_norm,
         sigma_min_J0_converged=np.array([s.converged for s in sig0]),
         rules=rules,
+        certificate=certificate,
     )
 
 

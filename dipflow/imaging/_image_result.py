@@ -37,6 +37,9 @@ class ImageFit:
       `sigma_min_J0_converged`: whether each σ_min(J0) estimate converged.
     - `rules`: the stopping rules, in the order of `stops`: each has the
       `name` that keys it there and a `label` and `caption` for figures.
+    - `certificate`: what Theorem 1 reads of each run's loss at θ0 (PL
+      constant, effective residual ρ0, noise footprint ‖v* − ȳ‖, R' and the
+      rate), from which the time (6) is computed for the loss trained on.
 
     A σ_min estimate is an upper bound; one that has not converged (residual
     above `SIGMA_MIN_RESIDUAL` times its λ) can be far too large.
@@ -52,6 +55,7 @@ class ImageFit:
     noise_norm: np.ndarray
     sigma_min_J0_converged: np.ndarray
     rules: tuple = ()
+    certificate: object = None
 
     @property
     def final_psnr(self) -> np.ndarray:

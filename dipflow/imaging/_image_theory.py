@@ -15,7 +15,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..problems._spectra import operator_spectrum
+from ..theory._certificates import rate8
 from ..theory._jacobians import gram_min_eigenvalue
+from ..theory._loss_certificate import LossTerms
 from ._batching import AbstractBatching, over_runs
 from ._image_metrics import psnr, ssim_any_size
 from ._runs import Runs, dynamics, index
@@ -80,14 +82,61 @@ def operator_and_noise(problems, count: int) -> tuple[np.ndarray, np.ndarray]:
 
 @eqx.filter_jit
 def initial(nets, problem, truth, batching, per_run):
-    """`‖A g − y‖` and the PSNR of every run at θ0."""
+    """The measurement `v0 = A g(θ0)` and the PSNR of every run at θ0."""
 
     def one(net, problem, truth):
         d = dynamics(net, problem)
         x = d.signal(d.initial_state())
-        return jnp.linalg.norm(d.residual(d.initial_state())), psnr(x, truth)
+        return problem.forward(x), psnr(x, truth)
 
     return over_runs(one, batching, per_run, nets, problem, truth)
+
+
+def check_initial_domain(problems, v0) -> None:
+    """Refuse, before training, a run whose initial measurement `v0` lies
+    outside its loss's domain (a Poisson loss needs `v0 + b > 0`): its loss
+    and gradient would be NaN from the first step."""
+    for i, v in enumerate(np.asarray(v0)):
+        problem = problems[i % len(problems)]
+        if not bool(problem.loss.in_domain(jnp.asarray(v), problem.y)):
+            raise ValueError(
+                f"run {i}: the network's initial measurement A g(θ0) lies outside "
+                f"the domain of the loss {type(problem.loss).__name__} (its smallest "
+                f"entry is {float(v.min()):.4g}); for a Poisson loss give a `background` "
+                f"above {float(-v.min()):.4g}, or a smaller peak."
+            )
+
+
+class LossCertificate(NamedTuple):
+    """What Theorem 1 reads of each run's loss at θ0 (see
+    [`dipflow.theorem1`][]): the summed loss's PL constant `μ_T`, the effective
+    residual `ρ0` (‖y − y(0)‖ for squared error), the noise footprint
+    `‖v* − ȳ‖` (‖ε‖ for squared error), the radius `R' = 2ρ0/(σ0 σ_A)` and the
+    rate `μ_T σ0² σ_A²/4` of `sqrt(ℓ_T − ℓ_T*)` (the summed loss, flow time);
+    NaN where the loss cannot give `μ` (`undecided` says why)."""
+
+    pl_constant: np.ndarray
+    effective_residual: np.ndarray
+    noise_footprint: np.ndarray
+    R_prime: np.ndarray
+    rate: np.ndarray
+    undecided: list
+
+    @classmethod
+    def of(cls, problems, v0, sigma_A, sigma_J0) -> "LossCertificate":
+        """Per run, from its problem (cycled), `v0` (runs × m), σ_A and σ_min(J0)."""
+        terms = [
+            LossTerms.of(problems[i % len(problems)], jnp.asarray(v), v.dtype)
+            for i, v in enumerate(np.asarray(v0))
+        ]
+        mu, rho0, footprint = (
+            np.array([float(getattr(t, f)) for t in terms])
+            for f in ("pl_total", "effective_residual", "noise_footprint")
+        )
+        with np.errstate(divide="ignore", invalid="ignore"):
+            R_prime = 2 * rho0 / (sigma_J0 * sigma_A)
+        rate = rate8(sigma_J0, sigma_A, 1 / mu)
+        return cls(mu, rho0, footprint, R_prime, rate, [t.undecided for t in terms])
 
 
 @eqx.filter_jit

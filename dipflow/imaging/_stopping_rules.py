@@ -193,10 +193,12 @@ class TheoryTime(AbstractStoppingRule):
     label: ClassVar[str] = "(6)"
 
     @classmethod
-    def of(cls, r0, noise_norm, sigma_A, sigma_J0, m: int, step_size) -> "TheoryTime":
+    def of(cls, r0, noise_norm, sigma_A, sigma_J0, m, step_size) -> "TheoryTime":
         """The time (6) of each run from its `‖y − y(0)‖` (`r0`), `‖ε‖` (0:
         no noise), σ_A and σ_min(J0), for `m` measurements and steps of
-        `step_size`."""
+        `step_size`. For a loss with PL constant `μ_T` (of the summed loss),
+        `r0` is the effective residual, `noise_norm` the noise footprint
+        `‖v* − ȳ‖` and `m` is `m/μ_T` (per run, an array)."""
         with np.errstate(divide="ignore", invalid="ignore"):
             noise = np.where(noise_norm > 0, noise_norm, np.nan)
             t = theory_stop(r0, noise, sigma_A, sigma_J0, m, step_size)

@@ -18,7 +18,7 @@ import numpy as np
 import scipy.sparse.linalg as spla
 from jaxtyping import Array, Float
 
-from .._core._checks import array_namespace
+from .._core._checks import array_namespace, is_concrete
 
 # Below this Gram size a matrix-free operator's spectrum is computed from the
 # Gram matrix built column by column (exact); above it, by Lanczos (ARPACK).
@@ -57,25 +57,27 @@ def _(tags):
 def _tag_of(op) -> SingularValuesTag | None:
     if isinstance(op, lx.IdentityLinearOperator):
         return SingularValuesTag(norm=1.0, sigma_A=1.0, rank=op.in_size())
+    if isinstance(op, lx.MulLinearOperator) and is_concrete(op.scalar):
+        inner = _tag_of(op.operator)
+        if inner is None:
+            return None
+        g = abs(float(op.scalar))
+        return SingularValuesTag(
+            norm=g * inner.norm, sigma_A=g * inner.sigma_A, rank=inner.rank
+        )
     tags = getattr(op, "tags", frozenset())
     return next((t for t in tags if isinstance(t, SingularValuesTag)), None)
 
 
 def scale_operator(op, gain):
-    """`gain · A` for a dense array or a lineax operator; an operator keeps its
-    singular values, scaled (a [`dipflow.SingularValuesTag`][])."""
+    """`gain · A` for a dense array or a lineax operator (a
+    `lineax.MulLinearOperator`, whose gain is a leaf, so that problems scaled
+    by different gains batch together); an operator that carries its singular
+    values keeps them, scaled."""
     if not isinstance(op, lx.AbstractLinearOperator):
         return gain * op
-    tag = _tag_of(op)
-    tags = ()
-    if tag is not None:
-        g = float(gain)
-        tags = (
-            SingularValuesTag(
-                norm=g * tag.norm, sigma_A=g * tag.sigma_A, rank=tag.rank
-            ),
-        )
-    return lx.FunctionLinearOperator(lambda x: gain * op.mv(x), op.in_structure(), tags)
+    dtype = op.out_structure().dtype
+    return op * jnp.asarray(gain, dtype)
 
 
 def operator_spectrum(op) -> Spectrum:
