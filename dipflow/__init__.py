@@ -3,8 +3,7 @@
 import importlib
 import importlib.metadata
 
-from . import losses as losses
-from . import noise as noise
+from . import losses as losses, noise as noise
 from .generators._activations import (
     Activation as Activation,
     ActivationConstants as ActivationConstants,

@@ -324,7 +324,7 @@ def test_verify_quick_report_resume_and_refusal(tmp_path, capsys):
         and '<img src="claim9_signal_space.png"' in html
     )
     checks = dip.load(out)
-    assert sorted(set(checks["claim"])) == list(range(1, 11))
+    assert sorted(set(checks["claim"])) == list(range(1, 12))
     assert set(checks["status"]) <= {"held", "measured"}
     capsys.readouterr()
     # Again on the same folder: every claim is read back, none recomputed.

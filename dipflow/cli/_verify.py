@@ -44,7 +44,7 @@ def _arguments(p) -> None:
     p.add_argument(
         "--claims",
         default=None,
-        help="comma-separated claim numbers 1–10 (default: all)",
+        help="comma-separated claim numbers 1–11 (default: all)",
     )
     p.add_argument(
         "--out", default=None, help="report folder (default ./verify or ./verify-quick)"
@@ -57,7 +57,7 @@ def _arguments(p) -> None:
 VERIFY = Command(
     "verify",
     help="check every claim of the paper numerically and write a report",
-    description="Check Lemmas 1–4 and Theorem 1 (and three claims beyond the paper) on "
+    description="Check Lemmas 1–4 and Theorem 1 (and four claims beyond the paper) on "
     "many random instances in float64; write DIR/report.md and DIR/report.html with "
     "figures, and store the checks (dipflow.load(DIR)). Exit code 1 if a claim that "
     "should hold is violated. Resumable on the same --out.",

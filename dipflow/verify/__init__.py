@@ -18,6 +18,7 @@ report. All of them compute in float64: enable it first with
 | 8 | `measurement_certificate` | the measurement-space certificate (beyond the paper) |
 | 9 | `signal_space` | g(t) − x̄ split into ker(A) and its complement (Remark 1) |
 | 10 | `generic_certificates` | the generic certificate on both-layer nets and MLPs, against their flows |
+| 11 | `theorem1_losses` | Theorem 1(i) under pseudo-Huber and Poisson losses, against their flows |
 """
 
 from ._beyond import (
@@ -33,6 +34,7 @@ from ._lemmas import (
     lemma3 as lemma3,
     lemma4 as lemma4,
 )
+from ._losses import theorem1_losses as theorem1_losses
 from ._result import (
     HELD as HELD,
     HYPOTHESIS_FAILS as HYPOTHESIS_FAILS,

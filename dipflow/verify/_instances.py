@@ -11,6 +11,7 @@ import dataclasses
 import functools
 import math
 import zlib
+from collections.abc import Callable
 
 import diffrax
 import jax
@@ -21,12 +22,14 @@ from .._core._checks import positive_int
 from ..generators._activations import get_activation
 from ..generators._draws import network_from_hidden
 from ..generators._networks import V_DISTRIBUTIONS, TwoLayerDIP
+from ..problems._losses import AbstractLoss, SquaredError
 from ..problems._problems import InverseProblem
 from ..studies._instances import draw_instance, reduced_matrix
 from ..theory._certificates import sigma_min_two_layer
 from ..theory._theory import measurement_certificate, theorem1
 from ..training._flows import GradientField, integrate
 from ..training._reduced import ReducedDynamics
+from ._switch_loss import SwitchLoss
 
 
 def require_x64(what: str) -> None:
@@ -51,17 +54,29 @@ def rng_for(seed: int, family: str, sizes: tuple[int, ...], run: int):
 class Instance:
     """One draw of the model, in float64 NumPy: `A` (m × n), `V` (n × k),
     `z0 = W(0) u` (iid N(0, 1), exactly as `W(0)` iid N(0, 1) and `||u|| = 1`
-    make it), `x` (x̄), `eps` (ε)."""
+    make it), `x` (x̄), the observation `y` and `eps` (ε = y − A x̄, so that
+    `ȳ = A x̄ = y − ε` whatever the data are: `ȳ + ε` as drawn, or other data
+    made from the draw with `with_data`). `given_y`: whether the problem takes
+    `y` as is (data from `with_data`) rather than recomputing `A x̄ + ε` in
+    JAX, as it does for a draw."""
 
     A: np.ndarray
     V: np.ndarray
     z0: np.ndarray
     x: np.ndarray
     eps: np.ndarray
+    y: np.ndarray
     activation: str
     v_dist: str
     d: int
     rng_state: dict
+    given_y: bool = False
+
+    def with_data(self, y: np.ndarray) -> Instance:
+        """This draw observed as `y` (Poisson counts, say) instead: ε becomes
+        `y − A x̄`, and the problem takes `y` exactly."""
+        y = np.asarray(y, np.float64)
+        return dataclasses.replace(self, y=y, eps=y - self.A @ self.x, given_y=True)
 
     @property
     def m(self) -> int:
@@ -75,17 +90,16 @@ class Instance:
     def k(self) -> int:
         return self.V.shape[1]
 
-    @property
-    def y(self) -> np.ndarray:
-        return self.A @ self.x + self.eps
-
     @functools.cached_property
     def M(self) -> np.ndarray:
         return reduced_matrix(self.A, self.V)
 
-    def network(self) -> tuple[TwoLayerDIP, InverseProblem]:
+    def network(
+        self, loss: AbstractLoss | None = None
+    ) -> tuple[TwoLayerDIP, InverseProblem]:
         """The `TwoLayerDIP` (with `W(0) u = z0`) and `InverseProblem` of this
-        instance, for `dipflow.theorem1`, `dipflow.gradient_flow`, ..."""
+        instance, for `dipflow.theorem1`, `dipflow.gradient_flow`, ...; the
+        problem carries `loss` (default: the paper's squared error)."""
         rng = np.random.default_rng()
         rng.bit_generator.state = self.rng_state
         net = network_from_hidden(
@@ -93,8 +107,12 @@ class Instance:
         )
         problem = InverseProblem(
             A=jnp.asarray(self.A),
+            # A draw's y = A x̄ + ε as the problem computes it, bit for bit as
+            # every certificate of a draw has always seen it.
+            y=jnp.asarray(self.y) if self.given_y else None,
             x_true=jnp.asarray(self.x),
             noise=jnp.asarray(self.eps),
+            loss=loss,
         )
         return net, problem
 
@@ -180,17 +198,18 @@ def assumptions_hold(activation: str, v_dist: str) -> bool:
 @functools.partial(
     jax.jit, static_argnames=("activation", "with_jacobian", "rtol", "atol")
 )
-def _flows(M, z0, y, V, A, x, ts, *, activation, with_jacobian, rtol, atol):
+def _flows(M, z0, y, V, A, x, ts, loss, *, activation, with_jacobian, rtol, atol):
     """The library's exact flow (`dipflow.training._flows.integrate` on the reduced
-    dynamics, Tsit5, never stopping early) of each instance, batched over the
-    leading axis of every argument, saved at `ts`: the residual, the distance,
-    the signal error `||V φ(z(t))/√k − x||`, and with `with_jacobian`
-    σ_min(J) and `λ_min(K_A)/m` on Im(A). The flow in `z` is set by `M`, `z0`,
-    `y` alone; `V`, `A` and `x` are the coordinates the diagnostics are read in
-    (`M = A V / √k`)."""
+    dynamics of `loss`, Tsit5, never stopping early) of each instance, batched
+    over the leading axis of every array argument (the leaves of `loss`
+    included: a `SwitchLoss` gives each instance its own), saved at `ts`: the
+    loss, the residual, the distance, the signal error `||V φ(z(t))/√k − x||`,
+    and with `with_jacobian` σ_min(J) and `λ_min(K_A)/m` on Im(A). The flow in
+    `z` is set by `M`, `z0`, `y` and `loss` alone; `V`, `A` and `x` are the
+    coordinates the diagnostics are read in (`M = A V / √k`)."""
     m = M.shape[-2]
 
-    def one(M, z0, y, V, A, x, ts):
+    def one(M, z0, y, V, A, x, ts, loss):
         # W(0) = z0 e_1ᵀ with u = e_1 (d = 1): W(0) u = z0 and ||u|| = 1 exactly.
         net0 = TwoLayerDIP(
             V=V, W=z0[:, None], u=jnp.ones((1,), V.dtype), activation=activation
@@ -202,6 +221,7 @@ def _flows(M, z0, y, V, A, x, ts, *, activation, with_jacobian, rtol, atol):
             u_norm2=jnp.ones((), M.dtype),
             m=jnp.asarray(m, M.dtype),
             activation=activation,
+            loss_fn=loss,
             net0=net0,
             problem=InverseProblem(A=A, y=y, x_true=x),
             with_sigma_min=with_jacobian,
@@ -212,18 +232,20 @@ def _flows(M, z0, y, V, A, x, ts, *, activation, with_jacobian, rtol, atol):
             dyn,
             GradientField(),
             ts[-1],
-            jnp.zeros((), M.dtype),
+            # No tolerance, not even 0: round-off puts the excess ℓ − ℓ* of a
+            # loss with ℓ* ≠ 0 (Poisson's) below 0 near the minimum.
+            jnp.asarray(-jnp.inf, M.dtype),
             ts,
             diffrax.Tsit5(),
             diffrax.PIDController(rtol=rtol, atol=atol),
             None,
             500_000,
         )
-        # tol = 0 never stops early: the flow reached the horizon or failed.
+        # tol = −∞ never stops early: the flow reached the horizon or failed.
         solved = (sol.t_final >= ts[-1]) & jnp.isfinite(sol.final_loss)
         return sol.trajectory, solved
 
-    return jax.vmap(one)(M, z0, y, V, A, x, ts)
+    return jax.vmap(one)(M, z0, y, V, A, x, ts, loss)
 
 
 def _row_coordinates(inst: Instance):
@@ -241,11 +263,29 @@ def _row_coordinates(inst: Instance):
     return row, scaled, int(keep.sum())
 
 
+@dataclasses.dataclass(frozen=True)
+class LossCase:
+    """A loss the flows minimise and the data it models, under a `name` (for
+    tables): `observe(instance) -> instance` turns each draw into those data
+    (Poisson counts, say, through `Instance.with_data`); `None` keeps the
+    draw's `y = ȳ + ε`."""
+
+    name: str
+    loss: AbstractLoss
+    observe: Callable[[Instance], Instance] | None = None
+
+
+# The paper's setting: squared error on y = ȳ + ε.
+SQUARED_ERROR = (LossCase("squared", SquaredError()),)
+
+
 @dataclasses.dataclass
 class FlowRun:
     """An instance, its certificates at θ0 and its exact flow on a grid.
 
-    Arrays over the grid `ts`: `residual` ||y(t) − y||, `prediction_error`
+    `case`: the loss the flow minimised (the problem's loss of `cert`) and its
+    data. Arrays over the grid `ts`: `loss` ℓ(y(t)) (`case.loss`'s `total/m`),
+    `residual` ||y(t) − y||, `prediction_error`
     ||y(t) − ȳ||, `distance` ||θ(t) − θ0||_F, `sigma_min` σ_min(J(θ(t))),
     `kernel_min` λ_min(K_A(θ(t))) on Im(A), `signal_row`, `signal_ker` (the
     components of g(t) − x̄ in ker(A)^⊥ and ker(A)). `solved`: the flow reached
@@ -257,6 +297,8 @@ class FlowRun:
     mcert: object
     ts: np.ndarray
     solved: bool
+    case: LossCase
+    loss: np.ndarray
     residual: np.ndarray
     prediction_error: np.ndarray
     distance: np.ndarray
@@ -283,23 +325,43 @@ def flow_runs(
     rtol: float = 1e-10,
     atol: float = 1e-12,
     what: str = "flow_runs",
+    losses: tuple[LossCase, ...] = SQUARED_ERROR,
+    times: Callable[[object, object], np.ndarray] | None = None,
+    one_pass: bool = False,
 ) -> list[FlowRun]:
     """Draw `runs` instances of each `(m, n, k)` in `sizes`, certify them
-    (`dipflow.theorem1`, `dipflow.measurement_certificate`) and integrate the exact
-    flow (the library's reduced flow, diffrax Tsit5, `rtol`, `atol`) to `horizon / (λ_min(K_A(θ0))/m)`, where
-    the residual would have shrunk by `e^{-horizon}` at the initial rate.
+    (`dipflow.theorem1`, `dipflow.measurement_certificate`) and integrate the
+    exact gradient flow (the library's reduced flow, diffrax Tsit5, `rtol`,
+    `atol`) to `horizon / (λ_min(K_A(θ0))/m)`, where the residual would have
+    shrunk by `e^{-horizon}` at the initial rate.
 
-    `extra_times(cert) -> float | None` adds one time to an instance's grid.
-    The arguments are checked first, in the name of the claim `what`.
+    Each draw is certified and flown under each of `losses` (default: the
+    paper's squared error), its data made by the case's `observe`; the flows
+    of one size, every loss's, are one batch (one compiled flow, through a
+    `SwitchLoss` where there are several losses). The runs come out by size,
+    then loss, then run.
+
+    `extra_times(cert) -> float | None` adds one time to an instance's grid;
+    `times(cert, mcert) -> array` gives the grid itself instead (the same
+    number of times for every instance). Every flow is integrated once more
+    in row-space coordinates, for the signal and prediction errors: by a
+    second compiled flow without σ_min and K_A (what claims that share the
+    compiled flows want), or with `one_pass` in the same batch as the first
+    (one compilation, three times the batch: faster for a claim whose shapes
+    no other claim shares). The arguments are checked first, in the name of
+    the claim `what`.
     """
     require_x64(what)
     check_model(activation, v_dist)
     sizes, runs = check_sizes("sizes", sizes, 3), as_runs(runs)
+    if not losses or any(not isinstance(c, LossCase) for c in losses):
+        raise TypeError(
+            f"`losses` must be a non-empty tuple of LossCase, got {losses!r}."
+        )
     out = []
     for m, n, k in sizes:
-        batch = []
-        for r in runs:
-            inst = draw(
+        drawn = [
+            draw(
                 family,
                 m,
                 n,
@@ -312,46 +374,72 @@ def flow_runs(
                 kappa=kappa,
                 noise=noise,
             )
-            net, problem = inst.network()
-            cert, mcert = theorem1(net, problem), measurement_certificate(net, problem)
-            lam = float(mcert.kernel_min)
-            t_end = horizon * m / lam if lam > 0 else 1.0
-            ts = np.linspace(0.0, t_end, points - (extra_times is not None))
-            if extra_times is not None:
-                t_extra = extra_times(cert)
-                t_extra = (
-                    t_end if t_extra is None or not np.isfinite(t_extra) else t_extra
-                )
-                t_end = max(t_end, 3 * t_extra)
-                ts = np.sort(np.append(np.linspace(0.0, t_end, points - 1), t_extra))
-            batch.append((r, inst, cert, mcert, ts))
+            for r in runs
+        ]
+        batch = []
+        for case in losses:
+            for r, inst in zip(runs, drawn, strict=True):
+                if case.observe is not None:
+                    inst = case.observe(inst)
+                net, problem = inst.network(case.loss)
+                cert = theorem1(net, problem)
+                mcert = measurement_certificate(net, problem)
+                if times is not None:
+                    ts = np.asarray(times(cert, mcert), np.float64)
+                else:
+                    ts = _grid(cert, mcert, m, horizon, points, extra_times)
+                batch.append((r, inst, cert, mcert, ts, case))
         insts = [b[1] for b in batch]
         ts = jnp.asarray(np.stack([b[4] for b in batch]))
         stack = [
             jnp.asarray(np.stack(a))
             for a in zip(*((i.M, i.z0, i.y, i.V, i.A, i.x) for i in insts), strict=True)
         ]
+        loss = _batched_loss(losses, len(runs))
         options = dict(activation=activation, rtol=rtol, atol=atol)
-        traj, solved = _flows(*stack, ts, with_jacobian=True, **options)
-        # The same flows again, read in row-space coordinates (plain and scaled).
+        # The same flows read in row-space coordinates too (plain and scaled).
         coords = [_row_coordinates(i) for i in insts]
         variants = [[c[0] for c in coords], [c[1] for c in coords]]
         V_, A_, x_ = (
             jnp.asarray(np.stack([v[j] for group in variants for v in group]))
             for j in range(3)
         )
-        twice = [jnp.concatenate([a, a]) for a in stack[:3]]
-        split, _ = _flows(
-            *twice,
-            V_,
-            A_,
-            x_,
-            jnp.concatenate([ts, ts]),
-            with_jacobian=False,
-            **options,
-        )
+        if one_pass:
+            # One batch of three readings, σ_min and K_A read in all three. The
+            # row-space coordinates (r = rank(A) of them) are padded with zeros
+            # to n, which changes neither the flow nor the signal errors.
+            pad = n - V_.shape[1]
+            V_ = jnp.pad(V_, ((0, 0), (0, pad), (0, 0)))
+            A_ = jnp.pad(A_, ((0, 0), (0, 0), (0, pad)))
+            x_ = jnp.pad(x_, ((0, 0), (0, pad)))
+            everything, solved = _flows(
+                *_tile(stack[:3], 3),
+                jnp.concatenate([stack[3], V_]),
+                jnp.concatenate([stack[4], A_]),
+                jnp.concatenate([stack[5], x_]),
+                *_tile((ts, loss), 3),
+                with_jacobian=True,
+                **options,
+            )
+            plain, rows = slice(None, len(insts)), slice(len(insts), None)
+            traj, split = (
+                jax.tree_util.tree_map(lambda a, part=part: a[part], everything)
+                for part in (plain, rows)
+            )
+            solved = solved[plain]
+        else:
+            traj, solved = _flows(*stack, ts, loss, with_jacobian=True, **options)
+            split, _ = _flows(
+                *_tile(stack[:3], 2),
+                V_,
+                A_,
+                x_,
+                *_tile((ts, loss), 2),
+                with_jacobian=False,
+                **options,
+            )
         row, pred = np.split(np.asarray(split.signal_error), 2)
-        for i, (r, inst, cert, mcert, ts_) in enumerate(batch):
+        for i, (r, inst, cert, mcert, ts_, case) in enumerate(batch):
             signal = np.asarray(traj.signal_error[i])
             full_rank = coords[i][2] == inst.n
             out.append(
@@ -362,6 +450,8 @@ def flow_runs(
                     mcert,
                     ts_,
                     bool(solved[i]),
+                    case=case,
+                    loss=np.asarray(traj.loss[i]),
                     residual=np.asarray(traj.residual[i]),
                     prediction_error=pred[i],
                     distance=np.asarray(traj.distance[i]),
@@ -374,6 +464,40 @@ def flow_runs(
                 )
             )
     return out
+
+
+def _tile(trees, times: int) -> list:
+    """Each of `trees` with every leaf repeated `times` times along its batch axis."""
+    return [
+        jax.tree_util.tree_map(lambda a: jnp.concatenate([a] * times), tree)
+        for tree in trees
+    ]
+
+
+def _batched_loss(losses: tuple[LossCase, ...], runs: int) -> AbstractLoss:
+    """The loss of a batch of `len(losses) · runs` flows (by loss, then run), its
+    leaves batched as `_flows` maps them: one loss alone, else a `SwitchLoss`."""
+    if len(losses) == 1:
+        loss = losses[0].loss
+        return jax.tree_util.tree_map(
+            lambda a: jnp.broadcast_to(a, (runs, *jnp.shape(a))), loss
+        )
+    index = np.repeat(np.arange(len(losses)), runs)
+    return SwitchLoss(tuple(c.loss for c in losses), jnp.asarray(index))
+
+
+def _grid(cert, mcert, m: int, horizon: float, points: int, extra_times) -> np.ndarray:
+    """`flow_runs`' default grid: `points` times up to `horizon / (λ_min(K_A(θ0))/m)`,
+    with `extra_times(cert)` added (and the end moved to at least 3 times it)."""
+    lam = float(mcert.kernel_min)
+    t_end = horizon * m / lam if lam > 0 else 1.0
+    ts = np.linspace(0.0, t_end, points - (extra_times is not None))
+    if extra_times is not None:
+        t_extra = extra_times(cert)
+        t_extra = t_end if t_extra is None or not np.isfinite(t_extra) else t_extra
+        t_end = max(t_end, 3 * t_extra)
+        ts = np.sort(np.append(np.linspace(0.0, t_end, points - 1), t_extra))
+    return ts
 
 
 def as_runs(runs) -> list[int]:

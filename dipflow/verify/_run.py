@@ -16,6 +16,7 @@ from ..studies._study_tables import load
 from ._beyond import measurement_certificate, signal_space
 from ._generic import generic_certificates
 from ._lemmas import lemma1, lemma2, lemma3, lemma4
+from ._losses import theorem1_losses
 from ._report import blocks, to_html, to_markdown
 from ._result import STORED_FIELDS, ClaimResult
 from ._theorem import early_stopping, overparametrization, theorem1_envelope
@@ -32,6 +33,7 @@ CLAIMS = {
     8: measurement_certificate,
     9: signal_space,
     10: generic_certificates,
+    11: theorem1_losses,
 }
 
 # `--quick`: the same checks on small sizes (about a minute on a 2-core CPU).
@@ -58,6 +60,7 @@ QUICK = {
         runs=2,
         search_steps=40,
     ),
+    11: dict(sizes=((2, 2, 1000),), runs=1, points=61),
 }
 
 
@@ -87,7 +90,7 @@ def run(
     progress: bool = True,
     command: str | None = None,
 ) -> tuple[list[ClaimResult], int]:
-    """Check `claims` (default: all ten) and write `directory/report.md`,
+    """Check `claims` (default: all eleven) and write `directory/report.md`,
     `report.html`, one PNG figure and one CSV of raw measurements per claim.
 
     The check rows are stored like a study (SQLite in `directory`, readable with
