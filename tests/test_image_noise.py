@@ -142,6 +142,7 @@ def test_the_loss_study_writes_its_table(tmp_path):
     )
     runs = run_image_losses(tmp_path, images=["camera"], size=8, seeds=2, iters=12,
                             channels=8, layers=2, pairs=pairs, wmv_patience=5,
+                            generator="convdecoder",
                             progress=False)  # fmt: skip
     assert len(runs) == 4
     saved = pd.read_csv(tmp_path / "runs.csv")

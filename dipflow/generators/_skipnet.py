@@ -126,7 +126,7 @@ class SkipNet(AbstractConvGenerator):
     levels: tuple[SkipLevel, ...] = eqx.field(converter=tuple)
     out_weight: Float[Array, "C c 1 1"]
     out_bias: Float[Array, " C"]
-    u: Float[Array, "c H W"]
+    u: Float[Array, "c_u H W"]
     upsample: Upsampling = eqx.field(static=True, converter=_upsampling)
     padding: Padding = eqx.field(static=True, converter=_padding)
     sigmoid: bool = eqx.field(static=True, converter=bool)

@@ -35,6 +35,7 @@ from ._image_theory import (
     as_dtype as as_dtype,
     check_initial_domain,
     initial,
+    initial_sigma_min,
     operator_and_noise,
 )
 from ._runs import Runs
@@ -60,6 +61,7 @@ def fit_image(
     sigma_min_at=None,
     lanczos_iters=None,
     sigma_min_x64=True,
+    sigma_min_J0_of=None,
     wmv_window=WMV_WINDOW,
     wmv_patience=WMV_PATIENCE,
     batching=None,
@@ -92,6 +94,10 @@ def fit_image(
       upcast) whatever the training precision. Along DIP training σ_min(J)²
       falls below `eps · ‖J Jᵀ‖` of float32, which cannot resolve it: a
       float32 estimate there is round-off. `False`: the network's own dtype.
+    - `sigma_min_J0_of`: an earlier [`dipflow.ImageFit`][] of the same
+      networks, whose σ_min(J(θ0)) (with its residual and convergence) is
+      taken instead of estimated again: it depends on the networks only, not
+      on the problem, so a study of several noises and losses estimates it once.
     - `wmv_window`, `wmv_patience`: ES-WMV's window W and patience
       ([`dipflow.WMVState`][]).
     - `batching`: how runs share the work: in one program, `"vmap"`
@@ -131,7 +137,11 @@ def fit_image(
     )
     check_initial_domain(runs.problems, v0)
     sigma_A, noise_norm = operator_and_noise(runs.problems, runs.count)
-    sig0 = sigma_min.of_runs(runs.nets, runs.count)
+    sig0 = (
+        sigma_min.of_runs(runs.nets, runs.count)
+        if sigma_min_J0_of is None
+        else initial_sigma_min(sigma_min_J0_of, runs.count)
+    )
     sigma_J0 = np.array([s.value for s in sig0])
     certificate = LossCertificate.of(runs.problems, v0, sigma_A, sigma_J0)
     # (6) for the loss trained on: m/μ_T stands for m (1 for squared error).

@@ -63,6 +63,25 @@ class SigmaMinEstimator(NamedTuple):
         return [self(index(nets, i)) for i in range(count)]
 
 
+def initial_sigma_min(fit, count: int) -> list[SigmaMin]:
+    """σ_min(J(θ0)) of each of `count` runs as the earlier fit `fit` of the
+    same networks estimated it."""
+    if len(fit.sigma_min_J0) != count:
+        raise ValueError(
+            f"`sigma_min_J0_of` holds {len(fit.sigma_min_J0)} runs, not {count}."
+        )
+    first = fit.trajectory[fit.trajectory.iteration == 0].sort_values("seed")
+    return [
+        SigmaMin(float(v), float(r), bool(c))
+        for v, r, c in zip(
+            fit.sigma_min_J0,
+            first.sigma_min_residual,
+            fit.sigma_min_J0_converged,
+            strict=True,
+        )
+    ]
+
+
 def as_dtype(tree, dtype):
     """`tree` with its floating arrays cast to `dtype`."""
     return jax.tree_util.tree_map(

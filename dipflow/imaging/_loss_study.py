@@ -48,13 +48,19 @@ class NoiseLossPair:
         return f"{noise_name(self.noise)} / {loss_name(self.loss)}"
 
 
-def default_pairs(peak: float = 100.0, density: float = 0.1, sigma: float = 0.15):
+def default_pairs(
+    peak: float = 100.0,
+    background: float = 10.0,
+    density: float = 0.1,
+    sigma: float = 0.15,
+):
     """Three noises, each with its matched loss and squared error (or, for
-    Gaussian noise, pseudo-Huber) beside it. Poisson counts have a background
-    of three times the peak so that a fresh ConvDecoder's output (of either
-    sign) stays inside the Poisson loss's domain `v + b > 0`."""
+    Gaussian noise, pseudo-Huber) beside it: Gaussian of standard deviation
+    `sigma`, salt and pepper at `density`, and counts at `peak` photons above
+    a background of `background` (a zero count, which leaves the Poisson
+    certificate undecided, then has probability below e^{−background} per pixel)."""
     delta = 0.1  # pixels lie in [0, 1]: quadratic below 0.1, linear beyond
-    poisson = PoissonNoise(peak, background=3 * peak)
+    poisson = PoissonNoise(peak, background=background)
     impulse = ImpulseNoise(density, low=0.0, high=1.0)
     gaussian = GaussianNoise(sigma)
     return (
@@ -73,18 +79,20 @@ def run_image_losses(
     images=("camera", "coffee", "astronaut"),
     size: int = 32,
     seeds: int = 2,
-    iters: int = 1000,
+    iters: int = 600,
     lr: float = 0.01,
-    channels: int = 32,
+    channels: int = 16,
     layers: int = 4,
     wmv_patience: int = 300,
+    generator: str = "skipnet",
     pairs=None,
     seed: int = 0,
     progress: bool = True,
 ):
     """Denoise each of `images` (grayscale, `size` pixels a side) under each
     noise/loss pair of `pairs` (default [`default_pairs`][dipflow.imaging._loss_study.default_pairs]),
-    `seeds` ConvDecoders each (Adam, `lr`, `iters` iterations; ES-WMV with a
+    `seeds` SkipNets each (`layers` levels of `channels`; Adam, `lr`, `iters`
+    iterations; ES-WMV with a
     patience of `wmv_patience`, shorter than a long fit's 1000), and write
     `out/runs.csv` (one row per run), `out/table.md` (means over seeds) and
     `out/figure.png`. Returns the runs as a `pandas.DataFrame`.
@@ -95,6 +103,13 @@ def run_image_losses(
     and along training the largest `‖θ − θ0‖/R'` and the smallest
     `σ_min(J)/σ_min(J0)` at the recorded iterations. The same noise draw and
     initial networks serve every loss of a noise (keys from `seed`).
+
+    The generator (`generator`, as `dipflow image --generator`) is by default
+    the DIP paper's SkipNet: its output sigmoid keeps
+    `A g ≥ 0`, inside a Poisson loss's domain `A g + b > 0` at every step (a
+    ConvDecoder's linear output has both signs, and its Adam steps leave that
+    domain). σ_min(J(θ0)), which depends on the networks only, is estimated
+    once per image (Lanczos, float64) and at the last iteration of each fit.
     """
     import pandas as pd
     from tqdm.auto import tqdm
@@ -115,17 +130,20 @@ def run_image_losses(
     for name, truth in truths.items():
         k_problem, k_nets = jax.random.split(jax.random.key(seed))
         nets = [
-            make_generator("convdecoder", k, tuple(truth.shape), channels=channels,
+            make_generator(generator, k, tuple(truth.shape), channels=channels,
                            layers=layers)
             for k in jax.random.split(k_nets, seeds)
         ]  # fmt: skip
+        first = None  # the first fit's σ_min(J0) serves the others
         for pair in pairs:
             problem = image_problem(
                 truth, "denoise", noise=pair.noise, key=k_problem, loss=pair.loss
             )
             problem = _known_background_removed(problem, pair)
             fit = fit_image(nets, problem, truth, lr=lr, iters=iters,
-                            wmv_patience=wmv_patience, progress=False)  # fmt: skip
+                            wmv_patience=wmv_patience, sigma_min_J0_of=first,
+                            progress=False)  # fmt: skip
+            first = fit if first is None else first
             rows += _rows(name, pair, fit)
             bar.update()
     bar.close()
@@ -134,7 +152,7 @@ def run_image_losses(
     table = summary_table(runs)
     (out / "table.md").write_text(markdown_table(table))
     settings = dict(images=images, size=size, seeds=seeds, iters=iters, lr=lr,
-                    channels=channels, layers=layers, wmv_patience=wmv_patience, seed=seed,
+                    generator=generator, channels=channels, layers=layers, wmv_patience=wmv_patience, seed=seed,
                     pairs=[p.label for p in pairs])  # fmt: skip
     (out / "settings.json").write_text(json.dumps(settings, indent=2))
     plot_image_losses(runs, out / "figure.png")
