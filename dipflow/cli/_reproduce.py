@@ -1,5 +1,5 @@
 """`dipflow reproduce`: Figure 1 of the paper, or its panels for the variants
-beyond the paper."""
+beyond the paper and for losses beyond squared error."""
 
 from __future__ import annotations
 
@@ -7,6 +7,14 @@ import sys
 
 from ..studies._beyond import beyond_studies, report_beyond, run_beyond
 from ..studies._figure1 import figure1_study
+from ..studies._loss_study import (
+    LOSS_VARIANT_NAMES,
+    QUICK_BOOT,
+    QUICK_RUNS,
+    losses_study,
+    report_losses,
+    run_losses,
+)
 from ._args import (
     Command,
     add_run_options,
@@ -22,9 +30,12 @@ from ._study import run_and_report
 def _reproduce(args) -> int:
     if args.figure == "beyond":
         return _reproduce_beyond(args)
+    if args.figure == "losses":
+        return _reproduce_losses(args)
     if args.variants is not None or args.paper_grid:
         raise ValueError(
-            "`--variants` and `--paper-grid` are only for `reproduce beyond`."
+            "`--variants` and `--paper-grid` are only for `reproduce beyond` "
+            "(`--variants` also for `reproduce losses`)."
         )
     study = figure1_study(
         panel=args.panel,
@@ -71,6 +82,32 @@ def _reproduce_beyond(args) -> int:
     return 0
 
 
+def _reproduce_losses(args) -> int:
+    if args.paper_grid:
+        raise ValueError("`--paper-grid` is only for `reproduce beyond`.")
+    runs = args.runs if args.runs is not None else QUICK_RUNS if args.quick else 20
+    study = losses_study(
+        None if args.variants is None else args.variants.split(","),
+        runs=runs,
+        quick=args.quick,
+        seed=args.seed,
+        max_steps=args.max_steps,
+    )
+    enable_x64()  # the Poisson loss's excess needs float64
+    out = args.out or ("losses-quick" if args.quick else "losses")
+    print(
+        f"{study.name}: {len(study.cells)} cells × {study.runs} runs -> {out}",
+        file=sys.stderr,
+    )
+    code = run_losses(out, study, run_options(args))
+    if code:
+        return code
+    paths = report_losses(out, study, n_boot=QUICK_BOOT if args.quick else 200)
+    print(f"table: {paths['table']}\nreport: {paths['report']}")
+    print("figures: " + ", ".join(str(p) for p in paths["figures"]))
+    return 0
+
+
 def _study_options(args) -> dict:
     """What both figures' studies take from the command line alike."""
     return dict(
@@ -84,9 +121,11 @@ def _study_options(args) -> dict:
 def _arguments(p) -> None:
     p.add_argument(
         "figure",
-        choices=("fig1", "beyond"),
-        help="fig1 (the paper's Figure 1) or beyond (its panels for the variants "
-        "beyond the paper: both layers, MLPs, other trainers)",
+        choices=("fig1", "beyond", "losses"),
+        help="fig1 (the paper's Figure 1), beyond (its panels for the variants "
+        "beyond the paper: both layers, MLPs, other trainers) or losses (its "
+        "panels for pseudo-Huber on impulse noise and Poisson counts beside "
+        "squared error, in float64)",
     )
     p.add_argument(
         "--out",
@@ -97,14 +136,15 @@ def _arguments(p) -> None:
         "--runs",
         type=int,
         default=None,
-        help="runs per cell (default 50 for fig1; 20 for beyond's reduced variants)",
+        help="runs per cell (default 50 for fig1; 20 for beyond's reduced variants "
+        "and for losses, 3 with --quick)",
     )
     p.add_argument(
         "--variants",
         default=None,
         help="beyond: comma-separated variants (default all: "
         "paper_gd, paper_flow, both_layers, mlp_depth2, mlp_depth3, heavy_ball, "
-        "nesterov, inertial, adam)",
+        "nesterov, inertial, adam); losses: of " + ", ".join(LOSS_VARIANT_NAMES),
     )
     p.add_argument(
         "--paper-grid",

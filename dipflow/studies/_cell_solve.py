@@ -9,19 +9,24 @@ the full network. Cells whose padded shapes agree share one compilation.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Sequence
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import PyTree
 
 from .._core._checks import positive_int
 from ..generators._activations import get_activation
 from ..generators._draws import network_from_hidden
 from ..generators._networks import TwoLayerDIP
+from ..problems._losses import parse_loss
 from ..problems._problems import InverseProblem
 from ..training._both_layers import BothLayersDynamics
 from ..training._descent import descend
+from ..training._dynamics import AbstractDynamics
 from ..training._flows import integrate
 from ..training._reduced import ReducedDynamics
 from ..training._setup import make_dynamics
@@ -35,6 +40,7 @@ from ._cells import (
     _rng,
     instance_arrays,
     mlp_hidden_weights,
+    noise_footprint,
 )
 from ._instances import reduced_matrix
 
@@ -57,10 +63,83 @@ def seeds_per_group(m_pad: int, k: int, batch: int, platform: str) -> int:
     return max(1, min(batch, _CACHE_ENTRIES // (m_pad * k)))
 
 
+class _EndState(eqx.Module):
+    """Where a run ended, in the `Solution`'s place for the network."""
+
+    state: PyTree
+
+
+class _Ended(AbstractDynamics):
+    """The dynamics `inner` whose `net` is the state itself (as an
+    `_EndState`), so that a run's `Solution` carries where it ended (a
+    reduction built from arrays has no network to rebuild) and the study reads
+    its measurement off it. Every other method is `inner`'s: the run is the
+    same, step for step."""
+
+    inner: AbstractDynamics
+
+    @property
+    def y(self):
+        return self.inner.y
+
+    @property
+    def loss_fn(self):
+        return self.inner.loss_fn
+
+    @property
+    def problem(self):
+        return self.inner.problem
+
+    @property
+    def with_sigma_min(self):
+        return self.inner.with_sigma_min
+
+    @property
+    def with_signal(self):
+        return self.inner.with_signal
+
+    @property
+    def with_kernel(self):
+        return self.inner.with_kernel
+
+    @property
+    def num_measurements(self):
+        return self.inner.num_measurements
+
+    def initial_state(self):
+        return self.inner.initial_state()
+
+    def loss_and_descent(self, state):
+        return self.inner.loss_and_descent(state)
+
+    def net(self, state):
+        return _EndState(state)
+
+    def measurement(self, state):
+        return self.inner.measurement(state)
+
+    def signal(self, state):
+        return self.inner.signal(state)
+
+    def distance(self, state):
+        return self.inner.distance(state)
+
+    def sigma_min(self, state):
+        return self.inner.sigma_min(state)
+
+    def kernel_rate(self, state):
+        return self.inner.kernel_rate(state)
+
+    def curvature(self):
+        return self.inner.curvature()
+
+
 def _run(dyn, hp, *, method, max_steps, solver_steps) -> dict:
     """One run of `method` on the state space `dyn`, through the library's own
     trainers (the loop of `dipflow.gradient_descent` & co., `optax.adam`, or the
-    solve of the flows), saving nothing but the end."""
+    solve of the flows), saving nothing but the end: its outcome and the
+    measurement `v = A g(θ)` it ended at."""
+    dyn = _Ended(dyn)
     trainer = trainer_from_name(
         method,
         **{name: hp[name] for name in ("step_size", "momentum", "alpha", "beta")},
@@ -69,7 +148,7 @@ def _run(dyn, hp, *, method, max_steps, solver_steps) -> dict:
     )
     if isinstance(trainer, AbstractDiscreteTrainer):
         sol = descend(dyn, trainer, hp["tol"], max_steps, None)
-        return _outcome(sol, sol.stats["monotone"], sol.stats["stability_ratio"])
+        return _outcome(dyn, sol, sol.stats["monotone"], sol.stats["stability_ratio"])
     sol = integrate(
         dyn,
         trainer.field(),
@@ -83,7 +162,7 @@ def _run(dyn, hp, *, method, max_steps, solver_steps) -> dict:
     )
     # What gradient descent with the cell's step size would have.
     ratio = hp["step_size"] * dyn.curvature()
-    return _outcome(sol, jnp.asarray(True), ratio)
+    return _outcome(dyn, sol, jnp.asarray(True), ratio)
 
 
 class _Path:
@@ -91,7 +170,7 @@ class _Path:
     built from them, and the work of one step (for scheduling). The padded rows
     of the reduced paths, zero in `M` and `y`, add nothing to a loss that
     vanishes at a zero residual with a zero gradient, as squared error and
-    pseudo-Huber do."""
+    pseudo-Huber do; cells of another loss are not padded (`padded_m`)."""
 
     @staticmethod
     def padded_m(m: int) -> int:
@@ -197,7 +276,7 @@ def cell_path(cell: Cell) -> type[_Path]:
     return _PATHS[cell.reduction]
 
 
-def _outcome(sol, monotone, ratio) -> dict:
+def _outcome(dyn, sol, monotone, ratio) -> dict:
     return {
         "result": sol.result._value,
         "num_steps": sol.num_steps,
@@ -205,6 +284,7 @@ def _outcome(sol, monotone, ratio) -> dict:
         "final_loss": sol.final_loss,
         "monotone": monotone,
         "stability_ratio": ratio,
+        "measurement": dyn.measurement(sol.net.state),
     }
 
 
@@ -259,19 +339,35 @@ def _solve_batch(
 
 def padded_m(cell: Cell) -> int:
     """The `m` a cell's arrays are padded to (cells with nearby `m` share a
-    compilation)."""
+    compilation): not padded when zero rows would change the loss (a Poisson
+    loss with a background counts `b` on a zero row, and pulls it)."""
+    if not _zero_rows_vanish(cell.loss):
+        return cell.m
     return cell_path(cell).padded_m(cell.m)
 
 
-def _initial_residual(cell, weights, A, y) -> float:
-    """`||A g(θ0) − y||` of the cell's network with `weights = (V, W1, u,
+@functools.lru_cache
+def _zero_rows_vanish(loss: str | None) -> bool:
+    """Whether the loss named `loss` (a cell's `loss`) is 0 with a zero gradient
+    on a zero row (`v_i = y_i = 0`), as squared error and pseudo-Huber are:
+    then padding is exact."""
+    if loss is None:
+        return True
+    with jax.default_device(jax.devices("cpu")[0]):
+        zero = jnp.zeros((1,))
+        total, grad = parse_loss(loss).total_and_gradient(zero, zero)
+    return bool(total == 0) and bool(grad[0] == 0)
+
+
+def _initial_measurement(cell, weights, A) -> np.ndarray:
+    """`v0 = A g(θ0)` of the cell's network with `weights = (V, W1, u,
     hidden)` (its hidden layers 2..depth), evaluated by the network itself on
     the CPU, in float64 where JAX has it (for the run's record)."""
     V, W1, u, hidden = (jnp.asarray(np.asarray(w, np.float64)) for w in weights)
     with jax.default_device(jax.devices("cpu")[0]):
         first = TwoLayerDIP(V=V, W=W1, u=u, activation=get_activation(cell.activation))
         g0 = cell.network.network(first, list(hidden))()
-    return float(np.linalg.norm(A @ np.asarray(g0, np.float64) - y))
+    return A @ np.asarray(g0, np.float64)
 
 
 def _padded(values: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -326,9 +422,10 @@ def run_cell(
     rows: list[dict] = []
     for start in range(0, study.runs, chunk):
         runs = list(range(start, min(start + chunk, study.runs)))
-        inputs, certs = [], []
+        inputs, certs, cleans = [], [], []
         for r in runs:
             arr = instance_arrays(cell, study.seed, r)
+            cleans.append((arr["y"] - arr["eps"], noise_footprint(cell, arr)))
             M = reduced_matrix(arr["A"], arr["V"])
             y = arr["y"]
             if path is _Full:
@@ -345,16 +442,16 @@ def run_cell(
                 # weights that train.
                 V, W1, u = (np.asarray(a, np.float64) for a in (net.V, net.W, net.u))
                 hidden = np.zeros((0, cell.k, cell.k))
-                r0 = None
+                v0 = None
                 if isinstance(cell.network, MLPSpec):
                     layers = mlp_hidden_weights(cell, study.seed, r)
                     hidden = np.stack(layers) if layers else hidden
-                    r0 = _initial_residual(cell, (V, W1, u, hidden), arr["A"], y)
+                    v0 = _initial_measurement(cell, (V, W1, u, hidden), arr["A"])
                 inputs.append((V, W1, hidden, u, arr["A"], y))
             else:
                 inputs.append(path.inputs(M, arr, y, m_pad))
-                r0 = None
-            certs.append(_certificate(cell, arr, M, y, r0))
+                v0 = None
+            certs.append(_certificate(cell, arr, M, y, v0))
         inputs += inputs[-1:] * (batch - len(runs))  # pad the batch with the last run
         arrays = [np.stack(a).astype(dtype) for a in zip(*inputs, strict=True)]
         group = seeds_per_group(
@@ -373,6 +470,9 @@ def run_cell(
         out = {key: np.asarray(v)[: len(runs)] for key, v in out.items()}
         for i, r in enumerate(runs):
             code = int(out["result"][i])
+            clean, footprint = cleans[i]
+            v = np.asarray(out["measurement"][i][: cell.m], np.float64)
+            error = float(np.linalg.norm(v - clean))
             rows.append(
                 {
                     **study.row_params(cell),
@@ -386,6 +486,18 @@ def run_cell(
                     "monotone": bool(out["monotone"][i]),
                     "stability_ratio": float(out["stability_ratio"][i]),
                     **certs[i],
+                    "noise_footprint": footprint,
+                    "measurement_error": error,
+                    "reached_footprint": _reached(error, footprint),
                 }
             )
     return rows
+
+
+def _reached(error: float, footprint: float) -> bool | None:
+    """Whether the run ended within twice the noise footprint of the clean
+    measurement, the target of the early-stopping bound (6); `None` where there
+    is no target (no footprint, or none at all: no noise)."""
+    if not (math.isfinite(footprint) and footprint > 0):
+        return None
+    return bool(error <= 2 * footprint)

@@ -13,8 +13,9 @@ differ only in method, step size, tolerance, activation or noise level run on
 the same draws, so that GD and the flow (say) are compared instance by
 instance. The instance of run `r` is drawn with NumPy's
 `SeedSequence([seed, instance, r])`: `V` (Rademacher or as `v_dist`),
-`z0 = W(0) u ~ N(0, I_k)`, then `A`, `x̄` and a standard normal vector that,
-times `noise`, is `ε`.
+`z0 = W(0) u ~ N(0, I_k)`, then `A`, `x̄` and the observation `y` under the
+cell's noise model (Gaussian σ: a standard normal vector that, times σ, is
+`ε`; Poisson counts at a peak scale `A` by their gain first).
 Drawing `z0` instead of `W(0)` is exact: for `u` on the sphere and `W(0)` iid
 N(0, 1), `W(0) u` is N(0, I_k) and independent of `W(0)(I − u uᵀ)`, which
 [`dipflow.study_instance`][] draws from a separate stream when it rebuilds the
@@ -44,6 +45,15 @@ from ..problems._losses import (
     SquaredError,
     loss_name,
     parse_loss,
+)
+from ..problems._noise import (
+    AbstractNoise,
+    GaussianNoise,
+    ImpulseNoise,
+    PoissonNoise,
+    check_noise,
+    noise_name,
+    parse_noise,
 )
 from ..problems._problems import InverseProblem
 from ..problems._spectra import dense_spectrum
@@ -103,27 +113,49 @@ class ProblemSpec:
     **Fields:**
 
     - `m`, `n`: the size of `A`.
-    - `noise`: standard deviation of the Gaussian noise ε.
+    - `noise`: the noise model: a number (the standard deviation σ of Gaussian
+      noise, as always), a name (`"gaussian:SIGMA"`, `"laplace:SCALE"`,
+      `"impulse:DENSITY"`, `"poisson:PEAK:BACKGROUND"`) or a
+      [`dipflow.noise.AbstractNoise`][] model. Stored canonically: a number for Gaussian
+      noise (so `0.1`, `"gaussian:0.1"` and `GaussianNoise(0.1)` are one cell,
+      the cell `noise=0.1` always was), else the model's name; read the model
+      back with `noise_model`. Poisson counts need `BACKGROUND ≥ PEAK` here
+      (the clean measurement `A x̄` of a cell has both signs); impulse noise
+      takes its density only (it writes the clean measurement's extremes).
     - `kappa`: `None` (the default) draws `A` with iid N(0, 1) entries; a number
       κ ≥ 1 draws `A = U diag(s) Vᵀ` with Haar-random `U`, `V` and singular
       values geometrically spaced from `√m + √n` (a Gaussian matrix's typical
       norm) down to `(√m + √n)/κ`, as
       [`dipflow.InverseProblem.with_condition_number`][].
-    - `loss`: the loss by name: `None` (the paper's squared error) or
-      `"pseudo_huber:DELTA"` (a [`dipflow.losses.PseudoHuber`][]); the
-      tolerance applies to the excess loss.
+    - `loss`: the loss by name (or a built-in [`dipflow.losses.AbstractLoss`][] value):
+      `None` (the paper's squared error), `"pseudo_huber:DELTA"` (a
+      [`dipflow.losses.PseudoHuber`][]) or, on Poisson counts only,
+      `"poisson"` / `"poisson:BACKGROUND"` ([`dipflow.losses.Poisson`][]);
+      a bare `"poisson"` takes the noise model's background (the matched
+      likelihood) and is stored with it. The tolerance applies to the excess
+      loss.
     """
 
     m: int
     n: int
-    noise: float = 0.0
+    noise: float | int | str | AbstractNoise = 0.0
     kappa: float | None = None
-    loss: str | None = None
+    loss: str | AbstractLoss | None = None
 
     def __post_init__(self):
         positive_int("m", self.m)
         positive_int("n", self.n)
-        nonnegative_scalar("noise", self.noise)
+        model = _cell_noise(self.noise)
+        # Canonical (a store column and part of the id): Gaussian noise as the
+        # number it always was, any other model by name.
+        if isinstance(model, GaussianNoise):
+            # A number stays as given (its id is the one it always had).
+            if isinstance(self.noise, np.number):
+                object.__setattr__(self, "noise", self.noise.item())
+            elif not isinstance(self.noise, int | float):
+                object.__setattr__(self, "noise", model.sigma)
+        else:
+            object.__setattr__(self, "noise", noise_name(model))
         if self.kappa is not None and not (
             isinstance(self.kappa, (int, float))
             and math.isfinite(self.kappa)
@@ -133,20 +165,91 @@ class ProblemSpec:
                 f"`kappa` must be None or a number >= 1, got {self.kappa!r}."
             )
         if self.loss is not None:
-            loss = parse_loss(self.loss)
-            if isinstance(loss, Poisson):
-                raise ValueError(
-                    "`loss` 'poisson' needs count data; a cell draws Gaussian noise "
-                    "(use 'squared' or 'pseudo_huber:DELTA')."
-                )
+            loss = _cell_loss(self.loss, model)
             # Canonical (a store column); squared error is the default: one id.
             name = None if isinstance(loss, SquaredError) else loss_name(loss)
             object.__setattr__(self, "loss", name)
 
     @property
+    def noise_model(self) -> AbstractNoise:
+        """The noise model as a value ([`dipflow.noise.GaussianNoise`][], …)."""
+        if isinstance(self.noise, str):
+            return parse_noise(self.noise)
+        return check_noise(self.noise)
+
+    @property
     def loss_fn(self) -> AbstractLoss:
         """The loss as a value (squared error unless `loss` is set)."""
         return SquaredError() if self.loss is None else parse_loss(self.loss)
+
+
+def _cell_noise(noise) -> AbstractNoise:
+    """A cell's noise as a model: a number (Gaussian σ), a name or a built-in
+    model; a `ValueError`/`TypeError` naming `noise` otherwise."""
+    if isinstance(noise, str):
+        try:
+            model = parse_noise(noise)
+        except (TypeError, ValueError) as e:
+            if "`noise`" in str(e):
+                raise
+            raise type(e)(f"`noise` {noise!r}: {e}") from None
+    elif isinstance(noise, AbstractNoise):
+        model = noise
+    elif isinstance(noise, int | float | np.number) and not isinstance(noise, bool):
+        nonnegative_scalar("noise", noise)
+        model = check_noise(noise)
+    else:
+        raise TypeError(
+            "`noise` must be a standard deviation (a number), a name such as "
+            "'impulse:0.1' or 'poisson:10:30', or a dipflow.noise model, got "
+            f"{type(noise).__name__}."
+        )
+    try:
+        noise_name(model)
+    except ValueError:
+        raise ValueError(
+            "`noise` of a cell must be a built-in model (a cell stores it by name), "
+            f"got {type(model).__name__}."
+        ) from None
+    if isinstance(model, ImpulseNoise) and (
+        model.low is not None or model.high is not None
+    ):
+        raise ValueError(
+            "`noise` impulse in a cell takes its density only (it writes the clean "
+            f"measurement's extremes), got low={model.low!r}, high={model.high!r}."
+        )
+    if isinstance(model, PoissonNoise) and model.background < model.peak:
+        raise ValueError(
+            f"`noise` {noise_name(model)!r}: a cell's clean measurement A x̄ has both "
+            "signs, so Poisson counts need background >= peak (e.g. "
+            f"'poisson:{model.peak:g}:{3 * model.peak:g}') for a non-negative intensity."
+        )
+    return model
+
+
+def _cell_loss(loss, model: AbstractNoise) -> AbstractLoss:
+    """A cell's loss as a value, checked against its noise model: the Poisson
+    loss needs counts, and takes the counts' background when it names none."""
+    if isinstance(loss, AbstractLoss):
+        value = loss
+        try:
+            loss_name(value)
+        except ValueError:
+            raise ValueError(
+                "`loss` of a cell must be a built-in loss (a cell stores it by name), "
+                f"got {type(value).__name__}."
+            ) from None
+    else:
+        value = parse_loss(loss)
+    if isinstance(value, Poisson):
+        if not isinstance(model, PoissonNoise):
+            raise ValueError(
+                "`loss` 'poisson' needs count data: give `noise` "
+                "'poisson:PEAK:BACKGROUND' (or use 'squared' or 'pseudo_huber:DELTA')."
+            )
+        if isinstance(loss, str) and not loss.partition(":")[2].strip():
+            value = Poisson(model.background)
+    return value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -472,7 +575,7 @@ class Cell:
         step_size: float | int | None = None,
         max_steps: int | None = None,
         tol: float | int | None = None,
-        noise: float | int | None = None,
+        noise: float | int | str | AbstractNoise | None = None,
         t1: float | int | None = None,
         rtol: float | int | None = None,
         atol: float | int | None = None,
@@ -484,7 +587,7 @@ class Cell:
         generator: Any = None,
         train: str | tuple[str, ...] | None = None,
         depth: int | None = None,
-        loss: str | None = None,
+        loss: str | AbstractLoss | None = None,
         *,
         problem: Any = None,
         network: Any = None,
@@ -512,6 +615,7 @@ class Cell:
     m = _Part("problem")
     n = _Part("problem")
     noise = _Part("problem")
+    noise_model = _Part("problem")
     kappa = _Part("problem")
     loss = _Part("problem")
     loss_fn = _Part("problem")
@@ -631,8 +735,23 @@ class Study:
     def row_params(self, cell: Cell) -> dict:
         """`cell.params()` with every optional field that any cell of the study
         sets (`None` where this one does not): the rows of one study share their
-        keys, and a study whose cells set none of them keeps the keys it always had."""
-        return {name: None for name in self._optional_keys} | cell.params()
+        keys, and a study whose cells set none of them keeps the keys it always had.
+
+        The `noise` of a row is the cell's σ (a number) while every cell of the
+        study draws Gaussian noise, as it always was. When any cell draws
+        another model, a store column holds one kind, so every row's `noise` is
+        the model's name (`"gaussian:0.1"`, `"impulse:0.1"`, …) and
+        `noise_level` its number (σ, density, peak)."""
+        params = {name: None for name in self._optional_keys} | cell.params()
+        if self._named_noise:
+            model = cell.noise_model
+            params["noise"] = noise_name(model)
+            params["noise_level"] = float(model.level)
+        return params
+
+    @functools.cached_property
+    def _named_noise(self) -> bool:
+        return any(isinstance(c.noise, str) for c in self.cells)
 
     @functools.cached_property
     def _optional_keys(self) -> list[str]:
@@ -663,7 +782,9 @@ def _rng(seed: int, cell: Cell, run: int, stream: int = 0) -> np.random.Generato
 
 
 def instance_arrays(cell: Cell, seed: int, run: int) -> dict[str, np.ndarray]:
-    """The float64 arrays of run `run` of `cell`: `V`, `z0 = W(0) u`, `A`, `x`, `eps`."""
+    """The float64 arrays of run `run` of `cell`: `V`, `z0 = W(0) u`, `A`, `x`,
+    `eps` and `y` (`eps = y − A x̄` under the cell's noise model; Poisson counts
+    at a peak scale `A` by their gain)."""
     return draw_instance(
         _rng(seed, cell, run),
         cell.m,
@@ -671,7 +792,8 @@ def instance_arrays(cell: Cell, seed: int, run: int) -> dict[str, np.ndarray]:
         cell.k,
         cell.v_dist,
         kappa=cell.kappa,
-        noise=cell.noise,
+        # A number is Gaussian σ to the draw too (no model built per run).
+        noise=cell.noise if isinstance(cell.noise, int | float) else cell.noise_model,
     )
 
 
@@ -710,7 +832,7 @@ def mlp_hidden_weights(cell: Cell, seed: int, run: int) -> list[np.ndarray]:
     return [rng.standard_normal((cell.k, cell.k)) for _ in range((cell.depth or 1) - 1)]
 
 
-def _certificate(cell: Cell, arr: dict, M: np.ndarray, y: np.ndarray, r0=None) -> dict:
+def _certificate(cell: Cell, arr: dict, M: np.ndarray, y: np.ndarray, v0=None) -> dict:
     """The per-run quantities of Theorem 1: `dipflow.theorem1`'s formulas
     (`dipflow.theory._certificates`) evaluated on the run's float64 NumPy arrays, which
     compiles nothing (a study has hundreds of cell shapes).
@@ -718,37 +840,81 @@ def _certificate(cell: Cell, arr: dict, M: np.ndarray, y: np.ndarray, r0=None) -
     With `V` trained the Gram gains `||φ(z)||²/k · I_n` and `K_A` gains
     `||φ(z)||²/k · A Aᵀ`; Lemma 3 bounds Lip(J) only for the paper's training, so
     condition (5) is `None` otherwise. For the MLP only `σ_A`, `κ(A)` and the
-    initial residual `r0` (given) are recorded."""
+    initial residual (of `v0 = A g(θ0)`, given) are recorded.
+
+    Beyond squared error (docs/mathematics.md, "Theorem 1(i) for losses beyond
+    squared error"), (5) reads the effective residual `ρ0` of the loss for
+    `||y(0) − y||` and the rate is `μ_T λ_min(K_A)/m` with `μ_T` the summed
+    loss's PL constant on its sublevel set (squared error: `μ_T = 1`, `ρ0` the
+    residual, and this is the paper's NumPy path, bit for bit); a loss without
+    one decides nothing (`condition5` `None`, NaN rate). `initial_error` is
+    `||v0 − ȳ||`, where the run starts from the clean measurement."""
     act = get_activation(cell.activation)
     A, V, z0 = arr["A"], arr["V"], arr["z0"]
     spec = dense_spectrum(A)
     out = {"sigma_A": float(spec.sigma_A), "kappa_A": float(spec.kappa)}
+    squared = cell.loss is None  # the default, canonical for squared error
+    clean = arr["y"] - arr["eps"]
+    nan = float("nan")
     if isinstance(cell.network, MLPSpec):
-        nan = float("nan")
+        r0 = float(np.linalg.norm(v0 - y))
         return out | {
             "sigma_min_J0": nan,
-            "initial_residual": float(r0),
+            "initial_residual": r0,
+            "effective_residual": r0 if squared else nan,
             "condition5": None,
             "measurement_rate": nan,
+            "initial_error": float(np.linalg.norm(v0 - clean)),
         }
     with jax.default_device(jax.devices("cpu")[0]):
         phi = np.asarray(act(jnp.asarray(z0)), np.float64)
         dphi = np.asarray(act.derivative(jnp.asarray(z0)), np.float64)
     train = cell.trained_layers
-    r0 = np.linalg.norm(M @ phi - y)
+    v0 = M @ phi
+    r0 = np.linalg.norm(v0 - y)
+    rho0, mu = (r0, None) if squared else _loss_terms(cell.loss_fn, v0, y)
     sigma_J = sigma_min_two_layer(V, dphi) if "W" in train else 0.0
     K = two_layer_kernel(M, dphi) if "W" in train else np.zeros((cell.m, cell.m))
     if "V" in train:
         sigma_J = np.sqrt(sigma_J**2 + phi @ phi / cell.k)
         K = K + phi @ phi / cell.k * (A @ A.T)
-    if "V" not in train:
+    if "V" not in train and (squared or math.isfinite(rho0)):
         lip = lemma3_bound(act.bound, np.max(np.abs(V)), cell.n, cell.k)
-        holds = bool(condition5(r0, spec.sigma_A, sigma_J, lip)[2])
+        holds = bool(condition5(rho0, spec.sigma_A, sigma_J, lip)[2])
     else:
         holds = None
+    rate = min_eigenvalue_on_range(K, A) / cell.m
     return out | {
         "sigma_min_J0": float(sigma_J),
         "initial_residual": float(r0),
+        "effective_residual": float(rho0),
         "condition5": holds,
-        "measurement_rate": float(min_eigenvalue_on_range(K, A) / cell.m),
+        "measurement_rate": float(rate if mu is None else mu * rate),
+        "initial_error": float(np.linalg.norm(v0 - clean)),
     }
+
+
+def _loss_terms(loss: AbstractLoss, v0: np.ndarray, y: np.ndarray):
+    """`(ρ0, μ_T)` of `loss` at `v0`, in float64 on the CPU (NaN where the loss
+    has no PL constant)."""
+    with jax.enable_x64(True), jax.default_device(jax.devices("cpu")[0]):
+        v0, y = jnp.asarray(v0, jnp.float64), jnp.asarray(y, jnp.float64)
+        mu = loss.pl_constant(v0, y)
+        rho0 = None if mu is None else loss.effective_residual(v0, y)
+        if rho0 is None:
+            return float("nan"), float("nan")
+        return float(rho0), float(mu)
+
+
+def noise_footprint(cell: Cell, arr: dict) -> float:
+    """`||v* − ȳ||` of run `arr` of `cell`: how far the minimiser `v*` of the
+    cell's loss lies from the clean measurement `ȳ = y − ε` (squared error:
+    `||ε||`), in float64; NaN where the loss has no minimiser."""
+    if cell.loss is None:  # squared error, without a JAX call per run
+        return float(np.linalg.norm(arr["eps"]))
+    with jax.enable_x64(True), jax.default_device(jax.devices("cpu")[0]):
+        y = jnp.asarray(arr["y"], jnp.float64)
+        footprint = cell.loss_fn.noise_footprint(
+            y, jnp.asarray(arr["eps"], jnp.float64)
+        )
+        return float("nan") if footprint is None else float(footprint)

@@ -19,7 +19,9 @@ A study folder holds
       entry that computed it;
     - `runs(cell_id TEXT REFERENCES cells, run INTEGER, <columns>,
       PRIMARY KEY (cell_id, run))`: one row per run, created with the columns
-      of the first rows written.
+      of the first rows written; columns that later rows bring (a study
+      resumed by a dipflow that records more per run) are added, NULL in the
+      rows written before them.
 - `.lock`, held with `flock` by the one process that writes the study.
 
 Floats are stored as SQLite doubles, bit for bit: the run columns carry no SQL
@@ -138,6 +140,23 @@ def _quote(name: str) -> str:
 
 def _now() -> str:
     return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
+
+
+def _check_names(names, seen: dict) -> None:
+    """Run column names: non-empty strings, none reserved, none equal to
+    another (or to one of `seen`, by lower case) but for case."""
+    for name in names:
+        if not isinstance(name, str) or not name or "\x00" in name:
+            raise ValueError(f"Row keys must be non-empty strings, got {name!r}.")
+        folded = name.lower()
+        if folded in _RESERVED:
+            raise ValueError(f"The row key {name!r} is reserved (`load` adds it).")
+        if folded in seen:
+            raise ValueError(
+                f"The row keys {seen[folded]!r} and {name!r} differ only in case, "
+                "which SQLite does not tell apart."
+            )
+        seen[folded] = name
 
 
 # -- the folder: database, lock, provenance -------------------------------------------
@@ -504,7 +523,10 @@ class StudyStore:
         - `params`: the cell's configuration, a JSON-serialisable dict.
         - `rows`: one dict per run, each with an integer `run` (unique in the
           cell) and the same keys as every row of the study (the first cell
-          written fixes them). Values are `bool`, `int`, `float` (NaN and ±inf
+          written fixes them). Rows may bring keys the stored rows lack (a
+          study resumed by a newer dipflow that records more): those columns
+          are added, NULL in the rows stored before; a stored key missing
+          from a row is refused. Values are `bool`, `int`, `float` (NaN and ±inf
           included), `str` or `None`; NumPy and JAX scalars are converted. A
           column keeps one kind (`int` widens to `float`).
         - `wall_time`: the seconds the cell took to compute.
@@ -545,6 +567,8 @@ class StudyStore:
         columns = self._columns
         if columns is None:
             columns = self._new_columns(rows[0], cell_id)
+        else:
+            columns = self._added_columns(rows[0], cell_id)
         kinds = {name: self._kinds.get(name) for name in columns}
         values = []
         for i, row in enumerate(rows):
@@ -595,21 +619,22 @@ class StudyStore:
             raise ValueError(
                 f"Every row needs an integer `run` key; rows[0] of cell {cell_id!r} has none."
             )
-        seen = {}
-        for name in names:
-            if not isinstance(name, str) or not name or "\x00" in name:
-                raise ValueError(f"Row keys must be non-empty strings, got {name!r}.")
-            folded = name.lower()
-            if folded in _RESERVED:
-                raise ValueError(f"The row key {name!r} is reserved (`load` adds it).")
-            if folded in seen:
-                raise ValueError(
-                    f"The row keys {seen[folded]!r} and {name!r} differ only in case, "
-                    "which SQLite does not tell apart."
-                )
-            seen[folded] = name
+        _check_names(names, {})
         names.remove("run")
         return ["run", *names]
+
+    def _added_columns(self, first_row, cell_id) -> list[str]:
+        """The stored columns and, after them, the keys of `first_row` that a
+        study written by an earlier dipflow lacks: they are added to the table,
+        NULL in the rows stored before."""
+        columns = self._columns
+        if not isinstance(first_row, Mapping):
+            return columns  # refused with the other rows' checks
+        added = [name for name in first_row if name not in columns]
+        if not added or not set(columns) <= first_row.keys():
+            return columns  # nothing new, or keys missing: refused below
+        _check_names(added, {name.lower(): name for name in columns})
+        return [*columns, *added]
 
     def _insert(self, cell_id, params_json, columns, kinds, values, wall_time) -> None:
         conn = self._conn
@@ -625,6 +650,9 @@ class StudyStore:
                     'PRIMARY KEY (cell_id, "run")',
                 ]
                 conn.execute(f"CREATE TABLE runs ({', '.join(defs)})")
+            else:
+                for name in columns[len(self._columns) :]:
+                    conn.execute(f"ALTER TABLE runs ADD COLUMN {_quote(name)}")
             if self._columns is None or kinds != self._kinds:
                 self._put_meta("columns", [[n, _kind_name(kinds[n])] for n in columns])
             conn.execute(

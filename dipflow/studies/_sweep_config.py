@@ -16,7 +16,9 @@ method = ["gd", "flow"]
 step_size = 1.0
 max_steps = 25000
 tol = 1e-7
-noise = 0.0
+noise = 0.0                # Gaussian σ, or a model by name: "impulse:0.1",
+                           # "laplace:0.5", "poisson:10:30" (a list may mix them)
+loss = "pseudo_huber:1"    # optional: the loss ("poisson" needs Poisson noise)
 panel = "a"
 kappa = [1, 10]            # optional: κ(A) (default: A iid Gaussian)
 ```
@@ -57,14 +59,15 @@ _TOP_KEYS = {"name": str, "runs": int, "seed": int, "dtype": str, "grid": (dict,
 # The type of each cell key's values in TOML.
 _INTEGERS = ("m", "n", "k", "d", "max_steps", "depth")
 _NUMBERS = (
-    "step_size", "tol", "noise", "t1", "rtol", "atol", "kappa", "momentum", "alpha",
-    "beta",
+    "step_size", "tol", "t1", "rtol", "atol", "kappa", "momentum", "alpha", "beta",
 )  # fmt: skip
 _STRINGS = ("activation", "v_dist", "method", "panel", "generator", "train", "loss")
 _CELL_TYPES = (
     dict.fromkeys(_INTEGERS, int)
     | dict.fromkeys(_NUMBERS, (int, float))
     | dict.fromkeys(_STRINGS, str)
+    # A Gaussian σ, or a noise model by name ("impulse:0.1", "poisson:10:30").
+    | {"noise": (int, float, str)}
 )
 _REQUIRED = ("m", "n", "k", "d")
 _TRAINER_TYPES = {key: _CELL_TYPES[key] for key in _TRAINER_FIELDS}
