@@ -153,7 +153,7 @@ def main():
         svd = eqx.filter_jit(lambda net: dip.sigma_min_jacobian(net, method="svd"))
         lan = eqx.filter_jit(
             lambda net, k8=k8: (
-                dip.gram_min_eigenvalue(net, num_iters=k8, tol=math.inf).value
+                dip.gram_min_eigenvalue(net, num_iters=k8, rtol=math.inf).value
             )
         )
         t_svd = median_time(lambda svd=svd, net=net: svd(net), args.reps)

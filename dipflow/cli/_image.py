@@ -48,6 +48,7 @@ def _image(args) -> int:
         seed=args.seed,
         seeds=args.seeds,
         sigma_min_at=sigma_min_at,
+        sigma_min_method=args.sigma_min_method,
         lanczos_iters=args.lanczos_iters,
         sigma_min_x64=args.sigma_min_x64,
         progress=not args.no_progress,
@@ -170,6 +171,11 @@ def _arguments(p) -> None:
     p.add_argument("--sigma-min-at", default=None,
                    help="comma-separated iterations at which σ_min(J) is estimated "
                    "(default: first and last)")  # fmt: skip
+    p.add_argument("--sigma-min-method", choices=("auto", "gram", "lanczos"),
+                   default="lanczos", help="σ_min(J) by Lanczos (default; "
+                   "flagged a value or only an upper bound), exactly from the Gram "
+                   "J Jᵀ (gram: n vjps and n jvps, slow), or auto (gram when J Jᵀ "
+                   "fits in 2 GiB)")  # fmt: skip
     p.add_argument("--lanczos-iters", type=int, default=None,
                    help="Lanczos matvecs per σ_min estimate (default 300, at most "
                    "the number of pixels)")  # fmt: skip

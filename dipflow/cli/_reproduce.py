@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 
+from ..imaging._loss_study import run_image_losses
 from ..studies._beyond import beyond_studies, report_beyond, run_beyond
 from ..studies._figure1 import figure1_study
 from ..studies._loss_study import (
@@ -32,6 +33,8 @@ def _reproduce(args) -> int:
         return _reproduce_beyond(args)
     if args.figure == "losses":
         return _reproduce_losses(args)
+    if args.figure == "image-losses":
+        return _reproduce_image_losses(args)
     if args.variants is not None or args.paper_grid:
         raise ValueError(
             "`--variants` and `--paper-grid` are only for `reproduce beyond` "
@@ -108,6 +111,29 @@ def _reproduce_losses(args) -> int:
     return 0
 
 
+def _reproduce_image_losses(args) -> int:
+    if args.x64:
+        enable_x64()
+    # --quick: one tiny image and a short fit, for smoke tests.
+    sizes = (
+        dict(images=["camera"], size=16, iters=40, channels=8, wmv_patience=20)
+        if args.quick
+        else {}
+    )
+    out = args.out or ("image-losses-quick" if args.quick else "image-losses")
+    runs = run_image_losses(
+        out,
+        seeds=(1 if args.quick else 2) if args.runs is None else args.runs,
+        seed=args.seed,
+        progress=not args.no_progress,
+        **sizes,
+    )
+    print(
+        f"{len(runs)} runs; written: {out}/runs.csv, {out}/table.md, {out}/figure.png"
+    )
+    return 0
+
+
 def _study_options(args) -> dict:
     """What both figures' studies take from the command line alike."""
     return dict(
@@ -121,11 +147,13 @@ def _study_options(args) -> dict:
 def _arguments(p) -> None:
     p.add_argument(
         "figure",
-        choices=("fig1", "beyond", "losses"),
+        choices=("fig1", "beyond", "losses", "image-losses"),
         help="fig1 (the paper's Figure 1), beyond (its panels for the variants "
-        "beyond the paper: both layers, MLPs, other trainers) or losses (its "
+        "beyond the paper: both layers, MLPs, other trainers), losses (its "
         "panels for pseudo-Huber on impulse noise and Poisson counts beside "
-        "squared error, in float64)",
+        "squared error, in float64) or image-losses (DIP denoising of three "
+        "images under Gaussian, impulse and Poisson noise with matched and "
+        "mismatched losses; --runs seeds, default 2)",
     )
     p.add_argument(
         "--out",

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._core._checks import nonnegative_int, positive_int
+from .._core._checks import nonnegative_int, option, positive_int
 from ._batching import (
     BATCHINGS as BATCHINGS,
     batching_from_name,
@@ -28,7 +28,7 @@ from ._image_steps import (
     trainer as _trainer,
 )
 from ._image_theory import (
-    SIGMA_MIN_RESIDUAL as SIGMA_MIN_RESIDUAL,
+    SIGMA_MIN_METHODS,
     LossCertificate,
     Recorder,
     SigmaMinEstimator,
@@ -59,6 +59,7 @@ def fit_image(
     iters=1000,
     record_every=10,
     sigma_min_at=None,
+    sigma_min_method="lanczos",
     lanczos_iters=None,
     sigma_min_x64=True,
     sigma_min_J0_of=None,
@@ -86,10 +87,22 @@ def fit_image(
     - `optimizer`: `"adam"` (DIP's default), `"gd"`, `"heavy_ball"` or
       `"nesterov"` (momentum `momentum`, default 0.9); `lr`: the step size.
     - `iters`: training iterations; `record_every`: the trajectory's spacing.
-    - `sigma_min_at`: iterations at which σ_min(J(θ_t)) is estimated by Lanczos
-      (default: the first and the last) with `lanczos_iters` matvecs (default
-      300, at most the number of pixels; at θ0 of two 64 × 64 ConvDecoders,
-      100 left σ_min 23 % and 30 % too large, 300 within 0.05 % and 1.8 %).
+    - `sigma_min_at`: iterations at which σ_min(J(θ_t)) is computed (default:
+      the first and the last).
+    - `sigma_min_method`: how: `"lanczos"` (the default: an estimate, flagged
+      a value or only an upper bound), `"auto"` (exactly, `"gram"`, when the
+      `n × n` Gram fits in 2 GiB, n ≤ 16384 pixels in float64; else
+      `"lanczos"`) or `"gram"` (the eigenvalues of `J Jᵀ` assembled from
+      blocks of vjps and jvps, J never formed: n vjps and n jvps, so it costs
+      about as many training iterations as there are pixels, or more; see
+      `benchmarks/bench_exact_sigma_min.py`; at 64 × 64 minutes where 300
+      Lanczos steps take under one).
+      Every σ_min comes with its residual and a flag: a value, or only an
+      upper bound (the residual above a tenth of σ_min²; see
+      [`dipflow.EigenEstimate`][]).
+    - `lanczos_iters`: Lanczos's matvecs where it runs (default 300, at most
+      the number of pixels; at θ0 of two 64 × 64 ConvDecoders, 100 left
+      σ_min 23 % and 30 % too large, 300 within 0.05 % and 1.8 %).
     - `sigma_min_x64`: estimate σ_min(J) in float64 (the network's parameters
       upcast) whatever the training precision. Along DIP training σ_min(J)²
       falls below `eps · ‖J Jᵀ‖` of float32, which cannot resolve it: a
@@ -111,14 +124,17 @@ def fit_image(
     **The stopping time (6)** is `4m log(||y − y(0)|| / ||ε||)/(σ_A² σ_min(J0)²)`,
     a time of the gradient flow; it is reported as the iteration `t/lr` (exact
     for GD to first order in the step; for Adam and momentum a convention).
-    Without noise it is undefined (NaN). σ_min(J0) is a Lanczos estimate: if it
-    has not converged it is too large and the time (6) too early.
+    Without noise it is undefined (NaN). Where σ_min(J0) is only an upper bound
+    (a Lanczos estimate that has not converged) the time (6) is too early.
 
     **Returns:** an [`dipflow.ImageFit`][].
     """
     spec = _trainer(optimizer, lr, momentum)
     iters = positive_int("iters", iters)
     record_every = positive_int("record_every", record_every)
+    sigma_min_method = option(
+        "sigma_min_method", sigma_min_method, {m: m for m in SIGMA_MIN_METHODS}
+    )
     if lanczos_iters is not None:
         lanczos_iters = positive_int("lanczos_iters", lanczos_iters)
     wmv = ESWMV(
@@ -127,7 +143,7 @@ def fit_image(
     )
     batching = batching_from_name(batching)
     sigma_min_at = _sigma_min_points(sigma_min_at, iters)
-    sigma_min = SigmaMinEstimator(lanczos_iters, sigma_min_x64)
+    sigma_min = SigmaMinEstimator(lanczos_iters, sigma_min_x64, sigma_min_method)
     runs = Runs.of(nets, problem, truth)
 
     # The theory's quantities at θ0, before training.

@@ -22,8 +22,8 @@ class ImageFit:
     - `trajectory`: a `pandas.DataFrame`, one row per run and recorded
       iteration: `seed` (the run's index in `nets`), `iteration`, `loss`,
       `residual` (‖A g − y‖), `prediction_error` (‖A g − ȳ‖), `psnr`, `ssim`, `distance` (‖θ − θ0‖),
-      `sigma_min`, `sigma_min_residual` and `sigma_min_converged` (Lanczos at
-      the chosen iterations, NaN / None elsewhere; see `SIGMA_MIN_RESIDUAL`),
+      `sigma_min`, `sigma_min_residual` and `sigma_min_converged` (at the
+      chosen iterations, NaN / None elsewhere; see `sigma_min_method`),
       `wmv_variance`.
     - `psnr_curve`: PSNR at every iteration, shape `(runs, iters + 1)`.
     - `stops`: one dict per run, `{rule: {"iteration", "psnr", "ssim",
@@ -42,7 +42,8 @@ class ImageFit:
       rate), from which the time (6) is computed for the loss trained on.
 
     A σ_min estimate is an upper bound; one that has not converged (residual
-    above `SIGMA_MIN_RESIDUAL` times its λ) can be far too large.
+    above a tenth of its λ = σ_min², [`dipflow.EigenEstimate`][]) is only
+    that, and can be far too large.
     """
 
     trajectory: object

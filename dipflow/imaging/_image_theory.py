@@ -1,6 +1,6 @@
 """What the theory is about, measured on the runs of a fit: the residual
-‖A g − y‖, ‖A g − ȳ‖, ‖θ − θ0‖, σ_min(J(θ)) by Lanczos, σ_A and ‖ε‖; and the
-trajectory's rows that hold them."""
+‖A g − y‖, ‖A g − ȳ‖, ‖θ − θ0‖, σ_min(J(θ)) (exact, or by Lanczos), σ_A and
+‖ε‖; and the trajectory's rows that hold them."""
 
 from __future__ import annotations
 
@@ -22,19 +22,14 @@ from ._batching import AbstractBatching, over_runs
 from ._image_metrics import psnr, ssim_any_size
 from ._runs import Runs, dynamics, index
 
-# A Lanczos estimate λ of λ_min(J Jᵀ) = σ_min(J)² counts as converged when its
-# residual ‖J Jᵀ v − λ v‖ is at most this fraction of λ: an eigenvalue of
-# J Jᵀ then lies within 10 % of λ (a Ritz value is within its residual of an
-# eigenvalue), and λ ≥ λ_min always. The library's backward-error test
-# (residual ≤ sqrt(eps) ‖J Jᵀ‖) passes far too early once training has made
-# σ_min(J)² ≪ ‖J Jᵀ‖: on a 64 × 64 ConvDecoder after 100 Adam steps it passed
-# an estimate 28 times too large (`benchmarks/bench_image_sigma_min.py`).
-SIGMA_MIN_RESIDUAL = 0.1
+# How `fit_image` may estimate σ_min(J) (see `SigmaMinEstimator`).
+SIGMA_MIN_METHODS = ("auto", "gram", "lanczos")
 
 
 class SigmaMin(NamedTuple):
-    """σ_min(J) by Lanczos, the residual of its λ_min(J Jᵀ) and whether it
-    converged (see `SIGMA_MIN_RESIDUAL`)."""
+    """σ_min(J), the residual of its λ_min(J Jᵀ) = σ_min², and whether it is
+    a value (`converged`) or only an upper bound: the theory layer's contract
+    ([`dipflow.EigenEstimate`][], `residual ≤ 0.1 λ`)."""
 
     value: float
     residual: float
@@ -42,20 +37,26 @@ class SigmaMin(NamedTuple):
 
 
 class SigmaMinEstimator(NamedTuple):
-    """How σ_min(J) is estimated: `lanczos_iters` matvecs (None: the
-    default), in float64 with `x64` whatever the network's precision."""
+    """How σ_min(J) is estimated: by `method` of
+    [`dipflow.gram_min_eigenvalue`][] (`"auto"`: exactly, the blocked Gram
+    `J Jᵀ`, when it fits in memory, else Lanczos; `"gram"`; `"lanczos"`),
+    Lanczos with `lanczos_iters` matvecs (None: the default), in float64
+    with `x64` whatever the network's precision."""
 
     lanczos_iters: int | None
     x64: bool
+    method: str = "auto"
 
     def __call__(self, net) -> SigmaMin:
         """σ_min(J) of `net`."""
         with jax.enable_x64(True) if self.x64 else contextlib.nullcontext():
             if self.x64:
                 net = as_dtype(net, jnp.float64)
-            est = gram_min_eigenvalue(net, num_iters=self.lanczos_iters)
+            est = gram_min_eigenvalue(
+                net, method=self.method, num_iters=self.lanczos_iters
+            )
             value, residual = float(est.value), float(est.residual)
-        converged = value > 0 and residual <= SIGMA_MIN_RESIDUAL * value
+            converged = bool(est.converged)
         return SigmaMin(math.sqrt(max(value, 0.0)), residual, converged)
 
     def of_runs(self, nets, count: int) -> list[SigmaMin]:

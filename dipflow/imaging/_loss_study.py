@@ -255,7 +255,8 @@ def markdown_table(frame) -> str:
 
 def plot_image_losses(runs, path) -> None:
     """PSNR at the oracle, ES-WMV and (6) stops, per noise and loss (means
-    over images and seeds, with each run's value as a dot)."""
+    over images and seeds, with each run's value as a dot; a hatched bar is a
+    rule most runs did not reach within the fit)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -270,8 +271,11 @@ def plot_image_losses(runs, path) -> None:
         for i, (_, g) in enumerate(groups):
             values = g[f"{rule}_psnr"].to_numpy(float)
             x = i + (j - 1) * width
+            # Hatched: most runs never reached the rule (the value is then a
+            # candidate's, or the final iterate's).
+            unreached = g[f"{rule}_reached"].astype(bool).mean() < 0.5
             ax.bar(x, np.nanmean(values) if np.isfinite(values).any() else 0,
-                   width, color=colour, alpha=0.6,
+                   width, color=colour, alpha=0.6, hatch="//" if unreached else None,
                    label={"oracle": "oracle", "wmv": "ES-WMV", "theory": "(6)"}[rule]
                    if i == 0 else None)  # fmt: skip
             ax.plot(np.full(values.shape, x), values, "k.", ms=3)

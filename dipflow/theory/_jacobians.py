@@ -1,49 +1,30 @@
 """Jacobians of generators w.r.t. their trained parameters, and the kernels built
 from them: `J Jᵀ` (closed form for the two-layer net), `K_A = A J Jᵀ Aᵀ`, σ_min,
-and the Lemma 3 bound on Lip(J)."""
+and the Lemma 3 bound on Lip(J).
+
+Every smallest eigenvalue here is exact (dense SVD or eigendecomposition,
+the blocked Gram) or a matrix-free estimate under the one contract of
+[`dipflow.EigenEstimate`][]: functions that return a number raise on an
+estimate that is only an upper bound."""
 
 from __future__ import annotations
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float
 
 from .._core._backend import on_cpu
 from .._core._checks import option
-from ..generators._networks import (
-    AbstractGenerator,
-    TwoLayerDIP,
-    default_trainable_filter,
-)
+from ..generators._networks import AbstractGenerator, TwoLayerDIP
 from ..problems._problems import InverseProblem, check_problem
-from . import _certificates, _spectral
+from . import _blocked_gram, _certificates, _spectral
 from ._certificates import (
     lemma3_bound,
     sigma_min_two_layer,
     two_layer_kernel,
 )
-
-
-def partition(net, trainable=None):
-    """Split `net` into `(params, static)` by the filter `trainable` (default: the
-    net's own `trainable_filter()`); `eqx.combine(params, static)` rebuilds it."""
-    spec = default_trainable_filter(net) if trainable is None else trainable
-    return eqx.partition(net, spec)
-
-
-def flat_generator(net, trainable=None):
-    """`(θ0, g)` with θ0 the flattened trained parameters and `g(θ)` the signal."""
-    params, static = partition(net, trainable)
-    theta0, unravel = ravel_pytree(params)
-    if theta0.size == 0:
-        raise ValueError("the network has no trainable parameters; check `trainable`.")
-
-    def g(theta):
-        return eqx.combine(unravel(theta), static)()
-
-    return theta0, g
+from ._flat import flat_generator as flat_generator, partition as partition
 
 
 def jacobian(net, trainable=None, mode: str = "auto") -> Float[Array, "n p"]:
@@ -108,13 +89,26 @@ class _Dense:
     """The dense method: the matrix formed, its spectrum taken exactly."""
 
 
-_DENSE = _Dense()
+class _Gram:
+    """The exact method without J: the blocked Gram `J Jᵀ`, its spectrum."""
+
+    name = "gram"
+
+
+class _Auto:
+    """The blocked Gram when it fits in memory, else Lanczos."""
+
+
+_DENSE, _GRAM, _AUTO = _Dense(), _Gram(), _Auto()
 # The methods by the names `method` takes.
-SIGMA_MIN_METHODS = {"svd": _DENSE, **_spectral.EIGEN_METHODS}
+SIGMA_MIN_METHODS = {
+    "svd": _DENSE, "gram": _GRAM, "auto": _AUTO, **_spectral.EIGEN_METHODS
+}  # fmt: skip
+GRAM_METHODS = {"gram": _GRAM, "auto": _AUTO, **_spectral.EIGEN_METHODS}
 KERNEL_METHODS = {"dense": _DENSE, **_spectral.EIGEN_METHODS}
 
 
-# `method`, `num_iters`, `key`, `tol` unannotated: checked with messages that name them.
+# `method`, `num_iters`, `key`, `rtol` unannotated: checked with messages that name them.
 def sigma_min_jacobian(
     net,
     trainable=None,
@@ -123,7 +117,7 @@ def sigma_min_jacobian(
     method="svd",
     num_iters=None,
     key=None,
-    tol=None,
+    rtol=None,
 ) -> Float[Array, ""]:
     """σ_min(J(θ)) = sqrt(λ_min(J Jᵀ)) of any generator.
 
@@ -134,28 +128,37 @@ def sigma_min_jacobian(
 
     - `net`, `trainable`: the generator and, optionally, a filter spec of what trains.
     - `mode`: how `method="svd"` forms J, as in [`dipflow.jacobian`][].
-    - `method`: `"svd"` (default: the singular values of the dense autodiff
-      Jacobian), or matrix-free, J never formed: `"lanczos"` (Lanczos with full
-      reorthogonalisation on `v ↦ J Jᵀ v`, one vjp and one jvp per step, memory
-      `num_iters × n`) or `"lobpcg"` (LOBPCG on a shifted `J Jᵀ`, memory `3 × n`;
-      needs n > 5). See [`dipflow.smallest_eigenvalue`][].
+    - `method`:
+        - `"svd"` (default): the singular values of the dense autodiff
+          Jacobian (memory `n × p`).
+        - `"gram"`: exact without forming J: `J Jᵀ` assembled from blocks of
+          vmapped vjps and jvps (memory `n²` plus one block), then its
+          eigendecomposition; see `dipflow.theory._blocked_gram`.
+        - `"auto"`: `"gram"` when its `n²` floats fit in 2 GiB
+          (`GRAM_MEMORY_BYTES`: n ≤ 16384 in float64), else `"lanczos"`.
+        - matrix-free, J Jᵀ never formed: `"lanczos"` (Lanczos with full
+          reorthogonalisation on `v ↦ J Jᵀ v`, one vjp and one jvp per step,
+          memory `num_iters × n`) or `"lobpcg"` (LOBPCG on a shifted `J Jᵀ`,
+          memory `3 × n`; needs n > 5). See [`dipflow.smallest_eigenvalue`][].
     - `num_iters`: matrix-free iterations (Lanczos: default `min(n, 300)`, and
       `num_iters = n` is exact; LOBPCG: at most 500 by default).
     - `key`: PRNG key of the random start (default `jax.random.key(0)`).
-    - `tol`: a matrix-free estimate whose residual `||J Jᵀ v − λ v||` exceeds
-      `tol · ||J Jᵀ||` raises an error (`eqx.error_if`, also under `jit`);
-      default `sqrt(eps)`, `math.inf` turns the check off. The error in
-      σ_min² is then at most `tol · ||J||²`, and typically its square over the
-      spectral gap. [`dipflow.gram_min_eigenvalue`][] returns the estimate with
-      its residual instead of checking it.
+    - `rtol`: an estimate (any method but `"svd"`) whose residual
+      `||J Jᵀ v − λ v||` exceeds `rtol · λ` is only an upper bound, and
+      raises an error rather than being returned as the value
+      (`eqx.error_if`, also under `jit`); default 0.1, `math.inf` turns the
+      check off. A returned λ = σ_min² is within `rtol · λ` of an eigenvalue
+      of `J Jᵀ`, typically within `residual² / gap`.
+      [`dipflow.gram_min_eigenvalue`][] returns the estimate, flagged,
+      instead of checking it.
     """
     choose = _jacobian_mode(mode)
     method = option("method", method, SIGMA_MIN_METHODS)
     if isinstance(method, _Dense):
         J = _dense_jacobian(net, trainable, choose)
         return _sigma_min_from_singular_values(singular_values(J), J.shape[0])
-    est = _gram_estimate(net, trainable, method, num_iters, key, tol)
-    return _checked_sqrt(est, "σ_min(J)", method.name)
+    est = _gram_estimate(net, trainable, method, num_iters, key, rtol)
+    return _checked_sqrt(est, "σ_min(J)")
 
 
 def gram_matvec(net, trainable=None):
@@ -184,31 +187,42 @@ def measurement_kernel_matvec(net, problem: InverseProblem, trainable=None):
 
 # Arguments after `trainable` unannotated: checked with messages that name them.
 def gram_min_eigenvalue(
-    net, trainable=None, *, method="lanczos", num_iters=None, key=None, tol=None
+    net, trainable=None, *, method="lanczos", num_iters=None, key=None, rtol=None
 ) -> _spectral.EigenEstimate:
-    """λ_min(J Jᵀ) matrix-free, with its residual: an [`dipflow.EigenEstimate`][]
-    (arguments as in [`dipflow.sigma_min_jacobian`][]; the estimate records
-    `converged` rather than raising). With fewer parameters than outputs (p < n)
-    the value is exactly 0, no iteration runs and `num_matvecs` is 0."""
-    method = option("method", method, _spectral.EIGEN_METHODS)
-    return _gram_estimate(net, trainable, method, num_iters, key, tol)
+    """λ_min(J Jᵀ) with its residual: an [`dipflow.EigenEstimate`][], a value
+    (`converged`) or only an upper bound, with a lower bound.
+
+    **Arguments:** as in [`dipflow.sigma_min_jacobian`][], `method` one of
+    `"lanczos"` (default), `"lobpcg"`, `"gram"` (exact: the blocked Gram) or
+    `"auto"` (`"gram"` when it fits in memory, else `"lanczos"`); the
+    estimate records `converged` rather than raising.
+
+    With fewer parameters than outputs (p < n) the value is exactly 0, nothing
+    runs and `num_matvecs` is 0."""
+    method = option("method", method, GRAM_METHODS)
+    return _gram_estimate(net, trainable, method, num_iters, key, rtol)
 
 
-def _gram_estimate(net, trainable, method, num_iters, key, tol):
+def _gram_estimate(net, trainable, method, num_iters, key, rtol):
     theta, g = flat_generator(net, trainable)
     n = jax.eval_shape(g, theta).shape[0]
-    return _estimate(net, None, trainable, n, theta, method, num_iters, key, tol)
+    if isinstance(method, _Auto):
+        fits = _blocked_gram.gram_fits(n, theta.dtype)
+        method = _GRAM if fits else _spectral.EIGEN_METHODS["lanczos"]
+    if isinstance(method, _Gram):
+        return _blocked_gram.gram_estimate(net, trainable, rtol=rtol)
+    return _estimate(net, None, trainable, n, theta, method, num_iters, key, rtol)
 
 
-def _estimate(net, problem, trainable, n, theta, method, num_iters, key, tol):
+def _estimate(net, problem, trainable, n, theta, method, num_iters, key, rtol):
     # Checked here, before anything compiles.
-    tol = _spectral.check_tol(tol, theta.dtype)
+    rtol = _spectral.check_rtol(rtol)
     if theta.size < n:
-        return _spectral.zero_estimate(n, theta.dtype, method.name)
+        return _spectral.zero_estimate(n, theta.dtype, method.name, rtol)
     k = method.iterations(num_iters, n)
     if isinstance(method, _spectral.Lanczos) and _step_by_step(net, problem, key):
-        return _stepped_lanczos(net, problem, trainable, n, theta.dtype, k, key, tol)
-    return _run_estimate(net, problem, trainable, n, theta.dtype, method, k, key, tol)
+        return _stepped_lanczos(net, problem, trainable, n, theta.dtype, k, key, rtol)
+    return _run_estimate(net, problem, trainable, n, theta.dtype, method, k, key, rtol)
 
 
 def _matvec(net, problem, trainable):
@@ -218,9 +232,9 @@ def _matvec(net, problem, trainable):
 
 
 @eqx.filter_jit
-def _run_estimate(net, problem, trainable, n, dtype, method, k, key, tol):
+def _run_estimate(net, problem, trainable, n, dtype, method, k, key, rtol):
     key = jax.random.key(0) if key is None else key
-    return method.estimate(_matvec(net, problem, trainable), n, k, key, tol, dtype)
+    return method.estimate(_matvec(net, problem, trainable), n, k, key, rtol, dtype)
 
 
 def _step_by_step(*args) -> bool:
@@ -238,14 +252,14 @@ def _lanczos_step(net, problem, trainable, key, j, carry):
 
 
 @eqx.filter_jit
-def _lanczos_finish(net, problem, trainable, carry, k, tol):
+def _lanczos_finish(net, problem, trainable, carry, k, rtol):
     Q, alpha, beta, _ = carry
     return _spectral.lanczos_finish(
-        _matvec(net, problem, trainable), Q[:k], alpha, beta, tol
+        _matvec(net, problem, trainable), Q[:k], alpha, beta, rtol
     )
 
 
-def _stepped_lanczos(net, problem, trainable, n, dtype, k, key, tol):
+def _stepped_lanczos(net, problem, trainable, n, dtype, k, key, rtol):
     # The same iteration as `_run_estimate`'s, each step its own call (each
     # re-linearises the generator: one primal pass more per matvec).
     key = jax.random.key(0) if key is None else key
@@ -253,17 +267,27 @@ def _stepped_lanczos(net, problem, trainable, n, dtype, k, key, tol):
     carry = _spectral.lanczos_start(v0, k)
     for j in range(k):
         carry = _lanczos_step(net, problem, trainable, k_restart, jnp.asarray(j), carry)
-    return _lanczos_finish(net, problem, trainable, carry, k, tol)
+    return _lanczos_finish(net, problem, trainable, carry, k, rtol)
 
 
-def _checked_sqrt(est, what, method):
-    value = jnp.sqrt(jnp.maximum(est.value, 0.0))
+def checked_value(value, est: _spectral.EigenEstimate, what: str, exact: str):
+    """`value` (computed from `est`), or an error (`eqx.error_if`, also under
+    `jit`) where `est` is only an upper bound: the number-returning side of
+    the contract. `exact`: the method that would not need the check."""
+    if est.method == "gram":
+        fix = "its precision cannot resolve λ_min against round-off of ||J Jᵀ||"
+    else:
+        fix = f"raise `num_iters`, or take method={exact!r} (exact)"
     return eqx.error_if(
         value,
         jnp.logical_not(est.converged),
-        f"{what}: the matrix-free estimate (method={method!r}) did not converge "
-        "to `tol`; raise `num_iters` (or `tol`).",
+        f"{what}: the estimate (method={est.method!r}) is only an upper bound, "
+        f"its residual above rtol = {est.rtol} times its value; {fix}.",
     )
+
+
+def _checked_sqrt(est, what):
+    return checked_value(jnp.sqrt(jnp.maximum(est.value, 0.0)), est, what, "gram")
 
 
 def singular_values(J: Float[Array, "n p"]) -> Float[Array, " r"]:
@@ -347,7 +371,7 @@ def measurement_min_eigenvalue(
     method="dense",
     num_iters=None,
     key=None,
-    tol=None,
+    rtol=None,
 ) -> Float[Array, ""]:
     """λ_min of the measurement kernel `K_A = A J Jᵀ Aᵀ`: `m` times
     [`dipflow.measurement_rate`][].
@@ -363,8 +387,9 @@ def measurement_min_eigenvalue(
       so they **assume A has full row rank** (m ≤ n, Im(A) = R^m); a
       rank-deficient `A` gives 0 there, which is λ_min(K_A) on R^m but not the
       rate on Im(A).
-    - `num_iters`, `key`, `tol`: as in [`dipflow.sigma_min_jacobian`][]; an
-      unconverged matrix-free estimate raises.
+    - `num_iters`, `key`, `rtol`: as in [`dipflow.sigma_min_jacobian`][]; a
+      matrix-free estimate whose residual exceeds `rtol` times its value is
+      only an upper bound, and raises.
 
     It is exactly 0, by any matrix-free method, when p < m (K_A then has rank
     ≤ p).
@@ -382,13 +407,8 @@ def measurement_min_eigenvalue(
             f"m = {m} > n = {n}; use method='dense'."
         )
     theta, _ = flat_generator(net, trainable)
-    est = _estimate(net, problem, trainable, m, theta, method, num_iters, key, tol)
-    return eqx.error_if(
-        est.value,
-        jnp.logical_not(est.converged),
-        f"λ_min(K_A): the matrix-free estimate (method={method.name!r}) did not "
-        "converge to `tol`; raise `num_iters` (or `tol`).",
-    )
+    est = _estimate(net, problem, trainable, m, theta, method, num_iters, key, rtol)
+    return checked_value(est.value, est, "λ_min(K_A)", "dense")
 
 
 def min_eigenvalue_on_range(

@@ -22,13 +22,36 @@ p ≈ 5000, float64):
 `k × n` basis (k ≤ n), LOBPCG `3 × block_size` vectors of size n, its one
 advantage here.
 
-**Convergence check.** Every estimate carries the true residual
-`||M v − λ v||` of its eigenpair (one extra matvec). There is an eigenvalue of
-`M` within that distance of `λ`, and within `residual² / gap` once the pair has
-converged; the estimate counts as converged when
-`residual ≤ tol · ||M||_est` (`||M||_est`: the largest Ritz value), a backward
-error that floating point can always reach. Krylov methods approach λ_min from
-above, so an unconverged estimate is too large.
+**What an estimate is: one contract.** Every estimate carries the true
+residual `r = ||M v − λ v||` of its pair (one extra matvec), and is either a
+*value* or only an *upper bound*:
+
+- `λ` is the Rayleigh quotient of a unit vector, so `λ ≥ λ_min(M)` always
+  (Courant–Fischer; up to the round-off of evaluating it): every estimate is
+  an upper bound.
+- It is also a *value* (`converged`) when `r ≤ rtol · λ` (default `rtol` 0.1,
+  `VALUE_RTOL`): an eigenvalue of `M` then lies within `rtol · λ` of `λ`
+  (for symmetric `M` some eigenvalue lies within `r` of any Rayleigh
+  quotient). The test is relative to λ itself: a backward error
+  `r ≤ tol · ||M||` passes estimates many times too large once
+  `λ_min ≪ ||M||` (on a trained 64×64 ConvDecoder, an estimate 28 times too
+  large).
+- `lower_bound` is what can be proved below λ_min. Some eigenvalue of `M`
+  lies within `r` of λ, so `max(λ − r, 0)` bounds *that* eigenvalue from
+  below, and with the gap `δ = θ₂ − r₂ − λ > 0` to the next Ritz value `θ₂`
+  (less its residual `r₂`) the Kato–Temple bound `λ − r²/δ` holds for it
+  too. These bound λ_min only when that eigenvalue is λ_min and none other
+  lies below `θ₂ − r₂`: when the Ritz values are the whole spectrum (the
+  exact `"gram"` method, Lanczos with `num_iters = n`). Then `lower_bound`
+  is `max(λ − r, λ − r²/δ, 0)` (up to round-off). A Krylov space of fewer
+  than `n` dimensions may miss the bottom of the spectrum in a way no
+  residual shows (on a clustered spectrum, 3 Lanczos steps give `λ − r`
+  above λ_min): there `lower_bound` is 0, the only bound proved
+  (`0 ≤ λ_min ≤ λ`).
+
+Functions that return a plain number (`dipflow.sigma_min_jacobian`,
+`dipflow.measurement_min_eigenvalue`) raise on an estimate that is only an
+upper bound; those that return an `EigenEstimate` report it in `converged`.
 """
 
 import abc
@@ -46,29 +69,50 @@ from jaxtyping import Array, Bool, Float, Int
 from .._core._checks import float_dtype, option, positive_int
 
 # Default iteration caps: enough for the nets in benchmarks/bench_spectral.py
-# to reach 1e-8 relative accuracy; an unconverged estimate raises (see `tol`).
+# to reach 1e-8 relative accuracy; an unconverged estimate raises (see `rtol`).
 DEFAULT_LANCZOS_ITERS = 300
 DEFAULT_LOBPCG_ITERS = 500
 # Lanczos steps that place LOBPCG's shift c ≈ λ_max (the top converges fast).
 _SHIFT_ITERS = 12
+# An estimate λ is a value when its residual is at most this fraction of λ:
+# an eigenvalue then lies within 10 % of λ, and, the spectral gap permitting,
+# within r²/δ (on image generators, residuals ≤ 0.17 λ left ≤ 0.2 % errors,
+# benchmarks/bench_image_sigma_min.py).
+VALUE_RTOL = 0.1
 
 
 class EigenEstimate(eqx.Module):
-    """An estimate of the smallest eigenpair of a symmetric PSD operator `M`.
+    """An estimate of the smallest eigenpair of a symmetric PSD operator `M`:
+    a value, or only an upper bound (see `converged`), with a lower bound.
 
     **Fields:**
 
-    - `value`: the smallest Ritz value, an estimate of λ_min(M) from above.
-    - `vector`: its unit Ritz vector, shape `(n,)`.
-    - `residual`: `||M vector − value · vector||`, computed with one more matvec.
+    - `value`: λ, the Rayleigh quotient of `vector` (Lanczos, LOBPCG: the
+      smallest Ritz value; `"gram"`: `||Jᵀ v||²` of the dense Gram's bottom
+      eigenvector). Always `≥ λ_min(M)`, up to the round-off of evaluating
+      it: an upper bound whether or not it converged.
+    - `vector`: its unit vector, shape `(n,)`.
+    - `residual`: `r = ||M vector − value · vector||`, with one more matvec.
     - `norm`: the largest Ritz value, an estimate of ||M|| from below.
     - `ritz_values`: all Ritz values, ascending (Lanczos: `num_iters` of them;
-      LOBPCG: one per block column).
+      LOBPCG: one per block column; `"gram"`: every eigenvalue of the formed
+      Gram).
     - `residual_estimates`: the residual norm of each Ritz pair (Lanczos: the
-      cheap `|β_k s_ki|`; LOBPCG: computed).
-    - `num_matvecs`: matvecs spent, residual check included.
-    - `converged`: `residual ≤ tol · norm`.
-    - `method`: `"lanczos"` or `"lobpcg"`.
+      cheap `|β_k s_ki|`; LOBPCG: computed; `"gram"`: `residual` for each,
+      the Gram's round-off standing for every eigenvalue's error).
+    - `num_matvecs`: matvecs spent (columns of the Gram for `"gram"`),
+      residual check included.
+    - `converged`: `residual ≤ rtol · value`: `value` is a value, within
+      `rtol · value` of an eigenvalue of `M`. Otherwise it is only an upper
+      bound on λ_min.
+    - `lower_bound`: a lower bound on λ_min(M): `max(λ − r, λ − r²/δ, 0)`
+      (δ = θ₂ − r₂ − λ > 0 from the next Ritz pair: the Kato–Temple term)
+      where the Ritz values are the whole spectrum (`"gram"`, Lanczos with
+      `num_iters = n`), else 0, the only bound proved (see the module's
+      notes). Whatever the method, some eigenvalue lies within `residual`
+      of `value`.
+    - `method`: `"lanczos"`, `"lobpcg"` or `"gram"`; `rtol`: the test of
+      `converged` (`math.inf`: every estimate passes).
     """
 
     value: Float[Array, ""]
@@ -79,22 +123,58 @@ class EigenEstimate(eqx.Module):
     residual_estimates: Float[Array, " k"]
     num_matvecs: Int[Array, ""]
     converged: Bool[Array, ""]
+    lower_bound: Float[Array, ""]
     method: str = eqx.field(static=True)
+    rtol: float = eqx.field(static=True, default=VALUE_RTOL)
+
+    @property
+    def upper_bound(self) -> Float[Array, ""]:
+        """An upper bound on λ_min(M): `value` itself, converged or not."""
+        return self.value
 
 
-def default_tol(dtype) -> float:
-    """`sqrt(eps)` of `dtype`: ~1.5e-8 in float64, ~3.5e-4 in float32."""
+def stopping_tol(dtype) -> float:
+    """`sqrt(eps)` of `dtype` (~1.5e-8 in float64, ~3.5e-4 in float32): LOBPCG
+    stops once its residual is below this fraction of ||M||."""
     return float(math.sqrt(jnp.finfo(dtype).eps))
 
 
-def check_tol(tol, dtype) -> float:
-    if tol is None:
-        return default_tol(dtype)
-    if isinstance(tol, bool) or not isinstance(tol, numbers.Real):
-        raise TypeError(f"`tol` must be a real number or None, got {tol!r}.")
-    if not tol > 0:
-        raise ValueError(f"`tol` must be > 0 (math.inf: no check), got {tol!r}.")
-    return float(tol)
+def check_rtol(rtol) -> float:
+    """`rtol` checked (`None`: `VALUE_RTOL`)."""
+    if rtol is None:
+        return VALUE_RTOL
+    if isinstance(rtol, bool) or not isinstance(rtol, numbers.Real):
+        raise TypeError(f"`rtol` must be a real number or None, got {rtol!r}.")
+    if not rtol > 0:
+        raise ValueError(f"`rtol` must be > 0 (math.inf: no check), got {rtol!r}.")
+    return float(rtol)
+
+
+def is_value(value, residual, rtol: float) -> Bool[Array, ""]:
+    """The contract's test: `residual ≤ rtol · value` (`rtol = inf`: always,
+    also where `inf · 0` would be NaN)."""
+    if math.isinf(rtol):
+        return jnp.asarray(True)
+    return residual <= rtol * value
+
+
+def lower_bound(
+    value, residual, ritz_values, residual_estimates, complete: bool
+) -> Float[Array, ""]:
+    """`max(λ − r, λ − r²/δ, 0)`, at most λ, with `δ = θ₂ − r₂ − λ` the gap
+    to the second Ritz pair (Kato–Temple, where `δ > 0`), when the Ritz
+    values are the whole spectrum (`complete`); else 0. See the module's
+    notes for what it bounds."""
+    zero = jnp.zeros_like(value)
+    if not complete:
+        return zero
+    bound = value - residual
+    if ritz_values.shape[0] > 1:
+        gap = ritz_values[1] - residual_estimates[1] - value
+        safe = jnp.where(gap > 0, gap, 1.0)
+        kato_temple = jnp.where(gap > 0, value - residual**2 / safe, -jnp.inf)
+        bound = jnp.maximum(bound, kato_temple)
+    return jnp.clip(bound, zero, jnp.maximum(value, zero))
 
 
 class AbstractEigenMethod(eqx.Module):
@@ -109,7 +189,7 @@ class AbstractEigenMethod(eqx.Module):
 
     @abc.abstractmethod
     def estimate(
-        self, matvec, n: int, k: int, key, tol: float, dtype, block_size: int = 1
+        self, matvec, n: int, k: int, key, rtol: float, dtype, block_size: int = 1
     ) -> EigenEstimate:
         """The estimate after `k` iterations (all arguments checked)."""
 
@@ -124,10 +204,10 @@ class Lanczos(AbstractEigenMethod):
         k = DEFAULT_LANCZOS_ITERS if num_iters is None else num_iters
         return min(positive_int("num_iters", k), n)
 
-    def estimate(self, matvec, n, k, key, tol, dtype, block_size=1):
+    def estimate(self, matvec, n, k, key, rtol, dtype, block_size=1):
         v0, k_restart = lanczos_keys(key, n, dtype)
         Q, alpha, beta = lanczos(matvec, v0, k, k_restart)
-        return lanczos_finish(matvec, Q, alpha, beta, tol)
+        return lanczos_finish(matvec, Q, alpha, beta, rtol)
 
 
 class LOBPCG(AbstractEigenMethod):
@@ -144,8 +224,8 @@ class LOBPCG(AbstractEigenMethod):
         k = DEFAULT_LOBPCG_ITERS if num_iters is None else num_iters
         return positive_int("num_iters", k)
 
-    def estimate(self, matvec, n, k, key, tol, dtype, block_size=1):
-        return _lobpcg_estimate(matvec, n, k, key, tol, dtype, block_size)
+    def estimate(self, matvec, n, k, key, rtol, dtype, block_size=1):
+        return _lobpcg_estimate(matvec, n, k, key, rtol, dtype, block_size)
 
 
 # The matrix-free methods by the names `method` takes.
@@ -163,7 +243,7 @@ def smallest_eigenvalue(
     method="lanczos",
     num_iters=None,
     key=None,
-    tol=None,
+    rtol=None,
     dtype=None,
     block_size=1,
 ) -> EigenEstimate:
@@ -179,23 +259,26 @@ def smallest_eigenvalue(
       is exact up to round-off) or `"lobpcg"` (`jax.experimental.sparse.linalg.
       lobpcg_standard` on `c·I − M`, `c` the top Ritz value of 12 Lanczos
       steps; at most `num_iters` iterations, default 500, of `block_size`
-      matvecs each, stopping early once converged; needs `n > 5·block_size`).
+      matvecs each, stopping early once its residual is below
+      `sqrt(eps) · ||M||`; needs `n > 5·block_size`).
     - `key`: PRNG key of the random start (default `jax.random.key(0)`).
-    - `tol`: the convergence test `residual ≤ tol · ||M||_est` recorded in
-      `converged` (default `sqrt(eps)` of `dtype`); LOBPCG also stops on it.
+    - `rtol`: the estimate is a value (`converged`) when
+      `residual ≤ rtol · value` (default 0.1; `math.inf`: always), else only
+      an upper bound on λ_min.
     - `dtype`: floating dtype of the vectors (default: JAX's default float).
 
-    **Returns:** an [`dipflow.EigenEstimate`][]; a Lanczos run also reports
-    all `num_iters` Ritz values with their residual estimates.
+    **Returns:** an [`dipflow.EigenEstimate`][]: the value, or upper bound,
+    with its residual, `converged` and `lower_bound`; a Lanczos run also
+    reports all `num_iters` Ritz values with their residual estimates.
     """
     method = option("method", method, EIGEN_METHODS)
     n = positive_int("n", n)
     block_size = positive_int("block_size", block_size)
     dtype = float_dtype(dtype)
-    tol = check_tol(tol, dtype)
+    rtol = check_rtol(rtol)
     k = method.iterations(num_iters, n, block_size)
     key = jax.random.key(0) if key is None else key
-    return method.estimate(matvec, n, k, key, tol, dtype, block_size)
+    return method.estimate(matvec, n, k, key, rtol, dtype, block_size)
 
 
 def lanczos(matvec, v0: Float[Array, " n"], num_iters: int, key):
@@ -259,9 +342,10 @@ def tridiagonal(
     return jnp.diag(alpha) + jnp.diag(off, 1) + jnp.diag(off, -1)
 
 
-def zero_estimate(n: int, dtype, method: str) -> EigenEstimate:
+def zero_estimate(n: int, dtype, method: str, rtol: float) -> EigenEstimate:
     """The estimate of an operator known to be singular without iterating
-    (`J Jᵀ` with p < n): value, residual and matvecs 0, no vector (NaN)."""
+    (`J Jᵀ` with p < n): value, bounds, residual and matvecs 0, no vector
+    (NaN); a value."""
     zero = jnp.zeros((), dtype)
     return EigenEstimate(
         value=zero,
@@ -272,13 +356,18 @@ def zero_estimate(n: int, dtype, method: str) -> EigenEstimate:
         residual_estimates=jnp.zeros((1,), dtype),
         num_matvecs=jnp.asarray(0),
         converged=jnp.asarray(True),
+        lower_bound=zero,
         method=method,
+        rtol=rtol,
     )
 
 
-def _finish(matvec, value, vector, norm, ritz, estimates, matvecs, tol, method):
-    vector = vector / jnp.linalg.norm(vector)
-    residual = jnp.linalg.norm(matvec(vector) - value * vector)
+def estimate_of(
+    value, vector, residual, norm, ritz, estimates, matvecs, rtol, method, complete
+) -> EigenEstimate:
+    """The `EigenEstimate` of a pair whose true residual is known: the
+    contract's `converged` and `lower_bound` filled in (`complete`: the Ritz
+    values are the whole spectrum)."""
     return EigenEstimate(
         value=value,
         vector=vector,
@@ -286,11 +375,23 @@ def _finish(matvec, value, vector, norm, ritz, estimates, matvecs, tol, method):
         norm=norm,
         ritz_values=ritz,
         residual_estimates=estimates,
-        num_matvecs=jnp.asarray(matvecs + 1),
-        # tol = inf turns the check off, also for M = 0 (where inf · 0 is NaN).
-        converged=jnp.asarray(True) if math.isinf(tol) else residual <= tol * norm,
+        num_matvecs=jnp.asarray(matvecs),
+        converged=is_value(value, residual, rtol),
+        lower_bound=lower_bound(value, residual, ritz, estimates, complete),
         method=method,
+        rtol=rtol,
     )
+
+
+def _finish(matvec, value, vector, norm, ritz, estimates, matvecs, rtol, method):
+    vector = vector / jnp.linalg.norm(vector)
+    residual = jnp.linalg.norm(matvec(vector) - value * vector)
+    # The Ritz values are the whole spectrum when they are n of them.
+    complete = ritz.shape[0] == vector.shape[0]
+    return estimate_of(
+        value, vector, residual, norm, ritz, estimates, matvecs + 1, rtol, method,
+        complete,
+    )  # fmt: skip
 
 
 def lanczos_keys(key, n: int, dtype):
@@ -299,17 +400,17 @@ def lanczos_keys(key, n: int, dtype):
     return jax.random.normal(k_start, (n,), dtype), k_restart
 
 
-def lanczos_finish(matvec, Q, alpha, beta, tol) -> EigenEstimate:
+def lanczos_finish(matvec, Q, alpha, beta, rtol) -> EigenEstimate:
     """The estimate from `k` Lanczos steps (`Q` the first `k` basis vectors)."""
     k = alpha.shape[0]
     ritz, S = jnp.linalg.eigh(tridiagonal(alpha, beta))
     estimates = jnp.abs(beta[-1] * S[-1])
     return _finish(
-        matvec, ritz[0], Q.T @ S[:, 0], ritz[-1], ritz, estimates, k, tol, "lanczos"
+        matvec, ritz[0], Q.T @ S[:, 0], ritz[-1], ritz, estimates, k, rtol, "lanczos"
     )
 
 
-def _lobpcg_estimate(matvec, n, k, key, tol, dtype, block_size):
+def _lobpcg_estimate(matvec, n, k, key, rtol, dtype, block_size):
     k_shift, k_restart, k_block = jax.random.split(key, 3)
     shift_iters = min(_SHIFT_ITERS, n)
     _, alpha, beta = lanczos(
@@ -323,10 +424,14 @@ def _lobpcg_estimate(matvec, n, k, key, tol, dtype, block_size):
 
     X0 = jax.random.normal(k_block, (n, block_size), dtype)
     # LOBPCG stops when ||r|| < tol' · 10 n (||c v − M v|| + θ) ≈ tol' · 20 n c:
-    # this tol' makes that our `residual ≤ tol · ||M||` (c ≈ ||M||).
+    # this tol' makes that `residual ≤ sqrt(eps) · ||M||` (c ≈ ||M||), about
+    # as far as floating point goes; whether that is a value is `rtol`'s call.
+    tol = stopping_tol(dtype)
     theta, U, iters = lobpcg_standard(shifted, X0, m=k, tol=tol / (20 * n))
     ritz = c - theta  # ascending, as theta is descending
     MU = block_mv(U)
     estimates = jnp.linalg.norm(MU - ritz[None, :] * U, axis=0)
     matvecs = shift_iters + block_size * (iters + 1) + block_size
-    return _finish(matvec, ritz[0], U[:, 0], c, ritz, estimates, matvecs, tol, "lobpcg")
+    return _finish(
+        matvec, ritz[0], U[:, 0], c, ritz, estimates, matvecs, rtol, "lobpcg"
+    )
