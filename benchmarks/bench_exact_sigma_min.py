@@ -32,32 +32,16 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 jax.config.update("jax_enable_x64", True)
+
+from bench_image_sigma_min import adam_step  # noqa: E402
 
 import dipflow as dip  # noqa: E402
 from dipflow.imaging._image_experiment import image_problem, make_generator  # noqa: E402
 from dipflow.imaging._image_theory import as_dtype  # noqa: E402
 from dipflow.theory import _blocked_gram, _spectral  # noqa: E402
 from dipflow.theory._flat import flat_generator  # noqa: E402
-
-
-def adam_step(net, problem, lr: float):
-    """`(params, state, step)`: Adam on the loss (2), one compiled step."""
-    params, static = eqx.partition(net, net.trainable_filter())
-    opt = optax.adam(lr)
-
-    @jax.jit
-    def step(params, state):
-        def loss(p):
-            r = problem.forward(eqx.combine(p, static)()) - problem.y
-            return 0.5 * jnp.dot(r, r) / problem.m
-
-        updates, state = opt.update(jax.grad(loss)(params), state, params)
-        return optax.apply_updates(params, updates), state
-
-    return params, opt.init(params), step, static
 
 
 def adam_times(step, params, state, reps: int) -> list[float]:

@@ -45,8 +45,8 @@ def dense_gram_eigenvalues(net, block: int | None) -> np.ndarray:
     return np.linalg.eigvalsh((G + G.T) / 2)
 
 
-def train(net, problem, iters: int, lr: float):
-    """`iters` Adam steps on the loss (2), one compiled call per step."""
+def adam_step(net, problem, lr: float):
+    """`(params, state, step, static)`: Adam on the loss (2), one compiled step."""
     params, static = eqx.partition(net, net.trainable_filter())
     opt = optax.adam(lr)
 
@@ -59,7 +59,12 @@ def train(net, problem, iters: int, lr: float):
         updates, state = opt.update(jax.grad(loss)(params), state, params)
         return optax.apply_updates(params, updates), state
 
-    state = opt.init(params)
+    return params, opt.init(params), step, static
+
+
+def train(net, problem, iters: int, lr: float):
+    """`iters` Adam steps on the loss (2), one compiled call per step."""
+    params, state, step, static = adam_step(net, problem, lr)
     for _ in range(iters):
         params, state = step(params, state)
     return eqx.combine(params, static)

@@ -72,17 +72,11 @@ def _reproduce_beyond(args) -> int:
         else "beyond"
     )
     for part, study in studies.items():
-        print(
-            f"{study.name}: {len(study.cells)} cells × {study.runs} runs -> {out}/{part}",
-            file=sys.stderr,
-        )
+        _announce(study, f"{out}/{part}")
     code = run_beyond(out, studies, run_options(args))
     if code:
         return code
-    paths = report_beyond(out, studies)
-    print(f"summary: {paths['summary']}\nreport: {paths['report']}")
-    print("figures: " + ", ".join(str(p) for p in paths["figures"]))
-    return 0
+    return _written(report_beyond(out, studies), "summary")
 
 
 def _reproduce_losses(args) -> int:
@@ -98,15 +92,25 @@ def _reproduce_losses(args) -> int:
     )
     enable_x64()  # the Poisson loss's excess needs float64
     out = args.out or ("losses-quick" if args.quick else "losses")
-    print(
-        f"{study.name}: {len(study.cells)} cells × {study.runs} runs -> {out}",
-        file=sys.stderr,
-    )
+    _announce(study, out)
     code = run_losses(out, study, run_options(args))
     if code:
         return code
-    paths = report_losses(out, study, n_boot=QUICK_BOOT if args.quick else 200)
-    print(f"table: {paths['table']}\nreport: {paths['report']}")
+    return _written(
+        report_losses(out, study, n_boot=QUICK_BOOT if args.quick else 200), "table"
+    )
+
+
+def _announce(study, folder) -> None:
+    print(
+        f"{study.name}: {len(study.cells)} cells × {study.runs} runs -> {folder}",
+        file=sys.stderr,
+    )
+
+
+def _written(paths, table: str) -> int:
+    """Print where a report went (`table`: the key of its table)."""
+    print(f"{table}: {paths[table]}\nreport: {paths['report']}")
     print("figures: " + ", ".join(str(p) for p in paths["figures"]))
     return 0
 
