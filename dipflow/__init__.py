@@ -45,6 +45,10 @@ from .imaging._stopping_rules import (
     Oracle as Oracle,
     TheoryTime as TheoryTime,
 )
+from .imaging._width_study import (
+    WidthGrid as WidthGrid,
+    run_dip_width as run_dip_width,
+)
 from .problems._operators import (
     compressed_sensing as compressed_sensing,
     denoising as denoising,
@@ -78,8 +82,8 @@ from .studies._statistics import (
     fit_power_law as fit_power_law,
     transition_curve as transition_curve,
 )
-from .studies._store import StudyStore as StudyStore
-from .studies._study_tables import load as load
+from ._core._store import StudyStore as StudyStore
+from ._core._study_tables import load as load
 from .studies._summary import summary as summary
 from .studies._sweep_config import (
     load_study as load_study,

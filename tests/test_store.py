@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from dipflow.studies import _store
-from dipflow.studies._store import StudyStore
-from dipflow.studies._study_tables import load, load_config, load_provenance
+from dipflow._core import _store
+from dipflow._core._store import StudyStore
+from dipflow._core._study_tables import load, load_config, load_provenance
 from dipflow.studies._summary import summary
 
 CONFIG = {"widths": [8, 16], "m": 4, "method": "gd", "step_size": 0.5}

@@ -3,9 +3,11 @@ beyond the paper and for losses beyond squared error."""
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 
 from ..imaging._loss_study import run_image_losses
+from ..imaging._width_study import WidthGrid, run_dip_width
 from ..studies._beyond import beyond_studies, report_beyond, run_beyond
 from ..studies._figure1 import figure1_study
 from ..studies._loss_study import (
@@ -35,6 +37,10 @@ def _reproduce(args) -> int:
         return _reproduce_losses(args)
     if args.figure == "image-losses":
         return _reproduce_image_losses(args)
+    if args.figure == "dip-width":
+        return _reproduce_dip_width(args)
+    if args.full:
+        raise ValueError("`--full` is only for `reproduce dip-width`.")
     if args.variants is not None or args.paper_grid:
         raise ValueError(
             "`--variants` and `--paper-grid` are only for `reproduce beyond` "
@@ -138,6 +144,32 @@ def _reproduce_image_losses(args) -> int:
     return 0
 
 
+def _reproduce_dip_width(args) -> int:
+    if args.quick and args.full:
+        raise ValueError("give at most one of `--quick` and `--full`.")
+    if args.x64:  # the fits in float64 (σ_min(J) is computed in float64 anyway)
+        enable_x64()
+    grid = (
+        WidthGrid.quick()
+        if args.quick
+        else WidthGrid.full()
+        if args.full
+        else WidthGrid()
+    )
+    changes = {"seed": args.seed}
+    if args.runs is not None:
+        changes["seeds"] = args.runs
+    grid = dataclasses.replace(grid, **changes)
+    out = args.out or ("dip-width-quick" if args.quick else "dip-width")
+    cells = len(grid.cells())
+    print(f"dip-width: {cells} cells × {len(grid.images) * grid.seeds} runs -> {out}",
+          file=sys.stderr)  # fmt: skip
+    runs = run_dip_width(out, grid, progress=not args.no_progress)
+    print(f"{len(runs)} runs; written: {out}/study.sqlite, {out}/table.md, "
+          f"{out}/transitions.md, {out}/figure.png")  # fmt: skip
+    return 0
+
+
 def _study_options(args) -> dict:
     """What both figures' studies take from the command line alike."""
     return dict(
@@ -151,13 +183,16 @@ def _study_options(args) -> dict:
 def _arguments(p) -> None:
     p.add_argument(
         "figure",
-        choices=("fig1", "beyond", "losses", "image-losses"),
+        choices=("fig1", "beyond", "losses", "image-losses", "dip-width"),
         help="fig1 (the paper's Figure 1), beyond (its panels for the variants "
         "beyond the paper: both layers, MLPs, other trainers), losses (its "
         "panels for pseudo-Huber on impulse noise and Poisson counts beside "
         "squared error, in float64) or image-losses (DIP denoising of three "
         "images under Gaussian, impulse and Poisson noise with matched and "
-        "mismatched losses; --runs seeds, default 2)",
+        "mismatched losses; --runs seeds, default 2) or dip-width (ConvDecoders "
+        "of growing width on 16 × 16 and 32 × 32 crops, GD and Adam: when do they "
+        "stay in Theorem 1's regime; --runs seeds per image, default 2; --full "
+        "for an accelerator)",
     )
     p.add_argument(
         "--out",
@@ -205,6 +240,12 @@ def _arguments(p) -> None:
     p.add_argument("--beta", type=float, default=None, help="inertial flow β")
     p.add_argument(
         "--quick", action="store_true", help="a 3 × 3 grid per panel, for smoke tests"
+    )
+    p.add_argument(
+        "--full",
+        action="store_true",
+        help="dip-width: widths 4 … 256, three images, four seeds, longer fits "
+        "(hours on a CPU: for an accelerator)",
     )
     p.add_argument(
         "--max-steps", type=int, default=None, help="override the 25 000-step budget"

@@ -111,6 +111,8 @@ def fit_image(
       networks, whose σ_min(J(θ0)) (with its residual and convergence) is
       taken instead of estimated again: it depends on the networks only, not
       on the problem, so a study of several noises and losses estimates it once.
+      Or the estimates themselves, one `SigmaMin(value, residual, converged)`
+      per run (a study that wants σ_min(J0) exact and Lanczos along training).
     - `wmv_window`, `wmv_patience`: ES-WMV's window W and patience
       ([`dipflow.WMVState`][]).
     - `batching`: how runs share the work: in one program, `"vmap"`

@@ -66,7 +66,14 @@ class SigmaMinEstimator(NamedTuple):
 
 def initial_sigma_min(fit, count: int) -> list[SigmaMin]:
     """σ_min(J(θ0)) of each of `count` runs as the earlier fit `fit` of the
-    same networks estimated it."""
+    same networks estimated it, or as given (`fit` a sequence of `SigmaMin`)."""
+    if isinstance(fit, (list, tuple)):
+        if len(fit) != count or not all(isinstance(s, SigmaMin) for s in fit):
+            raise ValueError(
+                f"`sigma_min_J0_of` must be an ImageFit or {count} SigmaMin "
+                f"estimates (one per run), got {fit!r:.80}."
+            )
+        return list(fit)
     if len(fit.sigma_min_J0) != count:
         raise ValueError(
             f"`sigma_min_J0_of` holds {len(fit.sigma_min_J0)} runs, not {count}."

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .._core._checks import positive_int
+from .._core._study_tables import load
 from ._cells import Cell, Study
 from ._figure1 import (
     K_GRID,
@@ -36,7 +37,6 @@ from ._figure1 import (
 from ._plots import plot_figure1
 from ._runner import run_study
 from ._statistics import bootstrap_power_law
-from ._study_tables import load
 from ._summary import summary
 
 

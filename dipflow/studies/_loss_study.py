@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from .._core._checks import positive_int
+from .._core._study_tables import load
 from ..problems._losses import Poisson
 from ..problems._noise import PoissonNoise
 from ._beyond import _fmt, _moved, _plot_exponents
@@ -43,7 +44,6 @@ from ._figure1 import PANELS, PROTOCOL
 from ._plots import phase_diagram, plot_figure1
 from ._runner import run_study
 from ._statistics import bootstrap_power_law, wilson_interval
-from ._study_tables import load
 from ._summary import summary
 
 

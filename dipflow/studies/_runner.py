@@ -8,9 +8,9 @@ import time
 
 import jax
 
+from .._core._store import StudyStore
 from ._cells import Study
 from ._executors import dask_executor, local_executor
-from ._store import StudyStore
 
 # The executors by the names people type, and the option only each one takes.
 _EXECUTORS = {

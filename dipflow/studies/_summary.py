@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .._core._study_tables import _load
 from ._statistics import wilson_interval
-from ._study_tables import _load
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -11,8 +11,8 @@ import time
 
 import jax
 
-from ..studies._store import StudyStore
-from ..studies._study_tables import load
+from .._core._store import StudyStore
+from .._core._study_tables import load
 from ._beyond import measurement_certificate, signal_space
 from ._generic import generic_certificates
 from ._lemmas import lemma1, lemma2, lemma3, lemma4

@@ -31,11 +31,12 @@ cannot store NaN: it binds NaN as NULL. `load` maps NULL back to NaN in a float
 column, so in float columns NaN and `None` both come back as NaN, pandas'
 missing value (and SQL aggregates such as `AVG` skip them).
 
-This module writes studies. It imports no other dipflow module, so that this
-file alone, loaded by its path, can write a study without importing JAX (a
-writer process in the tests does). Reading is in `_study_tables` (`load`,
-`load_config`, `load_provenance`) and `_summary` (`summary`); those names are
-also attributes of this module, imported on first access.
+This module writes studies: the batched studies of `dipflow.studies` and the
+image studies of `dipflow.imaging` alike, so it lives below both. It imports
+no other dipflow module, so that this file alone, loaded by its path, can
+write a study without importing JAX (a writer process in the tests does).
+Reading is in `_study_tables` (`load`, `load_config`, `load_provenance`);
+`dipflow.studies` summarises (`summary`).
 """
 
 from __future__ import annotations

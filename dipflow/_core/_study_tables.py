@@ -1,7 +1,7 @@
 """Reading a study: its runs as a pandas DataFrame (`load`), its configuration
 (`load_config`) and the provenance of its sessions (`load_provenance`), each
 from one consistent snapshot of the study file that
-`StudyStore` writes (its layout: `dipflow.studies._store`).
+`StudyStore` writes (its layout: `dipflow._core._store`).
 
 Reading creates no file in the study folder and works while another process
 writes the study. pandas is imported by the functions that use it, so that
