@@ -1,4 +1,6 @@
+import atexit
 import os
+import shutil
 import tempfile
 
 import jax
@@ -10,8 +12,12 @@ from dipflow.generators import _activations
 # Numerical tests run in float64 with strict rank promotion (see STYLE.md).
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")
-# Study worker processes share compiled programs on disk: keep the tests' apart.
-os.environ.setdefault("DIPFLOW_CACHE_DIR", tempfile.mkdtemp(prefix="dipflow-test-xla-"))
+# Study worker processes share compiled programs on disk: keep the tests' apart,
+# in a folder removed at exit by the process that made it (test workers inherit it).
+if "DIPFLOW_CACHE_DIR" not in os.environ:
+    _CACHE = tempfile.mkdtemp(prefix="dipflow-test-xla-")
+    os.environ["DIPFLOW_CACHE_DIR"] = _CACHE
+    atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 
 
 @pytest.fixture
