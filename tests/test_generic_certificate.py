@@ -125,6 +125,21 @@ def test_lip_lower_is_attained_in_the_ball(case, request):
     assert float(cert.lip_lower) >= 0.99 * exact
 
 
+def test_restarts_batched_or_one_after_another_find_the_same_pair(mlp, monkeypatch):
+    # On a CPU the restarts run one after another; batched (as on an
+    # accelerator) they are the same search, to round-off.
+    from dipflow.theory import _generic_certificate
+
+    net, problem, cert = mlp
+    monkeypatch.setattr(_generic_certificate, "on_cpu", lambda: False)
+    batched = dip.generic_certificate(net, problem, steps=STEPS)
+    np.testing.assert_allclose(batched.lip_lower, cert.lip_lower, rtol=1e-10)
+    for field in ("theta1", "theta2", "v"):
+        np.testing.assert_allclose(
+            getattr(batched, field), getattr(cert, field), rtol=1e-8, atol=1e-12
+        )
+
+
 @pytest.mark.parametrize("case", ["paper", "both_layers", "mlp"])
 def test_upper_bound_bounds_difference_quotients(case, request):
     net, _, cert = request.getfixturevalue(case)

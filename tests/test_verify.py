@@ -218,6 +218,34 @@ def test_flow_runs_follow_the_full_network_flow():
     np.testing.assert_allclose(float(fr.cert.sigma_min_J0), fr.sigma_min[0], rtol=1e-10)
 
 
+def test_flow_runs_read_in_row_space_with_one_compiled_flow():
+    from dipflow.verify import _instances
+
+    size = (2, 4, 30)  # n > m: ker(A) is not trivial
+    before = _instances._flows._cache_size()
+    fr = flow_runs("flow", [size], [0, 1], seed=0, d=10, activation="tanh")
+    # The plain reading and the two row-space ones: one compilation.
+    assert _instances._flows._cache_size() == before + 1
+    for f in fr:
+        # The scaled reading is ||A(g − x̄)|| = ||y(t) − ȳ||: the residual, as
+        # the data have no noise. A has κ = 1 here (all its singular values
+        # s), so the row one is ||P_row(g − x̄)|| = ||A(g − x̄)|| / s.
+        np.testing.assert_allclose(f.prediction_error, f.residual, rtol=1e-8)
+        s = np.linalg.svd(f.instance.A, compute_uv=False)
+        np.testing.assert_allclose(s, s[0], rtol=1e-12)
+        np.testing.assert_allclose(f.signal_row, f.prediction_error / s[0], rtol=1e-8)
+        assert f.signal_ker[0] > 0
+    plain = flow_runs(
+        "flow", [size], [0, 1], seed=0, d=10, activation="tanh", row_space=False
+    )
+    assert _instances._flows._cache_size() == before + 1
+    for f, g in zip(fr, plain, strict=True):
+        np.testing.assert_array_equal(f.residual, g.residual)
+        np.testing.assert_array_equal(f.sigma_min, g.sigma_min)
+        for field in ("prediction_error", "signal_row", "signal_ker"):
+            assert np.isnan(getattr(g, field)).all()
+
+
 def test_theorem1_and_lemma1_hold_where_5_holds_and_abstain_where_it_fails():
     held = verify.theorem1_envelope(sizes=FLOW_SIZES, runs=2, d=10)
     assert held.status == verify.HELD

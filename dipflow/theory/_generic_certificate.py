@@ -16,12 +16,14 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import optax
+from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float
 
+from .._core._backend import on_cpu
 from .._core._checks import nonnegative_int, nonnegative_scalar, positive_int
 from ..generators._networks import TwoLayerDIP
 from ..problems._problems import check_problem
-from ._jacobians import flat_generator, lipschitz_bound, sigma_min_jacobian
+from ._jacobians import flat_generator, lipschitz_bound, partition, sigma_min_jacobian
 from ._lipschitz import layerwise_lip_bound
 from ._loss_certificate import AbstractLossCertificate, LossTerms
 
@@ -269,32 +271,56 @@ def _sigma_min_matrix_free(net):
     return jnp.sqrt(jnp.maximum(lam, 0.0))
 
 
+def _tree_dot(a, b):
+    return sum(
+        jnp.vdot(x, y)
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+    )
+
+
+def _tree_norm(a):
+    return jnp.sqrt(_tree_dot(a, a))
+
+
 @eqx.filter_jit
 def _lip_search(net, radius, key, num_restarts: int, steps: int):
-    theta0, g = flat_generator(net)
+    # The search runs on the trained parameters' own pytree (the flat θ of the
+    # docstring only at its ends): flattening would copy every layer out of θ
+    # at each jvp and vjp, and back into one vector at each gradient.
+    params, static = partition(net)
+    theta0, unravel = ravel_pytree(params)
     p = theta0.size
-    tiny = jnp.finfo(theta0.dtype).tiny
+    dtype = theta0.dtype
+    tiny = jnp.finfo(dtype).tiny
+
+    def g(ps):
+        return eqx.combine(ps, static)()
+
+    def sub(a, b):
+        return jax.tree.map(jnp.subtract, a, b)
 
     def diff(t1, t2, v):  # (J(θ1) − J(θ2)) v
         return jax.jvp(g, (t1,), (v,))[1] - jax.jvp(g, (t2,), (v,))[1]
 
     def diff_t(t1, t2, w):  # (J(θ1) − J(θ2))ᵀ w
-        return jax.vjp(g, t1)[1](w)[0] - jax.vjp(g, t2)[1](w)[0]
+        return sub(jax.vjp(g, t1)[1](w)[0], jax.vjp(g, t2)[1](w)[0])
 
     def power(t1, t2, v):
         v = diff_t(t1, t2, diff(t1, t2, v))
-        return v / jnp.maximum(jnp.linalg.norm(v), tiny)
+        scale = 1 / jnp.maximum(_tree_norm(v), tiny)
+        return jax.tree.map(lambda x: x * scale, v)
 
     def ratio2(ts, v):
         t1, t2 = ts
-        return jnp.sum(diff(t1, t2, v) ** 2) / jnp.sum((t1 - t2) ** 2)
+        gap = sub(t1, t2)
+        return jnp.sum(diff(t1, t2, v) ** 2) / _tree_dot(gap, gap)
 
     # Strictly inside, so that round-off in the norm cannot leave the ball.
-    inner = radius * (1 - 16 * jnp.finfo(theta0.dtype).eps)
+    inner = radius * (1 - 16 * jnp.finfo(dtype).eps)
 
     def project(t):
-        dist = jnp.linalg.norm(t - theta0)
-        return theta0 + (t - theta0) * jnp.minimum(1.0, inner / dist)
+        shrink = jnp.minimum(1.0, inner / _tree_norm(sub(t, params)))
+        return jax.tree.map(lambda x, x0: x0 + (x - x0) * shrink, t, params)
 
     def unit(x):
         return x / jnp.linalg.norm(x)
@@ -304,14 +330,14 @@ def _lip_search(net, radius, key, num_restarts: int, steps: int):
 
     def run(i, key):
         k1, k2, k3, k4, k5 = jax.random.split(key, 5)
-        s1, s2 = jax.random.uniform(k4, (2,), theta0.dtype)
+        s1, s2 = jax.random.uniform(k4, (2,), dtype)
         t1 = theta0 + jnp.where(i == 0, 0.0, inner * s1) * unit(
-            jax.random.normal(k1, (p,), theta0.dtype)
+            jax.random.normal(k1, (p,), dtype)
         )
-        close = t1 + 0.01 * radius * unit(jax.random.normal(k2, (p,), theta0.dtype))
-        far = theta0 + inner * s2 * unit(jax.random.normal(k3, (p,), theta0.dtype))
-        t1, t2 = t1, project(jnp.where(i % 2 == 0, close, far))
-        v = unit(jax.random.normal(k5, (p,), theta0.dtype))
+        close = t1 + 0.01 * radius * unit(jax.random.normal(k2, (p,), dtype))
+        far = theta0 + inner * s2 * unit(jax.random.normal(k3, (p,), dtype))
+        t1, t2 = unravel(t1), project(unravel(jnp.where(i % 2 == 0, close, far)))
+        v = unravel(unit(jax.random.normal(k5, (p,), dtype)))
 
         def step(carry, _):
             ts, v, state, best = carry
@@ -322,21 +348,28 @@ def _lip_search(net, radius, key, num_restarts: int, steps: int):
                 lambda b, c: jnp.where(value > best[0], c, b), best, (value, *ts, v)
             )
             updates, state = opt.update(jax.tree.map(jnp.negative, grads), state)
-            ts = jax.tree.map(project, optax.apply_updates(ts, updates))
+            ts = tuple(project(t) for t in optax.apply_updates(ts, updates))
             return (ts, v, state, best), None
 
         ts = (t1, t2)
-        best = (jnp.zeros((), theta0.dtype), t1, t2, v)
+        best = (jnp.zeros((), dtype), t1, t2, v)
         (_, _, _, best), _ = jax.lax.scan(
             step, (ts, v, opt.init(ts), best), None, length=steps
         )
         return best
 
-    values, t1s, t2s, vs = jax.vmap(run)(
-        jnp.arange(num_restarts), jax.random.split(key, num_restarts)
-    )
+    starts = (jnp.arange(num_restarts), jax.random.split(key, num_restarts))
+    if on_cpu():
+        # One restart after another: batched, their matrix-vector products
+        # become batched products of distinct matrices, which XLA's CPU
+        # backend runs slower than a loop of plain ones.
+        values, t1s, t2s, vs = jax.lax.map(lambda a: run(*a), starts)
+    else:
+        values, t1s, t2s, vs = jax.vmap(run)(*starts)
     j = jnp.argmax(values)
-    t1, t2, v = t1s[j], t2s[j], vs[j]
+    t1, t2, v = jax.tree.map(lambda a: a[j], (t1s, t2s, vs))
     polished = jax.lax.fori_loop(0, _POLISH_ITERS, lambda _, v: power(t1, t2, v), v)
-    v = jnp.where(ratio2((t1, t2), polished) > values[j], polished, v)
-    return jnp.sqrt(ratio2((t1, t2), v)), t1, t2, v
+    better = ratio2((t1, t2), polished) > values[j]
+    v = jax.tree.map(lambda a, b: jnp.where(better, a, b), polished, v)
+    flat = (ravel_pytree(t)[0] for t in (t1, t2, v))
+    return jnp.sqrt(ratio2((t1, t2), v)), *flat

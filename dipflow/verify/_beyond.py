@@ -28,7 +28,7 @@ def measurement_certificate(
     reports the observed rate against both certified rates.
     """
     setup = FlowSetup(d, activation, v_dist, seed)
-    flows = setup.flows("flow", sizes, runs, "measurement_certificate")
+    flows = setup.flows("flow", sizes, runs, "measurement_certificate", row_space=False)
     ok = setup.assumptions_hold
     rows, data = [], []
     for fr in flows:

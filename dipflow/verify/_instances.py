@@ -195,16 +195,14 @@ def assumptions_hold(activation: str, v_dist: str) -> bool:
 # -- exact flows on a grid -------------------------------------------------------------
 
 
-@functools.partial(
-    jax.jit, static_argnames=("activation", "with_jacobian", "rtol", "atol")
-)
-def _flows(M, z0, y, V, A, x, ts, loss, *, activation, with_jacobian, rtol, atol):
+@functools.partial(jax.jit, static_argnames=("activation", "rtol", "atol"))
+def _flows(M, z0, y, V, A, x, ts, loss, *, activation, rtol, atol):
     """The library's exact flow (`dipflow.training._flows.integrate` on the reduced
     dynamics of `loss`, Tsit5, never stopping early) of each instance, batched
     over the leading axis of every array argument (the leaves of `loss`
     included: a `SwitchLoss` gives each instance its own), saved at `ts`: the
     loss, the residual, the distance, the signal error `||V φ(z(t))/√k − x||`,
-    and with `with_jacobian` σ_min(J) and `λ_min(K_A)/m` on Im(A). The flow in
+    σ_min(J) and `λ_min(K_A)/m` on Im(A). The flow in
     `z` is set by `M`, `z0`, `y` and `loss` alone; `V`, `A` and `x` are the
     coordinates the diagnostics are read in (`M = A V / √k`)."""
     m = M.shape[-2]
@@ -224,8 +222,8 @@ def _flows(M, z0, y, V, A, x, ts, loss, *, activation, with_jacobian, rtol, atol
             loss_fn=loss,
             net0=net0,
             problem=InverseProblem(A=A, y=y, x_true=x),
-            with_sigma_min=with_jacobian,
-            with_kernel=with_jacobian,
+            with_sigma_min=True,
+            with_kernel=True,
             with_signal=True,
         )
         sol = integrate(
@@ -327,6 +325,7 @@ def flow_runs(
     what: str = "flow_runs",
     losses: tuple[LossCase, ...] = SQUARED_ERROR,
     times: Callable[[object, object], np.ndarray] | None = None,
+    row_space: bool = True,
     one_pass: bool = False,
 ) -> list[FlowRun]:
     """Draw `runs` instances of each `(m, n, k)` in `sizes`, certify them
@@ -343,13 +342,14 @@ def flow_runs(
 
     `extra_times(cert) -> float | None` adds one time to an instance's grid;
     `times(cert, mcert) -> array` gives the grid itself instead (the same
-    number of times for every instance). Every flow is integrated once more
-    in row-space coordinates, for the signal and prediction errors: by a
-    second compiled flow without σ_min and K_A (what claims that share the
-    compiled flows want), or with `one_pass` in the same batch as the first
-    (one compilation, three times the batch: faster for a claim whose shapes
-    no other claim shares). The arguments are checked first, in the name of
-    the claim `what`.
+    number of times for every instance). With `row_space`, every flow is
+    integrated twice more, read in A's row-space coordinates (plain and
+    scaled), for `signal_row`, `signal_ker` and `prediction_error` (NaN
+    without it, for claims that read none of them); all three readings run
+    the same compiled flow (one compilation per size, which claims with the
+    same sizes share), one after the other, or with `one_pass` as one batch of
+    three times the size. The arguments are checked first, in the name of the
+    claim `what`.
     """
     require_x64(what)
     check_model(activation, v_dist)
@@ -397,48 +397,10 @@ def flow_runs(
         ]
         loss = _batched_loss(losses, len(runs))
         options = dict(activation=activation, rtol=rtol, atol=atol)
-        # The same flows read in row-space coordinates too (plain and scaled).
         coords = [_row_coordinates(i) for i in insts]
-        variants = [[c[0] for c in coords], [c[1] for c in coords]]
-        V_, A_, x_ = (
-            jnp.asarray(np.stack([v[j] for group in variants for v in group]))
-            for j in range(3)
+        traj, solved, row, pred = _integrate(
+            stack, coords, ts, loss, n, options, row_space=row_space, one_pass=one_pass
         )
-        if one_pass:
-            # One batch of three readings, σ_min and K_A read in all three. The
-            # row-space coordinates (r = rank(A) of them) are padded with zeros
-            # to n, which changes neither the flow nor the signal errors.
-            pad = n - V_.shape[1]
-            V_ = jnp.pad(V_, ((0, 0), (0, pad), (0, 0)))
-            A_ = jnp.pad(A_, ((0, 0), (0, 0), (0, pad)))
-            x_ = jnp.pad(x_, ((0, 0), (0, pad)))
-            everything, solved = _flows(
-                *_tile(stack[:3], 3),
-                jnp.concatenate([stack[3], V_]),
-                jnp.concatenate([stack[4], A_]),
-                jnp.concatenate([stack[5], x_]),
-                *_tile((ts, loss), 3),
-                with_jacobian=True,
-                **options,
-            )
-            plain, rows = slice(None, len(insts)), slice(len(insts), None)
-            traj, split = (
-                jax.tree_util.tree_map(lambda a, part=part: a[part], everything)
-                for part in (plain, rows)
-            )
-            solved = solved[plain]
-        else:
-            traj, solved = _flows(*stack, ts, loss, with_jacobian=True, **options)
-            split, _ = _flows(
-                *_tile(stack[:3], 2),
-                V_,
-                A_,
-                x_,
-                *_tile((ts, loss), 2),
-                with_jacobian=False,
-                **options,
-            )
-        row, pred = np.split(np.asarray(split.signal_error), 2)
         for i, (r, inst, cert, mcert, ts_, case) in enumerate(batch):
             signal = np.asarray(traj.signal_error[i])
             full_rank = coords[i][2] == inst.n
@@ -459,11 +421,44 @@ def flow_runs(
                     kernel_min=np.asarray(traj.kernel_rate[i]) * inst.m,
                     signal_row=row[i],
                     signal_ker=np.zeros_like(signal)
-                    if full_rank
+                    if full_rank and row_space
                     else np.sqrt(np.maximum(signal**2 - row[i] ** 2, 0.0)),
                 )
             )
     return out
+
+
+def _integrate(stack, coords, ts, loss, n: int, options, *, row_space, one_pass):
+    """`_flows` of a batch (`stack`: its `M, z0, y, V, A, x`), read in its own
+    coordinates and, with `row_space`, in the row-space ones of `coords`:
+    `(trajectory, solved, row signal error, prediction error)`, the last two
+    NaN without `row_space`."""
+    if not row_space:
+        traj, solved = _flows(*stack, ts, loss, **options)
+        nan = np.full(ts.shape, np.nan)
+        return traj, solved, nan, nan
+    # The row-space coordinates (r = rank(A) of them) are padded with zeros to
+    # n, which changes neither the flow nor the signal errors, so that every
+    # reading has the shapes of the first, and its compiled flow.
+    readings = [stack[3:]] + [_padded([c[j] for c in coords], n) for j in range(2)]
+    if one_pass:
+        everything, solved = _flows(
+            *_tile(stack[:3], 3),
+            *(jnp.concatenate(a) for a in zip(*readings, strict=True)),
+            *_tile((ts, loss), 3),
+            **options,
+        )
+        b = len(coords)
+        traj, row, pred = (
+            jax.tree_util.tree_map(lambda a, lo=lo: a[lo : lo + b], everything)
+            for lo in (0, b, 2 * b)
+        )
+        solved = solved[:b]
+    else:
+        (traj, solved), (row, _), (pred, _) = (
+            _flows(*stack[:3], *reading, ts, loss, **options) for reading in readings
+        )
+    return traj, solved, np.asarray(row.signal_error), np.asarray(pred.signal_error)
 
 
 def _tile(trees, times: int) -> list:
@@ -471,6 +466,19 @@ def _tile(trees, times: int) -> list:
     return [
         jax.tree_util.tree_map(lambda a: jnp.concatenate([a] * times), tree)
         for tree in trees
+    ]
+
+
+def _padded(readings, n: int) -> list:
+    """Row-space readings `(V, A, x)` of a batch of instances, stacked, their
+    `r` coordinates padded with zeros to `n`: `V` to n rows, `A` to n
+    columns, `x` to n entries."""
+    V, A, x = (np.stack([rd[j] for rd in readings]) for j in range(3))
+    pad = n - V.shape[1]
+    return [
+        jnp.asarray(np.pad(V, ((0, 0), (0, pad), (0, 0)))),
+        jnp.asarray(np.pad(A, ((0, 0), (0, 0), (0, pad)))),
+        jnp.asarray(np.pad(x, ((0, 0), (0, pad)))),
     ]
 
 

@@ -42,7 +42,7 @@ def theorem1_envelope(
     guaranteed one. Instances where (5) fails are reported, not checked.
     """
     setup = FlowSetup(d, activation, v_dist, seed)
-    flows = setup.flows("flow", sizes, runs, "theorem1_envelope")
+    flows = setup.flows("flow", sizes, runs, "theorem1_envelope", row_space=False)
     ok = setup.assumptions_hold
     rows, data = [], []
     for fr in flows:
