@@ -1,38 +1,69 @@
 """deepinv's Deep Image Prior on a problem written by `bench_images.py`: run
 with a Python that has torch and deepinv (never dipflow's environment).
 
-    python _deepinv_dip.py PROBLEM.npz RESULT.npz --iters 1000 --seeds 3 ...
+    python _deepinv_dip.py PROBLEM.npz [--threads N] [--channels 64] ...
 
-Reads the truth, the observation `Aᵀy` and the mask; for each seed trains
-deepinv's `ConvDecoder` with its `DeepImagePrior` (Adam, its own loop) and
-writes the reconstructions and seconds per iteration (compilation-free: the
-first, short call warms up PyTorch's kernels).
+Reads the truth, the observation `Aᵀy` and the mask, then serves runs, so
+that `bench_images.py` can time them back to back with its own: each line on
+stdin, `{"seed": s, "iters": n}`, trains deepinv's `ConvDecoder` (its own
+initialisation from `torch.manual_seed(s)`) with its `DeepImagePrior` (Adam,
+its own loop) and answers one line on stdout, `{"sec_per_iter": …,
+"image": [...], "threads": …}`. The seconds are the `DeepImagePrior` call's
+over the iterations; the first request after start-up should be a short
+warm-up (PyTorch's kernels, allocator and thread pool). A line `{"versions":
+true}` answers torch's and deepinv's versions.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 import time
 
 import numpy as np
 
 
+def _importable_torchvision(torch):
+    """Import torchvision, which deepinv imports. A torchvision built for
+    CUDA beside a CPU-only torch cannot load its compiled operators, and its
+    import then fails on registering their fake kernels: declaring the two
+    unguarded ones (non-maximum suppression, never used here) lets it
+    import."""
+    try:
+        import torchvision  # noqa: F401
+    except RuntimeError:
+        for name in [m for m in sys.modules if m.split(".")[0] == "torchvision"]:
+            del sys.modules[name]
+        lib = torch.library.Library("torchvision", "DEF")
+        for op in ("nms", "qnms"):
+            lib.define(
+                f"{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor"
+            )
+        _importable_torchvision.lib = lib  # kept alive: it owns the definitions
+        import torchvision  # noqa: F401
+
+
 def main(argv=None):
     p = argparse.ArgumentParser()
     p.add_argument("problem")
-    p.add_argument("result")
-    p.add_argument("--iters", type=int, required=True)
-    p.add_argument("--seeds", type=int, default=1)
     p.add_argument("--channels", type=int, default=64)
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--input-size", type=int, default=4)
     p.add_argument("--lr", type=float, default=0.01)
-    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--threads", type=int, default=0, help="0: torch's default")
     args = p.parse_args(argv)
 
-    import deepinv as dinv
+    # Answers go to the real stdout; anything the libraries print, to stderr.
+    answers, sys.stdout = sys.stdout, sys.stderr
+
     import torch
 
+    _importable_torchvision(torch)
+    import deepinv as dinv
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
     data = np.load(args.problem)
     truth, y_full, mask = data["truth"], data["y_full"], data["mask"]
     C, H, W = truth.shape
@@ -58,21 +89,23 @@ def main(argv=None):
         x = dip(y, physics)
         return x.detach().numpy()[0], time.perf_counter() - start
 
-    run(0, args.warmup)  # warm-up: allocator, kernels, thread pool
-    images, seconds = [], []
-    for seed in range(args.seeds):
-        x, t = run(seed, args.iters)
-        images.append(x)
-        seconds.append(t / args.iters)
-        print(f"deepinv seed {seed}: {1e3 * seconds[-1]:.1f} ms/iteration", flush=True)
-    np.savez(
-        args.result,
-        images=np.stack(images),
-        sec_per_iter=np.asarray(seconds),
-        threads=torch.get_num_threads(),
-        torch_version=torch.__version__,
-        deepinv_version=getattr(dinv, "__version__", "unknown"),
-    )
+    for line in sys.stdin:
+        request = json.loads(line)
+        if request.get("versions"):
+            answer = dict(
+                torch=torch.__version__,
+                deepinv=getattr(dinv, "__version__", "unknown"),
+                threads=torch.get_num_threads(),
+            )
+        else:
+            x, seconds = run(int(request["seed"]), int(request["iters"]))
+            answer = dict(
+                sec_per_iter=seconds / int(request["iters"]),
+                image=x.astype(np.float64).ravel().tolist(),
+                threads=torch.get_num_threads(),
+            )
+        answers.write(json.dumps(answer) + "\n")
+        answers.flush()
 
 
 if __name__ == "__main__":

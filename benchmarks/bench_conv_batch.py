@@ -43,9 +43,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from _timing import median_time  # benchmarks/_timing.py, beside this script
+from bench_conv_impl import as_hwc  # beside this script
 
 import dipflow as dip
-from dipflow.generators import _convdecoder
+from dipflow.generators import _conv_layers, _convdecoder
 from dipflow.imaging import _image_fit
 from dipflow.imaging._image_experiment import image_problem
 from dipflow.imaging._image_fit import _over_seeds, _trainer
@@ -65,12 +66,12 @@ def conv2d_patches(x, w, b, *, stride=1, padding="zeros"):
 
 @contextlib.contextmanager
 def patched_convolutions():
-    original = _convdecoder.conv2d
-    _convdecoder.conv2d = conv2d_patches
+    original = _convdecoder.conv2d_hwc
+    _convdecoder.conv2d_hwc = as_hwc(conv2d_patches)
     try:
         yield
     finally:
-        _convdecoder.conv2d = original
+        _convdecoder.conv2d_hwc = original
 
 
 def make_program(problem, steps, batching, in_loop=False):
@@ -135,7 +136,7 @@ def main(argv=None):
     w = jax.random.normal(jax.random.key(3), (4, 3, 3, 3))
     b = jnp.arange(4.0)
     np.testing.assert_allclose(
-        conv2d_patches(x, w, b), _convdecoder.conv2d(x, w, b), rtol=1e-5, atol=1e-5
+        conv2d_patches(x, w, b), _conv_layers.conv2d(x, w, b), rtol=1e-5, atol=1e-5
     )
 
     S, K = args.seeds, args.steps

@@ -4,7 +4,7 @@
 - `lax NCHW`: `lax.conv_general_dilated` on `(c, h, w)` images with its
   default (channels-first) dimension numbers (the baseline);
 - `lax NHWC`: the same convolution with channels-last dimension numbers, the
-  library's `dipflow.generators._conv_layers.conv2d`;
+  library's `dipflow.generators._conv_layers.conv2d_hwc`;
 - `im2col`: nine shifted copies of the padded image and one matrix product;
 - `custom vjp`: XLA's convolution forward and input gradient, the weight
   gradient as a matrix product of patches.
@@ -28,7 +28,19 @@ from _timing import median_time  # benchmarks/_timing.py, beside this script
 import dipflow as dip
 from dipflow.generators import _conv_layers, _convdecoder
 
-LIBRARY = _conv_layers.conv2d  # channels-last dimension numbers
+LIBRARY = _conv_layers.conv2d  # (c, h, w) in and out, channels-last inside
+
+
+def as_hwc(conv):
+    """A convolution on `(c, h, w)` images as the ConvDecoder calls it, on
+    channels-last `(h, w, c)` ones (the variants below are written on the
+    former, the network keeps the latter between its convolutions)."""
+
+    def hwc(x, w, b, **options):
+        out = conv(jnp.transpose(x, (2, 0, 1)), w, b, **options)
+        return jnp.transpose(out, (1, 2, 0))
+
+    return hwc
 
 
 def conv_nchw(x, w, b, *, stride=1, padding="zeros"):
@@ -94,14 +106,15 @@ def main(argv=None):
     def loss(theta):
         return 0.5 * jnp.sum((eqx.combine(theta, static)() - y) ** 2)
 
-    cases = [("lax NCHW", conv_nchw), ("lax NHWC", LIBRARY),
-             ("im2col", conv_im2col), ("custom vjp", conv_custom_vjp)]  # fmt: skip
+    cases = [("lax NCHW", as_hwc(conv_nchw)), ("lax NHWC", _conv_layers.conv2d_hwc),
+             ("im2col", as_hwc(conv_im2col)),
+             ("custom vjp", as_hwc(conv_custom_vjp))]  # fmt: skip
     print(f"ConvDecoder {args.layers} × {args.channels}, {args.size}², float32, "
           f"{jax.default_backend()}")  # fmt: skip
     base, reference = None, None
     try:
         for name, conv in cases:
-            _convdecoder.conv2d = conv
+            _convdecoder.conv2d_hwc = conv
             fwd = jax.jit(lambda th: eqx.combine(th, static)())
             grad = jax.jit(jax.value_and_grad(loss))
             grads = grad(params)[1]
@@ -118,7 +131,7 @@ def main(argv=None):
                   f"value_and_grad {1e3 * t_g:6.1f} ms ({t_g / base[1]:.2f}×), "
                   f"gradient vs baseline {err:.1e} (relative)", flush=True)  # fmt: skip
     finally:
-        _convdecoder.conv2d = LIBRARY
+        _convdecoder.conv2d_hwc = _conv_layers.conv2d_hwc
 
 
 if __name__ == "__main__":

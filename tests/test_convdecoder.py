@@ -199,3 +199,39 @@ def test_discrete_trainers_step_a_convdecoder_one_call_per_iteration():
         assert int(got.num_steps) == int(ref.num_steps) == 21
         assert got.result == ref.result == dip.RESULTS.converged
         assert_tree_allclose(got, ref, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize(
+    "stride, padding", [(1, "zeros"), (2, "zeros"), (1, "reflect"), (2, "reflect")]
+)
+def test_channels_last_layers_are_the_channels_first_ones(stride, padding):
+    """The ConvDecoder runs channels-last: its layers on (h, w, c) give what
+    the (c, h, w) ones give, transposed."""
+    from dipflow.generators import _conv_layers as layers
+
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(3, 7, 6)))
+    w, b = jnp.asarray(rng.normal(size=(4, 3, 3, 3))), jnp.asarray(rng.normal(size=4))
+    scale, shift = jnp.asarray(rng.uniform(0.5, 2, 3)), jnp.asarray(rng.normal(size=3))
+    pad = layers.PADDINGS[padding]
+
+    def hwc(a):
+        return jnp.transpose(a, (1, 2, 0))
+
+    conv = layers.conv2d(x, w, b, stride=stride, padding=pad)
+    np.testing.assert_allclose(
+        layers.conv2d_hwc(hwc(x), w, b, stride=stride, padding=pad),
+        hwc(conv),
+        rtol=1e-12,
+        atol=1e-12,
+    )
+    np.testing.assert_allclose(
+        layers.channel_norm_hwc(hwc(x), scale, shift),
+        hwc(layers.channel_norm(x, scale, shift)),
+        rtol=1e-12,
+        atol=1e-12,
+    )
+    np.testing.assert_array_equal(
+        layers.resize_nearest_hwc(hwc(x), (11, 13)),
+        hwc(layers.resize_nearest(x, (11, 13))),
+    )

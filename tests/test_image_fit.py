@@ -237,6 +237,28 @@ def test_several_images_bad_input(setup):
         _fit(nets, [problem, "denoise"], [truth, truth])
 
 
+def test_fits_with_the_same_trainer_reuse_their_compilation(setup):
+    """Adam's rate lives in its optax transformation: the fits of one
+    optimizer and rate share one trainer, hence one compiled step."""
+    from dipflow._core import _compiled
+    from dipflow.imaging import _image_steps
+
+    truth, problem, nets, fit = setup
+    assert _image_steps.trainer("adam", 0.01, None) is _image_steps.trainer(
+        "adam", 0.01, None
+    )
+    assert _image_steps.trainer("adam", 0.01, None) is not _image_steps.trainer(
+        "adam", 0.02, None
+    )
+    kwargs = dict(iters=4, record_every=2, wmv_window=5, wmv_patience=10)
+    again = dip.fit_image(nets, problem, truth, progress=False, **kwargs)
+    programs = dict(_compiled._PROGRAMS)
+    twice = dip.fit_image(nets, problem, truth, progress=False, **kwargs)
+    assert _compiled._PROGRAMS == programs  # nothing new compiled
+    np.testing.assert_array_equal(twice.psnr_curve, again.psnr_curve)
+    np.testing.assert_array_equal(again.psnr_curve, fit.psnr_curve[:, :5])
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [

@@ -24,10 +24,8 @@ def compile_over(fn, fixed, *static):
     leaves, treedef = jax.tree_util.tree_flatten(fixed)
     arrays = [a if eqx.is_array(a) else None for a in leaves]
     constants = tuple(None if eqx.is_array(a) else a for a in leaves)
-    key = (fn, treedef, constants, static)
-    program = _PROGRAMS.get(key)
-    if program is None:
 
+    def build():
         @jax.jit
         def program(arrays, *dynamic):
             values = [
@@ -35,7 +33,21 @@ def compile_over(fn, fixed, *static):
             ]
             return fn(jax.tree_util.tree_unflatten(treedef, values), *static, *dynamic)
 
-        if len(_PROGRAMS) >= _MAX_PROGRAMS:
-            _PROGRAMS.pop(next(iter(_PROGRAMS)))
-        _PROGRAMS[key] = program
+        return program
+
+    key = (fn, treedef, constants, static)
+    program = kept(_PROGRAMS, key, build, _MAX_PROGRAMS)
     return functools.partial(program, arrays)
+
+
+def kept(store: dict, key, build, limit: int):
+    """`store[key]`, made by `build()` and kept on a miss (the oldest entry
+    dropped beyond `limit` entries): objects whose identity a compilation
+    cache keys on, reused rather than rebuilt."""
+    value = store.get(key)
+    if value is None:
+        value = build()
+        if len(store) >= limit:
+            store.pop(next(iter(store)))
+        store[key] = value
+    return value

@@ -1,6 +1,11 @@
 """The layers of the convolutional generators, as PyTorch computes them, on one
 image `(c, h, w)`: convolution (zero or reflection padding, stride), nearest
 and bilinear resizing, per-channel normalisation, and PyTorch's initialisation.
+
+The convolution, nearest resizing and normalisation also come channels-last,
+on `(h, w, c)` (the `*_hwc` functions): XLA:CPU's convolutions want that
+layout, and a network kept in it between its convolutions has no transposes
+around them (`benchmarks/bench_conv_impl.py`).
 """
 
 from __future__ import annotations
@@ -25,11 +30,11 @@ class Padding(enum.StrEnum):
     ZEROS = "zeros"
     REFLECT = "reflect"
 
-    def pad(self, x: Float[Array, "c h w"], ph: int, pw: int):
-        """`x` padded as the convolution needs it and the padding left for the
-        convolution itself to add (zeros)."""
+    def pad(self, x: Float[Array, "h w c"], ph: int, pw: int):
+        """`x` (channels-last) padded as the convolution needs it and the
+        padding left for the convolution itself to add (zeros)."""
         if self is Padding.REFLECT and (ph or pw):
-            return jnp.pad(x, ((0, 0), (ph, ph), (pw, pw)), mode="reflect"), (0, 0)
+            return jnp.pad(x, ((ph, ph), (pw, pw), (0, 0)), mode="reflect"), (0, 0)
         return x, (ph, pw)
 
 
@@ -56,27 +61,47 @@ def conv2d(
 ) -> Array:
     """Cross-correlation as `torch.nn.Conv2d` with padding `(kh − 1)/2`, as
     `padding` says."""
+    out = conv2d_hwc(jnp.transpose(x, (1, 2, 0)), w, b, stride=stride, padding=padding)
+    return jnp.transpose(out, (2, 0, 1))
+
+
+def conv2d_hwc(
+    x: Float[Array, "h w c"],
+    w: Float[Array, "o c kh kw"],
+    b,
+    *,
+    stride: int = 1,
+    padding: Padding = Padding.ZEROS,
+) -> Array:
+    """`conv2d` on a channels-last image, the output `(h', w', o)`; `w` in
+    PyTorch's layout."""
     x, (ph, pw) = padding.pad(x, (w.shape[2] - 1) // 2, (w.shape[3] - 1) // 2)
-    # Channels-last dimension numbers: XLA:CPU's convolutions run ~10 % faster
-    # on them (benchmarks/bench_conv_impl.py); XLA folds the transposes into
-    # its layouts.
     out = jax.lax.conv_general_dilated(
-        jnp.transpose(x, (1, 2, 0))[None],
+        x[None],
         jnp.transpose(w, (2, 3, 1, 0)),
         (stride, stride),
         ((ph, ph), (pw, pw)),
         dimension_numbers=("NHWC", "HWIO", "NHWC"),
     )[0]
-    return jnp.transpose(out, (2, 0, 1)) + b[:, None, None]
+    return out + b[None, None, :]
+
+
+def _nearest(n_out: int, n_in: int):
+    # torch's rule: output pixel i copies input pixel floor(i · n_in / n_out).
+    return (jnp.arange(n_out) * n_in) // n_out
 
 
 def resize_nearest(x: Float[Array, "c h w"], size: tuple[int, int]) -> Array:
     """`torch.nn.Upsample(size, mode="nearest")`: pixel `i` of the output
     copies pixel `floor(i · h / H)` of the input."""
     (H, W), (h, w) = size, x.shape[1:]
-    rows = (jnp.arange(H) * h) // H
-    cols = (jnp.arange(W) * w) // W
-    return x[:, rows][:, :, cols]
+    return x[:, _nearest(H, h)][:, :, _nearest(W, w)]
+
+
+def resize_nearest_hwc(x: Float[Array, "h w c"], size: tuple[int, int]) -> Array:
+    """`resize_nearest` on a channels-last image."""
+    (H, W), (h, w) = size, x.shape[:2]
+    return x[_nearest(H, h)][:, _nearest(W, w)]
 
 
 class Upsampling(enum.StrEnum):
@@ -117,11 +142,18 @@ def channel_norm(x: Float[Array, "c h w"], scale, shift) -> Array:
     """Batch normalisation in training mode on a batch of one image: each
     channel standardised over its pixels (biased variance), then scaled and
     shifted."""
-    mean = jnp.mean(x, axis=(1, 2), keepdims=True)
-    var = jnp.mean((x - mean) ** 2, axis=(1, 2), keepdims=True)
-    return (x - mean) / jnp.sqrt(var + _EPS) * scale[:, None, None] + shift[
-        :, None, None
-    ]
+    return _standardise(x, (1, 2), scale[:, None, None], shift[:, None, None])
+
+
+def channel_norm_hwc(x: Float[Array, "h w c"], scale, shift) -> Array:
+    """`channel_norm` on a channels-last image."""
+    return _standardise(x, (0, 1), scale[None, None, :], shift[None, None, :])
+
+
+def _standardise(x, pixels, scale, shift):
+    mean = jnp.mean(x, axis=pixels, keepdims=True)
+    var = jnp.mean((x - mean) ** 2, axis=pixels, keepdims=True)
+    return (x - mean) / jnp.sqrt(var + _EPS) * scale + shift
 
 
 # Random arrays are drawn in blocks of one fixed size: a sampler compiles once

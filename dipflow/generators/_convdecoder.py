@@ -21,11 +21,11 @@ from .._core._checks import positive_int
 from ._activations import get_activation
 from ._conv_generator import AbstractConvGenerator
 from ._conv_layers import (
-    channel_norm,
-    conv2d,
+    channel_norm_hwc,
+    conv2d_hwc,
     draw,
     generator_image_shape,
-    resize_nearest,
+    resize_nearest_hwc,
     torch_uniform,
 )
 
@@ -135,14 +135,19 @@ class ConvDecoder(AbstractConvGenerator):
         )
 
     def __call__(self) -> Float[Array, " n"]:
-        x = self.u
+        # Channels-last between the convolutions: in (c, h, w), XLA:CPU
+        # transposes around every convolution and reduces the normalisation's
+        # statistics across the layout, which cost a gradient step ~25 % more
+        # (benchmarks/bench_conv_impl.py).
+        x = jnp.transpose(self.u, (1, 2, 0))
         for w, b, s, t, size in zip(
             self.weights, self.biases, self.scales, self.shifts, self.sizes, strict=True
         ):
-            if x.shape[1:] != size:
-                x = resize_nearest(x, size)
-            x = channel_norm(self.activation(conv2d(x, w, b)), s, t)
-        return conv2d(x, self.out_weight, self.out_bias).reshape(-1)
+            if x.shape[:2] != size:
+                x = resize_nearest_hwc(x, size)
+            x = channel_norm_hwc(self.activation(conv2d_hwc(x, w, b)), s, t)
+        out = conv2d_hwc(x, self.out_weight, self.out_bias)
+        return jnp.transpose(out, (2, 0, 1)).reshape(-1)
 
     def parameter_groups(self):
         conv = [*self.weights, *self.biases, self.out_weight, self.out_bias]

@@ -6,6 +6,7 @@ makes one iteration (see `default_batching`)."""
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from typing import NamedTuple
@@ -16,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._core._backend import on_cpu
-from .._core._compiled import compile_over
+from .._core._compiled import compile_over, kept
 from ..training._descent import _loop
 from ..training._trainers import AbstractDiscreteTrainer, trainer_from_name
 from ._batching import AbstractBatching, over_runs
@@ -26,9 +27,28 @@ from ._runs import Runs, dynamics, index, join
 TRAINERS = ("adam", "gd", "heavy_ball", "nesterov")
 
 
+# The trainers built so far, by their arguments: Adam's learning rate lives
+# inside its optax transformation, a new function at every build, so a fit
+# with a new one would compile its steps again (seconds per fit at 64 × 64).
+_TRAINERS: dict = {}
+_MAX_TRAINERS = 32
+
+
 def trainer(optimizer, lr, momentum) -> AbstractDiscreteTrainer:
     """The trainer `optimizer` of step `lr` (momentum `momentum`, default 0.9,
-    for heavy ball and Nesterov)."""
+    for heavy ball and Nesterov); the same object for the same arguments, so
+    that fits reuse their compilation."""
+    # The default float too: the hyper-parameters are arrays of it.
+    key = (optimizer, type(lr), lr, type(momentum), momentum, jnp.result_type(float))
+    try:
+        hash(key)
+    except TypeError:  # unhashable arguments: built, not kept
+        return _trainer(optimizer, lr, momentum)
+    build = functools.partial(_trainer, optimizer, lr, momentum)
+    return kept(_TRAINERS, key, build, _MAX_TRAINERS)
+
+
+def _trainer(optimizer, lr, momentum) -> AbstractDiscreteTrainer:
     if optimizer not in TRAINERS:
         raise ValueError(f"`optimizer` must be one of {TRAINERS}, got {optimizer!r}.")
     if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
