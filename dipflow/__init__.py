@@ -4,6 +4,8 @@ import importlib
 import importlib.metadata
 
 from . import losses as losses, noise as noise
+from ._core._store import StudyStore as StudyStore
+from ._core._study_tables import load as load
 from .generators._activations import (
     Activation as Activation,
     ActivationConstants as ActivationConstants,
@@ -82,8 +84,6 @@ from .studies._statistics import (
     fit_power_law as fit_power_law,
     transition_curve as transition_curve,
 )
-from ._core._store import StudyStore as StudyStore
-from ._core._study_tables import load as load
 from .studies._summary import summary as summary
 from .studies._sweep_config import (
     load_study as load_study,

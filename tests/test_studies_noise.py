@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 
 import dipflow as dip
+from dipflow._core._store import StudyStore
 from dipflow.cli._main import main
 from dipflow.noise import GaussianNoise, ImpulseNoise, PoissonNoise
 from dipflow.studies._cell_solve import run_cell
 from dipflow.studies._cells import instance_arrays
 from dipflow.studies._instances import reduced_matrix
-from dipflow._core._store import StudyStore
 from dipflow.theory._certificates import (
     lemma3_bound,
     min_eigenvalue_on_range,

@@ -6,9 +6,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from .._core._study_tables import load
 from ..studies._plots import plot_figure1
 from ..studies._runner import run_study
-from .._core._study_tables import load
 from ..studies._summary import summary
 from ..studies._sweep_config import load_study
 from ._args import Command, add_run_options, enable_x64, run_options
