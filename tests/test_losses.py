@@ -2,11 +2,13 @@
 the exact reductions (W only, both layers) against the full path for every loss;
 the stopping tolerance on the excess L − ℓ*; bad input."""
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from jax.flatten_util import ravel_pytree
 
 import dipflow as dip
 from dipflow.losses import AbstractLoss, Poisson, PseudoHuber, SquaredError
@@ -42,6 +44,13 @@ NUMPY = {
         lambda v, y: np.sum(np.log(np.cosh(v - y))),
         lambda v, y: np.tanh(v - y),
     ),
+}
+# The second derivative of each summed loss in v (its Hessian is diagonal).
+NUMPY_CURVATURE = {
+    "squared": lambda v, y: np.ones_like(v),
+    "huber": lambda v, y: (1 + ((v - y) / 0.7) ** 2) ** -1.5,
+    "poisson": lambda v, y: y / (v + BACKGROUND) ** 2,
+    "logcosh": lambda v, y: 1 / np.cosh(v - y) ** 2,
 }
 LOSSES = {
     "squared": SquaredError(),
@@ -84,6 +93,82 @@ def test_value_and_gradient_against_numpy_and_finite_differences(name):
         (np_total(v + h * e, y) - np_total(v - h * e, y)) / (2 * h) for e in np.eye(M)
     ]
     np.testing.assert_allclose(grad, fd, rtol=1e-7, atol=1e-8)
+
+
+@pytest.mark.parametrize("name", list(LOSSES))
+def test_hessian_against_numpy(name):
+    loss, h_of = LOSSES[name], NUMPY_CURVATURE[name]
+    rng = np.random.default_rng(3)
+    y = (
+        rng.poisson(BACKGROUND, size=M).astype(float)
+        if name == "poisson"
+        else rng.normal(size=M)
+    )
+    v, w = rng.normal(size=M) * 2, rng.normal(size=M)
+    h = h_of(v, y)
+    H = loss.hessian(jnp.asarray(v), jnp.asarray(y))
+    np.testing.assert_allclose(H, np.diag(h), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(
+        loss.hessian_vector(jnp.asarray(v), jnp.asarray(y), jnp.asarray(w)),
+        h * w,
+        rtol=1e-12,
+        atol=1e-15,
+    )
+    assert loss.unit_hessian == (name == "squared")
+
+
+def _numpy_gauss_newton_max(net, problem, name, layers):
+    """λ_max(J_Aᵀ diag(h) J_A)/m at θ0 with J_A written out for the two-layer
+    net, v = A V φ(W u)/√k: ∂v/∂W_ij = A V_:i φ'(z_i) u_j/√k and
+    ∂v/∂V_pi = A_:p φ(z_i)/√k; h the loss's second derivative at v0."""
+    phi, dphi = _NP_ACTIVATIONS["sigmoid"]
+    V, W, u, A, y = numpy_arrays(net, problem)
+    z = W @ u
+    v0 = A @ (V @ phi(z)) / np.sqrt(K)
+    columns = []
+    if "W" in layers:
+        columns.append(np.einsum("mi,j->mij", A @ V * dphi(z), u).reshape(M, -1))
+    if "V" in layers:
+        columns.append(np.einsum("mp,i->mpi", A, phi(z)).reshape(M, -1))
+    J_A = np.concatenate(columns, axis=1) / np.sqrt(K)
+    G = J_A.T @ (NUMPY_CURVATURE[name](v0, y)[:, None] * J_A)
+    return np.linalg.eigvalsh(G)[-1] / M
+
+
+@pytest.mark.parametrize("name", list(LOSSES))
+@pytest.mark.parametrize("layers", [("W",), ("W", "V")])
+def test_curvature_is_the_losses_gauss_newton_curvature(name, layers):
+    # Every path to the stability ratio's λ_max: the exact reductions, the full
+    # path's kernel (W alone: the paper's model) and its power iteration (both
+    # layers; an MLP below).
+    net, problem = _problem(name, seed=8, train=layers)
+    expected = _numpy_gauss_newton_max(net, problem, name, layers)
+    reduced = dip.make_dynamics(net, problem)
+    full = dip.make_dynamics(net, problem, reduced=False)
+    assert isinstance(full, dip.FullDynamics)
+    for dyn in (reduced, full):
+        np.testing.assert_allclose(dyn.curvature(), expected, rtol=1e-10)
+    if name == "squared":  # the kernel's own λ_max, as before losses had Hessians
+        K_A = dip.measurement_kernel(net, problem)
+        np.testing.assert_allclose(
+            full.curvature(), jnp.linalg.eigvalsh(K_A)[-1] / M, rtol=1e-13
+        )
+
+
+@pytest.mark.parametrize("name", ["huber", "poisson"])
+def test_curvature_of_any_generator_by_power_iteration(name):
+    _, problem = _problem(name, seed=9)
+    mlp = dip.MLPDIP.init(jax.random.key(1), n=N, d=3, widths=(5,))
+    dyn = dip.make_dynamics(mlp, problem)
+    theta0, unravel = ravel_pytree(dyn.params0)
+
+    def measurement(theta):
+        return problem.forward(eqx.combine(unravel(theta), dyn.static)())
+
+    J_A = np.asarray(jax.jacfwd(measurement)(theta0))
+    h = NUMPY_CURVATURE[name](np.asarray(measurement(theta0)), np.asarray(problem.y))
+    top = np.linalg.eigvalsh(J_A.T @ (h[:, None] * J_A))[-1] / M
+    np.testing.assert_allclose(dyn.curvature(), top, rtol=1e-6)
 
 
 @pytest.mark.parametrize("name", ["squared", "huber", "poisson"])

@@ -12,6 +12,7 @@ The paper's loss (2) is [`dipflow.losses.SquaredError`][], the default.
 from __future__ import annotations
 
 import abc
+from typing import ClassVar
 
 import equinox as eqx
 import jax
@@ -30,8 +31,11 @@ class AbstractLoss(eqx.Module):
     `total_and_gradient` to give the gradient in closed form (else autodiff),
     `infimum` and `minimiser` when they are known (else the stopping tolerance
     applies to `L` itself and the certificates beyond squared error are
-    undecided), `in_domain` when the loss is defined on part of `R^m` only, and
-    `check_observation` to refuse data the loss cannot model.
+    undecided), `in_domain` when the loss is defined on part of `R^m` only,
+    `check_observation` to refuse data the loss cannot model, and `hessian` /
+    `hessian_vector` with closed forms (else autodiff: the stability ratio's
+    Gauss–Newton curvature is weighted by them; `unit_hessian = True` only where
+    the summed loss's Hessian is the identity).
     """
 
     @abc.abstractmethod
@@ -61,6 +65,24 @@ class AbstractLoss(eqx.Module):
     def check_observation(self, y) -> None:
         """Raise a `ValueError` naming `y` when this loss cannot model the data
         (called eagerly, on concrete data, when a problem is built)."""
+
+    # The summed loss's Hessian in `v` is the identity everywhere: the
+    # Gauss–Newton curvature is then the kernel's own (no Hessian is built).
+    unit_hessian: ClassVar[bool] = False
+
+    def hessian(
+        self, v: Float[Array, " m"], y: Float[Array, " m"]
+    ) -> Float[Array, "m m"]:
+        """`∇²_v total(v, y)`, the weight of the Gauss–Newton curvature
+        `J_Aᵀ ∇²total J_A / m` (autodiff; override it with a closed form)."""
+        return jax.hessian(self.total)(v, y)
+
+    def hessian_vector(
+        self, v: Float[Array, " m"], y: Float[Array, " m"], w: Float[Array, " m"]
+    ) -> Float[Array, " m"]:
+        """`∇²_v total(v, y) · w`, matrix-free (forward over reverse)."""
+        grad = jax.grad(self.total)
+        return jax.jvp(lambda u: grad(u, y), (v,), (w,))[1]
 
     # -- what Theorem 1 needs beyond squared error (docs/mathematics.md, "Theorem 1
     # for losses beyond squared error") --------------------------------------------
@@ -115,6 +137,14 @@ class SquaredError(AbstractLoss):
     def total_and_gradient(self, v, y):
         r = v - y
         return jnp.dot(r, r) / 2, r
+
+    unit_hessian: ClassVar[bool] = True
+
+    def hessian(self, v, y):
+        return jnp.eye(v.shape[-1], dtype=jnp.result_type(v, y))
+
+    def hessian_vector(self, v, y, w):
+        return w
 
     def infimum(self, y):
         return jnp.zeros((), y.dtype)

@@ -26,6 +26,17 @@ from ..theory._jacobians import measurement_kernel, measurement_rate, sigma_min_
 _POWER_ITERATIONS = 50
 
 
+def gauss_newton_max(K, loss: AbstractLoss, v0, y) -> Float[Array, ""]:
+    """`λ_max(J_Aᵀ H J_A)` from `K = J_A J_Aᵀ` (m × m), `H` the summed loss's
+    Hessian in `v` at `v0`: `λ_max(K)` where `H = I` (squared error), else
+    `λ_max(K^{1/2} H K^{1/2})`, which has the same nonzero eigenvalues."""
+    if loss.unit_hessian:
+        return jnp.linalg.eigvalsh(K)[-1]
+    w, Q = jnp.linalg.eigh(K)
+    root = Q * jnp.sqrt(jnp.clip(w, 0.0))[None, :]  # K^{1/2} = root Qᵀ
+    return jnp.linalg.eigvalsh(root.T @ loss.hessian(v0, y) @ root)[-1]
+
+
 class AbstractDynamics(eqx.Module):
     """What gradient descent and the flow need from a state space.
 
@@ -81,8 +92,10 @@ class AbstractDynamics(eqx.Module):
 
     @abc.abstractmethod
     def curvature(self) -> Float[Array, ""]:
-        """λ_max of the Gauss–Newton curvature at t = 0, `λ_max(K_A(θ0)) / m`:
-        gradient descent is stable near a minimum only for `η · curvature < 2`."""
+        """λ_max of the loss's Gauss–Newton curvature at t = 0,
+        `λ_max(J_Aᵀ H J_A) / m` with `H = ∇²_v total(v0, y)` (squared error:
+        `H = I`, `λ_max(K_A(θ0)) / m`): gradient descent is stable near a
+        minimum only for `η · curvature < 2`."""
 
     def loss_descent_and_signal(self, state) -> tuple[Float[Array, ""], PyTree, Array]:
         """`loss_and_descent(state)` and `signal(state)`; a subclass whose loss
@@ -199,21 +212,24 @@ class FullDynamics(AbstractDynamics):
         net = self.net(self.params0)
         if isinstance(net, AbstractGenerator) and net.paper_model:
             K = measurement_kernel(net, self.problem)
-            return jnp.linalg.eigvalsh(K)[-1] / self.problem.m
+            v0 = self.measurement(self.params0)
+            return gauss_newton_max(K, self.loss_fn, v0, self.y) / self.problem.m
         return self._power_iteration()
 
     def _power_iteration(self):
-        # λ_max(J_Aᵀ J_A)/m with J_A = A J, through jvp/vjp only (no Jacobian):
+        # λ_max(J_Aᵀ H J_A)/m with J_A = A J, through jvp/vjp only (no Jacobian):
         # an estimate from below that is accurate once the iteration has converged.
         theta0, unravel = ravel_pytree(self.params0)
 
         def y_of(theta):
             return self.problem.forward(eqx.combine(unravel(theta), self.static)())
 
-        _, vjp = jax.vjp(y_of, theta0)
+        v0, vjp = jax.vjp(y_of, theta0)
+        loss, y = self.loss_fn, self.y
 
         def gn(v):
-            return vjp(jax.jvp(y_of, (theta0,), (v,))[1])[0]
+            w = jax.jvp(y_of, (theta0,), (v,))[1]
+            return vjp(w if loss.unit_hessian else loss.hessian_vector(v0, y, w))[0]
 
         v = jnp.ones_like(theta0) / jnp.sqrt(theta0.size)
 

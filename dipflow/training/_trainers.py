@@ -354,9 +354,11 @@ def _ratio(step_size, curvature, limit):
 
 def stability_ratio(step_size, curvature, method: str = "gd", momentum=0.0):
     """`2 η λ_max / limit`: the step size relative to the stability limit of the
-    method (see [`dipflow.stability_limit`][]) on the Gauss–Newton curvature
-    `λ_max(A J Jᵀ Aᵀ)/m` at θ0, scaled so that every method is stable near a
-    minimum below 2 (for gradient descent it is `η λ_max`)."""
+    method (see [`dipflow.stability_limit`][]) on the loss's Gauss–Newton
+    curvature `λ_max(J_Aᵀ H J_A)/m` at θ0 (`J_A = A J`, `H` the summed loss's
+    Hessian in `v = A g` at θ0; squared error: `λ_max(A J Jᵀ Aᵀ)/m`), scaled so
+    that every method is stable near a minimum below 2 (for gradient descent it
+    is `η λ_max`)."""
     return _ratio(step_size, curvature, stability_limit(method, momentum))
 
 

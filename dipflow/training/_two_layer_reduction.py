@@ -15,7 +15,7 @@ from ..generators._networks import TwoLayerDIP
 from ..problems._losses import AbstractLoss, SquaredError
 from ..problems._problems import InverseProblem
 from ..theory._jacobians import min_eigenvalue_on_range
-from ._dynamics import AbstractDynamics
+from ._dynamics import AbstractDynamics, gauss_newton_max
 
 
 class AbstractTwoLayerReduction(AbstractDynamics):
@@ -110,4 +110,6 @@ class AbstractTwoLayerReduction(AbstractDynamics):
         return min_eigenvalue_on_range(self.kernel(state), self.problem) / self.m
 
     def curvature(self):
-        return jnp.linalg.eigvalsh(self.kernel(self.initial_state()))[-1] / self.m
+        z0 = self.initial_state()
+        v0 = self.measurement(z0)
+        return gauss_newton_max(self.kernel(z0), self.loss_fn, v0, self.y) / self.m
