@@ -68,6 +68,7 @@ class AbstractLoss(eqx.Module):
 
     # The summed loss's Hessian in `v` is the identity everywhere: the
     # Gauss–Newton curvature is then the kernel's own (no Hessian is built).
+    # A subclass of SquaredError that reweights `total` must set it False.
     unit_hessian: ClassVar[bool] = False
 
     def hessian(

@@ -29,7 +29,8 @@ _POWER_ITERATIONS = 50
 def gauss_newton_max(K, loss: AbstractLoss, v0, y) -> Float[Array, ""]:
     """`λ_max(J_Aᵀ H J_A)` from `K = J_A J_Aᵀ` (m × m), `H` the summed loss's
     Hessian in `v` at `v0`: `λ_max(K)` where `H = I` (squared error), else
-    `λ_max(K^{1/2} H K^{1/2})`, which has the same nonzero eigenvalues."""
+    `λ_max(K^{1/2} H K^{1/2})`, which has the same nonzero eigenvalues; for
+    `H ⪰ 0` (a convex loss, as `AbstractLoss` asks) the same largest one."""
     if loss.unit_hessian:
         return jnp.linalg.eigvalsh(K)[-1]
     w, Q = jnp.linalg.eigh(K)
