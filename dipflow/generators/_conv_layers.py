@@ -117,6 +117,12 @@ class Upsampling(enum.StrEnum):
             return upsample_bilinear2(x)
         return resize_nearest(x, (2 * x.shape[1], 2 * x.shape[2]))
 
+    def double_hwc(self, x: Float[Array, "h w c"]) -> Array:
+        """`double` on a channels-last image."""
+        if self is Upsampling.BILINEAR:
+            return _double_linear(_double_linear(x, 0), 1)
+        return resize_nearest_hwc(x, (2 * x.shape[0], 2 * x.shape[1]))
+
 
 UPSAMPLINGS = {u.value: u for u in Upsampling}
 

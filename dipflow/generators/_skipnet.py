@@ -29,7 +29,9 @@ from ._conv_layers import (
     Padding,
     Upsampling,
     channel_norm,
+    channel_norm_hwc,
     conv2d,
+    conv2d_hwc,
     draw,
     generator_image_shape,
     torch_uniform,
@@ -48,6 +50,11 @@ class ConvBlock(eqx.Module):
     def __call__(self, x, activation, padding: Padding):
         x = conv2d(x, self.weight, self.bias, stride=self.stride, padding=padding)
         return activation(channel_norm(x, self.scale, self.shift))
+
+    def hwc(self, x, activation, padding: Padding):
+        """The block on a channels-last image `(h, w, c)`."""
+        x = conv2d_hwc(x, self.weight, self.bias, stride=self.stride, padding=padding)
+        return activation(channel_norm_hwc(x, self.scale, self.shift))
 
 
 class SkipLevel(eqx.Module):
@@ -215,18 +222,21 @@ class SkipNet(AbstractConvGenerator):
         )
 
     def _level(self, i: int, x: Array) -> Array:
+        # Channels-last `(h, w, c)`, as the ConvDecoder: no transposes around
+        # each convolution on XLA:CPU.
         level, act, pad = self.levels[i], self.activation, self.padding
-        deeper = level.down2(level.down(x, act, pad), act, pad)
+        deeper = level.down2.hwc(level.down.hwc(x, act, pad), act, pad)
         if i + 1 < len(self.levels):
             deeper = self._level(i + 1, deeper)
-        deeper = self.upsample.double(deeper)
+        deeper = self.upsample.double_hwc(deeper)
         if level.skip is not None:
-            deeper = jnp.concatenate([level.skip(x, act, pad), deeper])
-        h = channel_norm(deeper, level.scale, level.shift)
-        return level.up1x1(level.up(h, act, pad), act, pad)
+            deeper = jnp.concatenate([level.skip.hwc(x, act, pad), deeper], axis=-1)
+        h = channel_norm_hwc(deeper, level.scale, level.shift)
+        return level.up1x1.hwc(level.up.hwc(h, act, pad), act, pad)
 
     def __call__(self) -> Float[Array, " n"]:
-        x = conv2d(self._level(0, self.u), self.out_weight, self.out_bias)
+        x = self._level(0, jnp.transpose(self.u, (1, 2, 0)))
+        x = jnp.transpose(conv2d_hwc(x, self.out_weight, self.out_bias), (2, 0, 1))
         return (jax.nn.sigmoid(x) if self.sigmoid else x).reshape(-1)
 
     def parameter_groups(self):
