@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import optax
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float
+from optax.tree_utils import tree_sub, tree_vdot
 
 from .._core._backend import on_cpu
 from .._core._checks import nonnegative_int, nonnegative_scalar, positive_int
@@ -271,15 +272,8 @@ def _sigma_min_matrix_free(net):
     return jnp.sqrt(jnp.maximum(lam, 0.0))
 
 
-def _tree_dot(a, b):
-    return sum(
-        jnp.vdot(x, y)
-        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
-    )
-
-
 def _tree_norm(a):
-    return jnp.sqrt(_tree_dot(a, a))
+    return jnp.sqrt(tree_vdot(a, a))
 
 
 @eqx.filter_jit
@@ -296,14 +290,11 @@ def _lip_search(net, radius, key, num_restarts: int, steps: int):
     def g(ps):
         return eqx.combine(ps, static)()
 
-    def sub(a, b):
-        return jax.tree.map(jnp.subtract, a, b)
-
     def diff(t1, t2, v):  # (J(θ1) − J(θ2)) v
         return jax.jvp(g, (t1,), (v,))[1] - jax.jvp(g, (t2,), (v,))[1]
 
     def diff_t(t1, t2, w):  # (J(θ1) − J(θ2))ᵀ w
-        return sub(jax.vjp(g, t1)[1](w)[0], jax.vjp(g, t2)[1](w)[0])
+        return tree_sub(jax.vjp(g, t1)[1](w)[0], jax.vjp(g, t2)[1](w)[0])
 
     def power(t1, t2, v):
         v = diff_t(t1, t2, diff(t1, t2, v))
@@ -312,14 +303,14 @@ def _lip_search(net, radius, key, num_restarts: int, steps: int):
 
     def ratio2(ts, v):
         t1, t2 = ts
-        gap = sub(t1, t2)
-        return jnp.sum(diff(t1, t2, v) ** 2) / _tree_dot(gap, gap)
+        gap = tree_sub(t1, t2)
+        return jnp.sum(diff(t1, t2, v) ** 2) / tree_vdot(gap, gap)
 
     # Strictly inside, so that round-off in the norm cannot leave the ball.
     inner = radius * (1 - 16 * jnp.finfo(dtype).eps)
 
     def project(t):
-        shrink = jnp.minimum(1.0, inner / _tree_norm(sub(t, params)))
+        shrink = jnp.minimum(1.0, inner / _tree_norm(tree_sub(t, params)))
         return jax.tree.map(lambda x, x0: x0 + (x - x0) * shrink, t, params)
 
     def unit(x):
